@@ -1,0 +1,3 @@
+//! BTrees (`LOBTree`/`LOBucket`, `IOBTree`/`IOBucket`) read from state.
+//!
+//! (Module prose to be written with the implementation.)
