@@ -1,0 +1,2 @@
+# Stand-in for the `wendelin` namespace of wendelin.core: only what the test
+# data needs (see wendelin/bigfile/file_zodb.py).

@@ -1,0 +1,1 @@
+# See file_zodb.py.
