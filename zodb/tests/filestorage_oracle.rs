@@ -1,0 +1,430 @@
+//! FileStorage against Python's ZODB as the oracle.
+//!
+//! `python/fs_oracle/fsoracle.py` writes a data.fs with revisions, undo
+//! records (back-pointers, deletions) and empty transactions, and dumps what
+//! Python's FileStorage answers for every oid as of every tid; we must answer
+//! the same, with and without the `.index` file, and stay correct (or fail
+//! with an error, never panic nor lie) on truncated and corrupted copies.
+//!
+//! The Python interpreter is `$WCFS_PYTHON`, by default the repository's
+//! `.venv/bin/python`; without it these tests fail.
+
+use bytes::Bytes;
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use zodb::storage::filestorage::{FileStorage, IndexSource, OpenOptions};
+use zodb::storage::{Error, Storage};
+use zodb::{Oid, Tid};
+
+fn python() -> PathBuf {
+    let p = match std::env::var_os("WCFS_PYTHON") {
+        Some(p) => PathBuf::from(p),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python"),
+    };
+    assert!(
+        p.exists(),
+        "python with ZODB not found at {} (set WCFS_PYTHON to a python that has ZODB installed)",
+        p.display()
+    );
+    p
+}
+
+fn oracle(args: &[&str]) {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../python/fs_oracle/fsoracle.py");
+    let out = Command::new(python())
+        .arg(&script)
+        .args(args)
+        .output()
+        .expect("run python oracle");
+    assert!(
+        out.status.success(),
+        "fsoracle.py {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn crc32(data: &[u8]) -> u32 {
+    let mut table = [0u32; 256];
+    for (i, t) in table.iter_mut().enumerate() {
+        let mut c = i as u32;
+        for _ in 0..8 {
+            c = if c & 1 != 0 {
+                0xedb88320 ^ (c >> 1)
+            } else {
+                c >> 1
+            };
+        }
+        *t = c;
+    }
+    let mut c = !0u32;
+    for &b in data {
+        c = table[((c ^ b as u32) & 0xff) as usize] ^ (c >> 8);
+    }
+    !c
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Expect {
+    Data { serial: Tid, len: usize, crc: u32 },
+    None,
+    Deleted,
+}
+
+struct Oracle {
+    last: Tid,
+    txns: Vec<(Tid, Vec<Oid>)>,
+    loads: Vec<(Oid, Tid, Expect)>,
+}
+
+fn parse_oracle(path: &Path) -> Oracle {
+    let text = std::fs::read_to_string(path).unwrap();
+    let mut o = Oracle {
+        last: Tid::ZERO,
+        txns: vec![],
+        loads: vec![],
+    };
+    for line in text.lines() {
+        let f: Vec<&str> = line.split(' ').collect();
+        match f[0] {
+            "last" => o.last = f[1].parse().unwrap(),
+            "txn" => {
+                let oids = if f[3] == "-" {
+                    vec![]
+                } else {
+                    f[3].split(',').map(|s| s.parse().unwrap()).collect()
+                };
+                o.txns.push((f[1].parse().unwrap(), oids));
+            }
+            "load" => {
+                let e = match f[3] {
+                    "none" => Expect::None,
+                    "deleted" => Expect::Deleted,
+                    s => Expect::Data {
+                        serial: s.parse().unwrap(),
+                        len: f[4].parse().unwrap(),
+                        crc: u32::from_str_radix(f[5], 16).unwrap(),
+                    },
+                };
+                o.loads
+                    .push((f[1].parse().unwrap(), f[2].parse().unwrap(), e));
+            }
+            _ => panic!("bad oracle line {line:?}"),
+        }
+    }
+    o
+}
+
+/// What we answer, in the oracle's terms; `Err` for storage failures.
+fn answer(fs: &FileStorage, oid: Oid, at: Tid) -> Result<Expect, String> {
+    match fs.load(oid, at) {
+        Ok(l) => Ok(Expect::Data {
+            serial: l.serial,
+            len: l.data.len(),
+            crc: crc32(&l.data),
+        }),
+        Err(Error::NotYetCreated { .. }) => Ok(Expect::None),
+        Err(Error::NoObject { .. }) => Ok(Expect::None),
+        Err(Error::Deleted { .. }) => Ok(Expect::Deleted),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Checks `fs` answers exactly like the oracle.
+fn check_exact(fs: &FileStorage, o: &Oracle) {
+    assert_eq!(fs.last_tid().unwrap(), o.last);
+    let txns: Vec<(Tid, Vec<Oid>)> = fs
+        .iter()
+        .map(|t| {
+            let t = t.unwrap();
+            (t.tid, t.records.iter().map(|r| r.oid).collect())
+        })
+        .collect();
+    assert_eq!(txns, o.txns);
+    for (oid, at, want) in &o.loads {
+        let got = answer(fs, *oid, *at).unwrap_or_else(|e| panic!("load {oid} @{at}: {e}"));
+        assert_eq!(&got, want, "load {oid} @{at}");
+        // "none" for an object that has records must be NotYetCreated.
+        if *want == Expect::None {
+            assert!(matches!(
+                fs.load(*oid, *at),
+                Err(Error::NotYetCreated { .. })
+            ));
+        }
+    }
+    assert!(matches!(
+        fs.load(Oid(u64::MAX), Tid::MAX),
+        Err(Error::NoObject { .. })
+    ));
+}
+
+fn gen(dir: &Path, extra: &[&str]) -> Oracle {
+    let d = dir.to_str().unwrap();
+    let mut args = vec!["gen", d];
+    args.extend_from_slice(extra);
+    oracle(&args);
+    dump(dir)
+}
+
+fn dump(dir: &Path) -> Oracle {
+    let out = dir.join("oracle.txt");
+    oracle(&["dump", dir.to_str().unwrap(), out.to_str().unwrap()]);
+    parse_oracle(&out)
+}
+
+fn open(dir: &Path, use_index_file: bool) -> FileStorage {
+    let p = dir.join("data.fs");
+    FileStorage::open_with(&p, p.to_str().unwrap(), OpenOptions { use_index_file }).unwrap()
+}
+
+#[test]
+fn loads_and_iteration_match_python() {
+    let tmp = tempfile::tempdir().unwrap();
+    let o = gen(tmp.path(), &["--big", "--seed", "7"]);
+    assert!(
+        o.loads.iter().any(|l| l.2 == Expect::Deleted),
+        "no deletions in test data"
+    );
+    assert!(
+        o.txns.iter().any(|t| t.1.is_empty()),
+        "no empty transactions in test data"
+    );
+    let scan = open(tmp.path(), false);
+    assert_eq!(scan.index_source(), IndexSource::Scan);
+    check_exact(&scan, &o);
+
+    // Back-pointer records exist, and a 2 MiB record loads.
+    let recs: Vec<_> = scan.iter().flat_map(|t| t.unwrap().records).collect();
+    assert!(recs.iter().any(|r| r.data_len == 0 && r.back != 0));
+    assert!(recs.iter().any(|r| r.data_len == 0 && r.back == 0));
+    assert!(recs.iter().any(|r| r.data_len > 2 << 20));
+
+    // In memory, the same.
+    let mem = FileStorage::from_bytes(
+        Bytes::from(std::fs::read(tmp.path().join("data.fs")).unwrap()),
+        "mem",
+    )
+    .unwrap();
+    check_exact(&mem, &o);
+
+    // With the .index file Python left: identical answers, byte for byte.
+    let idx = open(tmp.path(), true);
+    check_exact(&idx, &o);
+    assert_eq!(idx.index_snapshot(), scan.index_snapshot());
+    for (oid, at, _) in &o.loads {
+        let a = idx.load(*oid, *at).map_err(|e| e.to_string());
+        let b = scan.load(*oid, *at).map_err(|e| e.to_string());
+        assert_eq!(a, b);
+    }
+}
+
+#[test]
+fn index_file_used_when_valid_and_stale_one_is_caught_up() {
+    let tmp = tempfile::tempdir().unwrap();
+    gen(tmp.path(), &["--seed", "3", "--txns", "60"]);
+    let fresh = open(tmp.path(), true);
+    assert!(
+        matches!(fresh.index_source(), IndexSource::IndexFile { pos } if pos == fresh.committed_end()),
+        "{:?}",
+        fresh.index_source()
+    );
+    drop(fresh);
+
+    // Python commits more, then the old .index is put back: stale.
+    oracle(&["extend", tmp.path().to_str().unwrap(), "25", "--keep-index"]);
+    let o = dump(tmp.path());
+    let fs = open(tmp.path(), true);
+    match fs.index_source() {
+        IndexSource::IndexFile { pos } => assert!(pos < fs.committed_end()),
+        IndexSource::Scan => panic!("valid (stale) .index not used"),
+    }
+    check_exact(&fs, &o);
+    assert_eq!(
+        fs.index_snapshot(),
+        open(tmp.path(), false).index_snapshot()
+    );
+}
+
+#[test]
+fn garbage_index_file_is_ignored() {
+    let tmp = tempfile::tempdir().unwrap();
+    let o = gen(tmp.path(), &["--seed", "4", "--txns", "40"]);
+    let ipath = tmp.path().join("data.fs.index");
+    let good = std::fs::read(&ipath).unwrap();
+    let size = std::fs::metadata(tmp.path().join("data.fs")).unwrap().len();
+    let mut variants: Vec<(&str, Vec<u8>)> = vec![
+        ("empty", vec![]),
+        (
+            "random",
+            (0..good.len()).map(|i| (i * 7919 % 251) as u8).collect(),
+        ),
+        ("truncated", good[..good.len() / 2].to_vec()),
+        ("no terminator", good[..good.len() - 2].to_vec()),
+    ];
+    // Flip single bytes all over the real one: every variant must either
+    // be rejected or give the right answers.
+    for i in (0..good.len()).step_by(3) {
+        let mut v = good.clone();
+        v[i] ^= 0x41;
+        variants.push(("flipped", v));
+    }
+    // An index whose position is past the end of the file.
+    let _ = size;
+    for (what, bytes) in variants {
+        std::fs::write(&ipath, &bytes).unwrap();
+        let fs = open(tmp.path(), true);
+        if what != "flipped" {
+            assert_eq!(
+                fs.index_source(),
+                IndexSource::Scan,
+                "{what} .index trusted"
+            );
+        }
+        check_exact(&fs, &o);
+    }
+}
+
+/// Positions of header fields worth corrupting: (offset, length, what).
+fn header_fields(fs: &FileStorage) -> Vec<(u64, u64, &'static str)> {
+    let mut v = vec![];
+    for t in fs.iter() {
+        let t = t.unwrap();
+        let p = t.pos;
+        v.extend([
+            (p, 8, "txn tid"),
+            (p + 8, 8, "txn length"),
+            (p + 16, 1, "txn status"),
+            (p + 17, 6, "txn ulen/dlen/elen"),
+        ]);
+        for r in &t.records {
+            let q = r.pos;
+            v.extend([
+                (q, 8, "data oid"),
+                (q + 8, 8, "data tid"),
+                (q + 16, 8, "data prev"),
+                (q + 24, 8, "data tloc"),
+                (q + 32, 2, "data vlen"),
+                (q + 34, 8, "data plen"),
+            ]);
+            if r.data_len == 0 {
+                v.push((q + 42, 8, "data back-pointer"));
+            }
+        }
+    }
+    v
+}
+
+/// On a damaged copy, every answer for a tid the storage claims committed
+/// must be the oracle's or an error.
+fn check_damaged(fs: &FileStorage, o: &Oracle, what: &str) {
+    let last = fs.last_tid().unwrap_or(Tid::ZERO);
+    assert!(
+        last == Tid::ZERO || o.txns.iter().any(|t| t.0 == last),
+        "{what}: last tid {last} not in the original"
+    );
+    for t in fs.iter() {
+        if t.is_err() {
+            break;
+        }
+    }
+    let _ = fs
+        .watch(Tid::ZERO)
+        .map(|mut w| while let Ok(Some(_)) = w.next_timeout(std::time::Duration::ZERO) {});
+    for (oid, at, want) in &o.loads {
+        if *at > last {
+            continue;
+        }
+        if let Ok(got) = answer(fs, *oid, *at) {
+            if got != *want {
+                // "none" for an object whose records were cut off is right.
+                assert!(
+                    *want == Expect::None && got == Expect::None,
+                    "{what}: load {oid} @{at}: got {got:?}, want {want:?}"
+                );
+                match want {
+                    Expect::None => {}
+                    _ => panic!("{what}: load {oid} @{at}: got {got:?}, want {want:?}"),
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn truncated_tail_is_uncommitted() {
+    let tmp = tempfile::tempdir().unwrap();
+    let o = gen(tmp.path(), &["--seed", "5", "--txns", "50"]);
+    let full = Bytes::from(std::fs::read(tmp.path().join("data.fs")).unwrap());
+    let fs = FileStorage::from_bytes(full.clone(), "full").unwrap();
+    let txns: Vec<_> = fs.iter().map(|t| t.unwrap()).collect();
+    let mut cuts: BTreeSet<(u64, Tid)> = BTreeSet::new();
+    // at every boundary, and at several points inside every transaction
+    let mut prev_end = (4u64, Tid::ZERO);
+    for (i, t) in txns.iter().enumerate() {
+        let end = txns.get(i + 1).map(|n| n.pos).unwrap_or(full.len() as u64);
+        cuts.insert(prev_end);
+        for k in 1..8 {
+            cuts.insert((t.pos + (end - t.pos) * k / 8, prev_end.1));
+        }
+        cuts.insert((t.pos + 1, prev_end.1));
+        cuts.insert((end - 1, prev_end.1));
+        prev_end = (end, t.tid);
+    }
+    cuts.insert(prev_end);
+    for (cut, want_last) in cuts {
+        let fs = FileStorage::from_bytes(full.slice(..cut as usize), "cut")
+            .unwrap_or_else(|e| panic!("open truncated at {cut}: {e}"));
+        assert_eq!(fs.last_tid().unwrap(), want_last, "cut at {cut}");
+        for (oid, at, want) in &o.loads {
+            if *at > want_last {
+                continue;
+            }
+            let got = answer(&fs, *oid, *at)
+                .unwrap_or_else(|e| panic!("cut at {cut}: load {oid} @{at}: {e}"));
+            assert_eq!(&got, want, "cut at {cut}: load {oid} @{at}");
+        }
+    }
+}
+
+#[test]
+fn flipped_header_bytes_never_lie() {
+    let tmp = tempfile::tempdir().unwrap();
+    let o = gen(tmp.path(), &["--seed", "6", "--txns", "40"]);
+    let full = std::fs::read(tmp.path().join("data.fs")).unwrap();
+    let fs = FileStorage::from_bytes(Bytes::from(full.clone()), "orig").unwrap();
+    let fields = header_fields(&fs);
+    let seed: u64 = std::env::var("FS_FLIP_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+        });
+    println!("flip seed: {seed} (set FS_FLIP_SEED to repeat)");
+    let mut rng = seed | 1;
+    let mut next = move || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    let (mut errs, mut oks) = (0, 0);
+    for _ in 0..400 {
+        let (off, len, what) = fields[(next() % fields.len() as u64) as usize];
+        let at = off + next() % len;
+        let x = (next() % 255 + 1) as u8;
+        let mut data = full.clone();
+        data[at as usize] ^= x;
+        let what = format!("{what} byte at {at} ^= {x:#04x}");
+        match FileStorage::from_bytes(Bytes::from(data), "flipped") {
+            Err(_) => errs += 1,
+            Ok(fs) => {
+                oks += 1;
+                check_damaged(&fs, &o, &what);
+            }
+        }
+    }
+    println!("flips: {errs} rejected at open, {oks} opened");
+}
