@@ -34,12 +34,18 @@ pub enum Value {
     Set(Vec<Value>),
     FrozenSet(Vec<Value>),
     /// A reference to a global (class or function): `GLOBAL`, `STACK_GLOBAL`.
-    Global { module: String, name: String },
+    Global {
+        module: String,
+        name: String,
+    },
     /// A persistent id (`PERSID`, `BINPERSID`), as written. ZODB's reference
     /// forms are interpreted by [`crate::serialize`].
     PersistentId(Box<Value>),
     /// `callable(*args)`: `REDUCE`, and `INST`/`OBJ` (with a `Global` callable).
-    Reduce { callable: Box<Value>, args: Box<Value> },
+    Reduce {
+        callable: Box<Value>,
+        args: Box<Value>,
+    },
     /// `cls.__new__(cls, *args, **kwargs)`: `NEWOBJ`, `NEWOBJ_EX`.
     NewObj {
         cls: Box<Value>,
@@ -47,7 +53,10 @@ pub enum Value {
         kwargs: Option<Box<Value>>,
     },
     /// `obj.__setstate__(state)`: `BUILD`.
-    Build { obj: Box<Value>, state: Box<Value> },
+    Build {
+        obj: Box<Value>,
+        state: Box<Value>,
+    },
 }
 
 impl Value {
