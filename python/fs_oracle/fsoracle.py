@@ -219,10 +219,10 @@ def writer(d, ntxn, out):
                 holder[len(holder) + 300000] = o
                 objs.append(o)
             commit("writer-%d" % n)
-            tid = conn._storage.lastTransaction()
+            tid = db.storage.lastTransaction()
             now = time.time()
             # the oids of the transaction, in record order
-            t = next(iter(conn._storage.iterator(tid, tid)))
+            t = next(iter(db.storage.iterator(tid, tid)))
             f.write("%s %s %.6f\n" % (hx(tid), ",".join(hx(r.oid) for r in t) or "-", now))
             f.flush()
             time.sleep(rng.choice([0, 0.001, 0.005, 0.02]))
