@@ -459,7 +459,7 @@ pub fn read_bytes(
     size: u64,
 ) -> Result<Vec<u8>, Error> {
     // Check against the size first: a hostile length must not allocate.
-    if pos.checked_add(n).is_none_or(|e| e > size) {
+    if !matches!(pos.checked_add(n), Some(e) if e <= size) {
         return Err(ctx.corrupt(
             pos,
             format!("{n} bytes at this offset lie beyond end of file ({size})"),

@@ -92,7 +92,7 @@ fn check(pos: u64, oid2pos: &HashMap<Oid, u64>, r: &dyn ReadAt, ctx: &Ctx) -> Op
     let first = MAGIC.len() as u64;
     if oid2pos
         .values()
-        .any(|&p| p < first + TXN_HDR_LEN || p.checked_add(DATA_HDR_LEN + 8).is_none_or_gt(pos))
+        .any(|&p| p < first + TXN_HDR_LEN || p > pos - (DATA_HDR_LEN + 8))
     {
         return None;
     }
@@ -151,17 +151,4 @@ fn check(pos: u64, oid2pos: &HashMap<Oid, u64>, r: &dyn ReadAt, ctx: &Ctx) -> Op
         }
     }
     Some(last_tid)
-}
-
-trait GtCheck {
-    fn is_none_or_gt(self, limit: u64) -> bool;
-}
-
-impl GtCheck for Option<u64> {
-    fn is_none_or_gt(self, limit: u64) -> bool {
-        match self {
-            Some(v) => v > limit,
-            None => true,
-        }
-    }
 }
