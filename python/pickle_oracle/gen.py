@@ -367,9 +367,11 @@ def record_line(name, data):
     from ZODB.utils import get_pickle_metadata
     f = io.BytesIO(data)
     mod, cls = get_pickle_metadata(data)
-    Mirror(f).load()
+    # One unpickler for both pickles, as ZODB: they share the memo.
+    u = Mirror(f)
+    u.load()
     refs = []
-    state = render(Mirror(f).load(), refs)
+    state = render(u.load(), refs)
     assert f.read() == b''
     return 'record\t%s\t%s\t%s.%s\t%s\t%s\n' % (
         name, data.hex(), mod, cls, state, ' '.join(refs) or '-')
@@ -476,8 +478,7 @@ def main_zodb():
             for rname, pid in refs.items():
                 f = io.BytesIO()
                 p = PidPickler(f, protocol=proto)
-                p.dump(meta)
-                p.clear_memo()
+                p.dump(meta)  # no clear_memo(): ZODB shares the memo
                 p.dump({'r': PRef(pid), 'n': 1})
                 out.write(record_line('%s-%s-p%d' % (mname, rname, proto), f.getvalue()))
 

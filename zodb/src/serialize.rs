@@ -6,6 +6,12 @@
 //! 1. the *class description*, enough to create an empty object (a ghost);
 //! 2. the *state*, which Python would pass to `__setstate__`.
 //!
+//! ZODB writes both pickles with one pickler and reads them with one
+//! unpickler, so they share a memo: the state may refer back to objects of
+//! the class pickle (typically the class itself, when a BTree node's
+//! children are of its own class). [`decode_record`] decodes them with one
+//! [`pickle::Unpickler`] for that reason.
+//!
 //! Nothing may follow the state pickle: trailing bytes mean the record is not
 //! what we think it is, so they are an error rather than ignored.
 //!
@@ -104,9 +110,12 @@ pub enum Error {
 
 /// Decodes a data record (two pickles back to back).
 pub fn decode_record(data: &Bytes) -> Result<Record, Error> {
-    let (meta, end) = pickle::decode(data, 0)?;
+    // One unpickler for both: the state may refer to the class pickle's memo.
+    let mut u = pickle::Unpickler::new(data, 0)?;
+    let meta = u.load()?;
     let class = class_description(&meta)?;
-    let (state, end) = pickle::decode(data, end)?;
+    let state = u.load()?;
+    let end = u.pos();
     if end != data.len() {
         return Err(Error::Trailing(data.len() - end));
     }

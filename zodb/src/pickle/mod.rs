@@ -114,18 +114,14 @@ pub enum Error {
 
 /// Decodes the pickle that starts at `buf[start..]`.
 ///
-/// Returns the value and the position just after its STOP opcode (ZODB
-/// records hold two pickles back to back). Byte strings in the result are
-/// zero-copy slices of `buf`.
+/// Returns the value and the position just after its STOP opcode. Byte
+/// strings in the result are zero-copy slices of `buf`. For the two pickles
+/// of a ZODB record, which share a memo, use [`Unpickler`] (or
+/// [`crate::serialize::decode_record`]).
 pub fn decode(buf: &Bytes, start: usize) -> Result<(Value, usize), Error> {
-    if start > buf.len() {
-        return Err(Error::Truncated { pos: start });
-    }
-    let mut m = Machine::new(buf, start);
-    let root = m.run()?;
-    let end = m.pos;
-    let v = m.expand(root, end - start)?;
-    Ok((v, end))
+    let mut u = Unpickler::new(buf, start)?;
+    let v = u.load()?;
+    Ok((v, u.pos()))
 }
 
 /// One object under construction. Containers refer to other nodes by index
@@ -161,8 +157,19 @@ impl Node {
     }
 }
 
-struct Machine<'a> {
+/// Decodes consecutive pickles that share one memo.
+///
+/// ZODB writes both halves of a record with one pickler and reads them with
+/// one unpickler, so the state pickle may refer to memo entries of the class
+/// pickle (`BINGET 0` for the class of a child of the same class). As in
+/// Python's `Unpickler.load`, each [`Unpickler::load`] starts with an empty
+/// stack but keeps the memo.
+pub struct Unpickler<'a> {
     buf: &'a Bytes,
+    /// Where the first pickle starts: the expansion budget of a pickle
+    /// counts everything read so far, since it may expand earlier memo
+    /// entries.
+    start: usize,
     pos: usize,
     /// Start of the opcode being executed, for error messages.
     op_pos: usize,
@@ -176,17 +183,36 @@ struct Machine<'a> {
 
 type R<T> = Result<T, Error>;
 
-impl<'a> Machine<'a> {
-    fn new(buf: &'a Bytes, start: usize) -> Self {
-        Machine {
+impl<'a> Unpickler<'a> {
+    /// An unpickler reading from `buf[start..]`.
+    pub fn new(buf: &'a Bytes, start: usize) -> Result<Self, Error> {
+        if start > buf.len() {
+            return Err(Error::Truncated { pos: start });
+        }
+        Ok(Unpickler {
             buf,
+            start,
             pos: start,
             op_pos: start,
             nodes: Vec::new(),
             stack: Vec::new(),
             marks: Vec::new(),
             memo: HashMap::new(),
-        }
+        })
+    }
+
+    /// Decodes the next pickle; afterwards [`Unpickler::pos`] is just past
+    /// its STOP.
+    pub fn load(&mut self) -> Result<Value, Error> {
+        self.stack.clear();
+        self.marks.clear();
+        let root = self.run()?;
+        self.expand(root, self.pos - self.start)
+    }
+
+    /// The position in the buffer where the next pickle would start.
+    pub fn pos(&self) -> usize {
+        self.pos
     }
 
     // ---- errors ----
