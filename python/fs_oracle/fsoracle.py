@@ -2,7 +2,7 @@
 
 Subcommands (all paths are directories holding data.fs):
 
-  gen DIR [--seed N] [--txns N] [--big]
+  gen DIR [--seed N] [--txns N] [--big] [--tiny]
       Write DIR/data.fs: objects with many revisions, undo of creating and
       of modifying transactions (so that deletion records and back-pointers
       exist), undo of an undo, and empty transactions. Close cleanly, so that
@@ -58,7 +58,12 @@ def hx(b):
     return b.hex() if isinstance(b, bytes) else "%016x" % b
 
 
+TINY = False
+
+
 def payload(rng, big=False):
+    if TINY:
+        return rng.randbytes(rng.randrange(0, 24))
     r = rng.random()
     if big and r < 0.01:
         n = 2 << 20
@@ -96,7 +101,7 @@ def gen(d, seed, ntxn, big):
     root = conn.root()
     root["holder"] = holder = PersistentMapping()
     objs = []
-    for i in range(20):
+    for i in range(3 if TINY else 20):
         o = PersistentMapping({"v": payload(rng, big)})
         holder[i] = o
         objs.append(o)
@@ -239,6 +244,7 @@ def main():
     g.add_argument("--seed", type=int, default=1)
     g.add_argument("--txns", type=int, default=120)
     g.add_argument("--big", action="store_true")
+    g.add_argument("--tiny", action="store_true", help="few small objects (fuzz seeds)")
     e = sub.add_parser("extend")
     e.add_argument("dir")
     e.add_argument("n", type=int)
@@ -252,6 +258,8 @@ def main():
     w.add_argument("out")
     a = ap.parse_args()
     if a.cmd == "gen":
+        global TINY
+        TINY = a.tiny
         gen(a.dir, a.seed, a.txns, a.big)
     elif a.cmd == "extend":
         extend(a.dir, a.n, a.keep_index)

@@ -207,7 +207,10 @@ pub struct Window<'r> {
     blen: usize,
 }
 
-const WINDOW: usize = 256 << 10;
+/// Small enough that jumping over a big payload does not drag it through
+/// memory, big enough to hold the headers of a transaction of small
+/// records (and the next transaction's header after a redundant length).
+const WINDOW: usize = 16 << 10;
 
 impl<'r> Window<'r> {
     pub fn new(r: &'r dyn ReadAt, size: u64) -> Window<'r> {
