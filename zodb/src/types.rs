@@ -158,7 +158,10 @@ mod tests {
         let hi = ((((y - 1900) * 12 + mo - 1) * 31 + d - 1) * 24 + h) * 60 + mi;
         let lo = (56.5f64 * 4294967296.0 / 60.0) as u64;
         let t = Tid((hi << 32) | lo).time();
-        assert_eq!((t.year, t.month, t.day, t.hour, t.minute), (2018, 4, 3, 12, 34));
+        assert_eq!(
+            (t.year, t.month, t.day, t.hour, t.minute),
+            (2018, 4, 3, 12, 34)
+        );
         assert!((t.second - 56.5).abs() < 1e-6);
         let unix = Tid((hi << 32) | lo).unix_time();
         assert!((unix - 1522758896.5).abs() < 1e-3, "{unix}");

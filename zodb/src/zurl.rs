@@ -45,7 +45,9 @@ pub fn parse(zurl: &str) -> Result<ZUrl, Error> {
         });
     }
     if let Some((scheme, _)) = zurl.split_once("://") {
-        return Err(bad(&format!("unknown scheme {scheme:?} (want file:// or zeo://)")));
+        return Err(bad(&format!(
+            "unknown scheme {scheme:?} (want file:// or zeo://)"
+        )));
     }
     Ok(ZUrl::File(PathBuf::from(zurl)))
 }
@@ -68,18 +70,34 @@ mod tests {
 
     #[test]
     fn parse_forms() {
-        assert_eq!(parse("file:///a/b.fs").unwrap(), ZUrl::File("/a/b.fs".into()));
+        assert_eq!(
+            parse("file:///a/b.fs").unwrap(),
+            ZUrl::File("/a/b.fs".into())
+        );
         assert_eq!(parse("/a/b.fs").unwrap(), ZUrl::File("/a/b.fs".into()));
         assert_eq!(parse("rel/b.fs").unwrap(), ZUrl::File("rel/b.fs".into()));
         assert_eq!(
             parse("zeo://localhost:8100").unwrap(),
-            ZUrl::Zeo { host: "localhost".into(), port: 8100 }
+            ZUrl::Zeo {
+                host: "localhost".into(),
+                port: 8100
+            }
         );
         assert_eq!(
             parse("zeo://[::1]:8100").unwrap(),
-            ZUrl::Zeo { host: "::1".into(), port: 8100 }
+            ZUrl::Zeo {
+                host: "::1".into(),
+                port: 8100
+            }
         );
-        for bad in ["", "file://", "zeo://host", "zeo://:1", "zeo://h:99999", "neo://x"] {
+        for bad in [
+            "",
+            "file://",
+            "zeo://host",
+            "zeo://:1",
+            "zeo://h:99999",
+            "neo://x",
+        ] {
             assert!(matches!(parse(bad), Err(Error::BadUrl { .. })), "{bad}");
         }
     }
