@@ -305,8 +305,8 @@ def gen_crafted(path, rng):
         if name == 'p2py2':
             # non-inline blktab: two buckets as records of their own
             bk1, bk2 = w.new_oid(), w.new_oid()
-            recs[bk2] = rec(LOBucket, (items[6:],))
-            recs[bk1] = rec(LOBucket, (items[:6], ref(bk2, LOBucket)))
+            recs[bk2] = rec(LOBucket, (items[4:],))
+            recs[bk1] = rec(LOBucket, (items[:4], ref(bk2, LOBucket)))
             recs[tree] = rec(LOBTree, ((ref(bk1, LOBucket), 3, ref(bk2, LOBucket)), ref(bk1, LOBucket)))
         else:
             recs[tree] = rec(LOBTree, ((((items),),),))

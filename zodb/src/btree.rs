@@ -1,3 +1,705 @@
 //! BTrees (`LOBTree`/`LOBucket`, `IOBTree`/`IOBucket`) read from state.
 //!
-//! (Module prose to be written with the implementation.)
+//! wendelin.core keeps a file's block table in an `LOBTree` {blk → ZBlk} and
+//! a ZBlk1's chunks in an `IOBTree` {offset → ZData}. We never build these
+//! trees in memory: every operation walks the stored node states as of an
+//! explicit tid, loading each node through the [`Storage`], and reports the
+//! way it went. The daemon needs that way as much as the answer — a block's
+//! content can change because any node on its path changed (a bucket split,
+//! a key moved between buckets, a hole filled), so it tracks the node oids
+//! and the key range each of them covered.
+//!
+//! State forms (see `BTrees/BTreeTemplate.c`, `BucketTemplate.c`):
+//!
+//! - bucket: `(items,)` or `(items, next_bucket)`, `items = (k0, v0, k1, …)`;
+//! - tree: `None` (empty); `(((items,),),)` — a single bucket stored inline
+//!   in the tree's own record, so it has no oid: a path ends at the tree;
+//!   or `((child0, key1, child1, …, keyN, childN), firstbucket)`, where
+//!   `key_i` separates `child_{i-1}` (keys < key_i) from `child_i`.
+//!
+//! Key ranges are inclusive `[lo, hi]` over i64 for both families; the root
+//! covers `[i64::MIN, i64::MAX]` and each child the slice its parent's
+//! separators give it. The `next_bucket` links and `firstbucket` are not
+//! used: everything follows the tree structure, which is what decides where
+//! a key lives.
+//!
+//! Stored data is untrusted. Every node is checked as it is met: its class
+//! must be the tree or bucket class of the expected family, keys must be
+//! integers of the family's width, strictly increasing, and inside the range
+//! the parent assigned (separators strictly inside it). A node that shows
+//! up twice on one walk (a cycle, or a DAG that a real BTree never is) and
+//! paths deeper than [`MAX_DEPTH`] are errors. Nothing here panics on bad
+//! input.
+//!
+//! Values are only interpreted where needed: a lookup turns the one value it
+//! found into a [`PersistentRef`]; a value that is no persistent reference is
+//! reported as corruption then.
+
+use crate::pickle::Value;
+use crate::serialize::{self, ClassName, PersistentRef, Record};
+use crate::storage::{self, Storage};
+use crate::types::{Oid, Tid};
+use std::collections::HashSet;
+
+/// Deepest tree accepted. Real BTrees with the default fan-out reach 4
+/// levels only beyond ~10^10 keys; anything deeper is corrupt or a cycle.
+pub const MAX_DEPTH: usize = 64;
+
+/// Errors about one stored object. Shared with [`crate::bigfile`], whose
+/// objects fail in the same ways.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The storage could not load the object (see [`storage::Error`] for
+    /// "missing" vs failure).
+    #[error("{oid}: load @{at}: {source}")]
+    Load {
+        oid: Oid,
+        at: Tid,
+        #[source]
+        source: storage::Error,
+    },
+    /// The record is not a valid ZODB record.
+    #[error("{oid}: {source}")]
+    Decode {
+        oid: Oid,
+        #[source]
+        source: serialize::Error,
+    },
+    /// The object is of a class that does not belong here.
+    #[error("{oid}: unexpected class {class} (want {want})")]
+    Class {
+        oid: Oid,
+        class: ClassName,
+        want: String,
+    },
+    /// The object has the right class but its state is impossible.
+    #[error("{oid}: corrupt: {why}")]
+    Corrupt { oid: Oid, why: String },
+    /// A request that cannot be answered (not a property of the data).
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl Error {
+    /// The object (or one it depends on) has no data as of the tid: not
+    /// created yet, deleted, or never existed.
+    pub fn is_missing(&self) -> bool {
+        matches!(self, Error::Load { source, .. } if source.is_missing())
+    }
+    pub fn is_corrupt(&self) -> bool {
+        matches!(self, Error::Corrupt { .. } | Error::Decode { .. })
+    }
+    pub fn is_class(&self) -> bool {
+        matches!(self, Error::Class { .. })
+    }
+}
+
+fn corrupt(oid: Oid, why: impl Into<String>) -> Error {
+    Error::Corrupt {
+        oid,
+        why: why.into(),
+    }
+}
+
+/// Loads and decodes one object: its record and serial.
+pub(crate) fn load_record(st: &dyn Storage, oid: Oid, at: Tid) -> Result<(Record, Tid), Error> {
+    let loaded = st
+        .load(oid, at)
+        .map_err(|source| Error::Load { oid, at, source })?;
+    let rec = match serialize::decode_record(&loaded.data) {
+        Ok(rec) => rec,
+        Err(source @ serialize::Error::Pickle(_)) => {
+            shared_memo_record(&loaded.data).ok_or(Error::Decode { oid, source })?
+        }
+        Err(source) => return Err(Error::Decode { oid, source }),
+    };
+    Ok((rec, loaded.serial))
+}
+
+/// Decodes a record whose state pickle refers to memo entries made by its
+/// class pickle.
+///
+/// ZODB pickles both halves of a record with one pickler and unpickles them
+/// with one unpickler, so the memo is shared: a BTree node whose children
+/// are nodes of its own class writes that class once, in the class pickle,
+/// and the state refers back to it (`BINGET 0`). Every tree of ≥ 3 levels
+/// has such records. `serialize::decode_record` decodes the halves with
+/// separate memos and fails on them; until it shares the memo, we rerun the
+/// two halves as one pickle: class pickle without its STOP, `POP`, state
+/// pickle without its PROTO. That copies the record, which is fine for the
+/// small tree nodes that need it.
+fn shared_memo_record(data: &bytes::Bytes) -> Option<Record> {
+    let (meta, end) = crate::pickle::decode(data, 0).ok()?;
+    let class = serialize::class_description(&meta).ok()?;
+    let mut state_start = end;
+    if data.get(end) == Some(&0x80) {
+        state_start += 2; // PROTO n
+    }
+    let mut joined = Vec::with_capacity(data.len());
+    joined.extend_from_slice(data.get(..end.checked_sub(1)?)?);
+    joined.push(b'0'); // POP the class description
+    joined.extend_from_slice(data.get(state_start..)?);
+    let joined = bytes::Bytes::from(joined);
+    let (state, end2) = crate::pickle::decode(&joined, 0).ok()?;
+    (end2 == joined.len()).then_some(Record { class, state })
+}
+
+/// The persistent reference a value holds, or corruption of `oid`.
+pub(crate) fn value_ref(oid: Oid, v: &Value, what: &str) -> Result<PersistentRef, Error> {
+    match v {
+        Value::PersistentId(pid) => {
+            serialize::persistent_ref(pid).map_err(|e| corrupt(oid, format!("{what}: {e}")))
+        }
+        other => Err(corrupt(
+            oid,
+            format!("{what}: want a persistent reference, got {}", other.kind()),
+        )),
+    }
+}
+
+/// Which BTree flavour: the key width is what differs for us.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Family {
+    /// `BTrees.LOBTree`: int64 keys → objects (a ZBigFile's blktab).
+    LO,
+    /// `BTrees.IOBTree`: int32 keys → objects (a ZBlk1's chunktab).
+    IO,
+}
+
+impl Family {
+    pub fn module(self) -> &'static str {
+        match self {
+            Family::LO => "BTrees.LOBTree",
+            Family::IO => "BTrees.IOBTree",
+        }
+    }
+    pub fn tree_class(self) -> &'static str {
+        match self {
+            Family::LO => "LOBTree",
+            Family::IO => "IOBTree",
+        }
+    }
+    pub fn bucket_class(self) -> &'static str {
+        match self {
+            Family::LO => "LOBucket",
+            Family::IO => "IOBucket",
+        }
+    }
+    fn key_bounds(self) -> (i64, i64) {
+        match self {
+            Family::LO => (i64::MIN, i64::MAX),
+            Family::IO => (i32::MIN as i64, i32::MAX as i64),
+        }
+    }
+    /// `BTrees.LOBTree.LOBTree`: for messages.
+    pub fn tree_name(self) -> String {
+        format!("{}.{}", self.module(), self.tree_class())
+    }
+    fn kind_of(self, class: &ClassName) -> Option<NodeKind> {
+        if class.module != self.module() {
+            return None;
+        }
+        if class.name == self.tree_class() {
+            Some(NodeKind::Tree)
+        } else if class.name == self.bucket_class() {
+            Some(NodeKind::Bucket)
+        } else {
+            None
+        }
+    }
+}
+
+/// An inclusive key range `[lo, hi]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct KeyRange {
+    pub lo: i64,
+    pub hi: i64,
+}
+
+impl KeyRange {
+    pub const FULL: KeyRange = KeyRange {
+        lo: i64::MIN,
+        hi: i64::MAX,
+    };
+    pub fn contains(&self, k: i64) -> bool {
+        self.lo <= k && k <= self.hi
+    }
+}
+
+impl std::fmt::Display for KeyRange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "[{}, {}]", self.lo, self.hi)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum NodeKind {
+    Tree,
+    Bucket,
+}
+
+/// One node met on a walk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PathNode {
+    pub oid: Oid,
+    /// The tid of the node's record as of the walk's `at`.
+    pub serial: Tid,
+    pub kind: NodeKind,
+    /// The keys this node is responsible for, as its ancestors assigned them.
+    pub range: KeyRange,
+}
+
+/// Max serial over nodes ([`Tid::ZERO`] for none).
+pub fn max_serial(nodes: &[PathNode]) -> Tid {
+    nodes.iter().map(|n| n.serial).max().unwrap_or(Tid::ZERO)
+}
+
+/// The result of [`BTree::lookup`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lookup {
+    /// What the key maps to; `None` if absent.
+    pub value: Option<PersistentRef>,
+    /// Root → the bucket that holds (or would hold) the key. For a tree with
+    /// an inline bucket, or an empty tree, just the root.
+    pub path: Vec<PathNode>,
+}
+
+impl Lookup {
+    /// The key range of the final node: every key in it would be decided by
+    /// the same bucket.
+    pub fn range(&self) -> KeyRange {
+        self.path.last().map(|n| n.range).unwrap_or(KeyRange::FULL)
+    }
+    pub fn max_serial(&self) -> Tid {
+        max_serial(&self.path)
+    }
+    pub fn path_oids(&self) -> Vec<Oid> {
+        self.path.iter().map(|n| n.oid).collect()
+    }
+}
+
+/// The result of [`BTree::rightmost`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RightMost {
+    /// The largest key and its value; `None` for an empty tree.
+    pub max: Option<(i64, PersistentRef)>,
+    /// Root → the bucket holding the largest key (just the root when the
+    /// tree is empty).
+    pub path: Vec<PathNode>,
+    /// Empty nodes right of `path` that the walk passed over. A real BTree
+    /// has none; if one exists, a key inserted there changes the max without
+    /// touching `path`, so whoever tracks the size must track these too.
+    pub skipped: Vec<PathNode>,
+}
+
+impl RightMost {
+    pub fn range(&self) -> KeyRange {
+        self.path.last().map(|n| n.range).unwrap_or(KeyRange::FULL)
+    }
+    pub fn max_serial(&self) -> Tid {
+        max_serial(&self.path)
+    }
+    pub fn path_oids(&self) -> Vec<Oid> {
+        self.path.iter().map(|n| n.oid).collect()
+    }
+}
+
+/// The result of [`BTree::items`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Items {
+    /// Every (key, value), in key order.
+    pub items: Vec<(i64, PersistentRef)>,
+    /// Every node of the tree (root first, depth first).
+    pub nodes: Vec<PathNode>,
+}
+
+/// A node's state, checked against the range it must cover.
+enum State {
+    /// Keys and their values (a bucket, an inline bucket, or an empty tree).
+    Items { keys: Vec<i64>, values: Vec<Value> },
+    /// An inner node: n+1 children separated by n keys.
+    Kids { keys: Vec<i64>, kids: Vec<Value> },
+}
+
+/// A handle on a stored BTree: its root oid and family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct BTree {
+    pub oid: Oid,
+    pub family: Family,
+}
+
+impl BTree {
+    pub fn new(oid: Oid, family: Family) -> BTree {
+        BTree { oid, family }
+    }
+
+    /// Finds `key` as of `at`, reporting the path taken.
+    pub fn lookup(&self, st: &dyn Storage, key: i64, at: Tid) -> Result<Lookup, Error> {
+        let mut path: Vec<PathNode> = Vec::with_capacity(4);
+        let mut oid = self.oid;
+        let mut range = KeyRange::FULL;
+        loop {
+            if path.len() >= MAX_DEPTH {
+                return Err(corrupt(self.oid, format!("tree deeper than {MAX_DEPTH}")));
+            }
+            if path.iter().any(|n| n.oid == oid) {
+                return Err(corrupt(oid, "cycle: node is its own ancestor"));
+            }
+            let (node, state) = self.load_node(st, oid, at, range, path.is_empty())?;
+            path.push(node);
+            match state {
+                State::Items { keys, values } => {
+                    let value = match keys.binary_search(&key) {
+                        Ok(i) => Some(value_ref(oid, &values[i], "value")?),
+                        Err(_) => None,
+                    };
+                    return Ok(Lookup { value, path });
+                }
+                State::Kids { keys, kids } => {
+                    let i = keys.partition_point(|k| *k <= key);
+                    range = child_range(&keys, i, range);
+                    oid = value_ref(oid, &kids[i], "child")?.oid;
+                }
+            }
+        }
+    }
+
+    /// Finds the largest key as of `at`, reporting the path taken.
+    pub fn rightmost(&self, st: &dyn Storage, at: Tid) -> Result<RightMost, Error> {
+        let mut w = Walk::default();
+        let found = self.rightmost_in(st, at, self.oid, KeyRange::FULL, &mut w)?;
+        match found {
+            Some(max) => Ok(RightMost {
+                max: Some(max),
+                path: w.path,
+                skipped: w.skipped,
+            }),
+            None => {
+                // Empty: the root alone decides, whatever it looked like.
+                let root = *w
+                    .skipped
+                    .first()
+                    .ok_or_else(|| corrupt(self.oid, "no root"))?;
+                let skipped = w.skipped[1..].to_vec();
+                Ok(RightMost {
+                    max: None,
+                    path: vec![root],
+                    skipped,
+                })
+            }
+        }
+    }
+
+    fn rightmost_in(
+        &self,
+        st: &dyn Storage,
+        at: Tid,
+        oid: Oid,
+        range: KeyRange,
+        w: &mut Walk,
+    ) -> Result<Option<(i64, PersistentRef)>, Error> {
+        if w.path.len() >= MAX_DEPTH {
+            return Err(corrupt(self.oid, format!("tree deeper than {MAX_DEPTH}")));
+        }
+        if !w.seen.insert(oid) {
+            return Err(corrupt(oid, "node met twice (cycle)"));
+        }
+        let (node, state) = self.load_node(st, oid, at, range, w.path.is_empty())?;
+        w.path.push(node);
+        let found = match state {
+            State::Items { keys, values } => match keys.last() {
+                Some(&k) => Some((k, value_ref(oid, &values[keys.len() - 1], "value")?)),
+                None => None,
+            },
+            State::Kids { keys, kids } => {
+                let mut found = None;
+                for i in (0..kids.len()).rev() {
+                    let child = value_ref(oid, &kids[i], "child")?.oid;
+                    let r = child_range(&keys, i, range);
+                    if let Some(x) = self.rightmost_in(st, at, child, r, w)? {
+                        found = Some(x);
+                        break;
+                    }
+                }
+                found
+            }
+        };
+        if found.is_none() {
+            // Empty subtree: not on the way to the max, but reported (the
+            // order of `skipped` carries no meaning beyond the root first).
+            let n = w.path.pop().expect("pushed above");
+            w.skipped.insert(0, n);
+        }
+        Ok(found)
+    }
+
+    /// Every item as of `at`, and every node visited.
+    pub fn items(&self, st: &dyn Storage, at: Tid) -> Result<Items, Error> {
+        let mut out = Items {
+            items: Vec::new(),
+            nodes: Vec::new(),
+        };
+        let mut seen = HashSet::new();
+        self.items_in(st, at, self.oid, KeyRange::FULL, 0, &mut seen, &mut out)?;
+        Ok(out)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn items_in(
+        &self,
+        st: &dyn Storage,
+        at: Tid,
+        oid: Oid,
+        range: KeyRange,
+        depth: usize,
+        seen: &mut HashSet<Oid>,
+        out: &mut Items,
+    ) -> Result<(), Error> {
+        if depth >= MAX_DEPTH {
+            return Err(corrupt(self.oid, format!("tree deeper than {MAX_DEPTH}")));
+        }
+        if !seen.insert(oid) {
+            return Err(corrupt(oid, "node met twice (cycle)"));
+        }
+        let (node, state) = self.load_node(st, oid, at, range, depth == 0)?;
+        out.nodes.push(node);
+        match state {
+            State::Items { keys, values } => {
+                for (k, v) in keys.into_iter().zip(values.iter()) {
+                    out.items.push((k, value_ref(oid, v, "value")?));
+                }
+            }
+            State::Kids { keys, kids } => {
+                for (i, kid) in kids.iter().enumerate() {
+                    let child = value_ref(oid, kid, "child")?.oid;
+                    let r = child_range(&keys, i, range);
+                    self.items_in(st, at, child, r, depth + 1, seen, out)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Loads node `oid` that must cover `range`, checks its class and state.
+    /// The root must be a tree; below it, trees and buckets of the family.
+    fn load_node(
+        &self,
+        st: &dyn Storage,
+        oid: Oid,
+        at: Tid,
+        range: KeyRange,
+        is_root: bool,
+    ) -> Result<(PathNode, State), Error> {
+        let (rec, serial) = load_record(st, oid, at)?;
+        let kind = match self.family.kind_of(&rec.class) {
+            Some(NodeKind::Bucket) if is_root => None,
+            k => k,
+        };
+        let Some(kind) = kind else {
+            let want = if is_root {
+                self.family.tree_name()
+            } else {
+                format!(
+                    "{} or {}",
+                    self.family.tree_name(),
+                    self.family.bucket_class()
+                )
+            };
+            return Err(Error::Class {
+                oid,
+                class: rec.class,
+                want,
+            });
+        };
+        let state = match kind {
+            NodeKind::Bucket => self.bucket_state(oid, rec.state, range)?,
+            NodeKind::Tree => self.tree_state(oid, rec.state, range)?,
+        };
+        Ok((
+            PathNode {
+                oid,
+                serial,
+                kind,
+                range,
+            },
+            state,
+        ))
+    }
+
+    /// `(items,)` or `(items, next)`.
+    fn bucket_state(&self, oid: Oid, state: Value, range: KeyRange) -> Result<State, Error> {
+        let mut t = into_tuple(oid, state, "bucket state")?;
+        if t.is_empty() || t.len() > 2 {
+            return Err(corrupt(
+                oid,
+                format!("bucket state: tuple of {} (want 1 or 2)", t.len()),
+            ));
+        }
+        t.truncate(1);
+        let items = t.pop().expect("len 1");
+        self.items_of(oid, items, range)
+    }
+
+    /// `None`, `(((items,),),)` or `((child0, key1, …), firstbucket)`.
+    fn tree_state(&self, oid: Oid, state: Value, range: KeyRange) -> Result<State, Error> {
+        if matches!(state, Value::None) {
+            return Ok(State::Items {
+                keys: Vec::new(),
+                values: Vec::new(),
+            });
+        }
+        let mut t = into_tuple(oid, state, "tree state")?;
+        match t.len() {
+            1 => {
+                // Inline bucket: ((bucket_state,),)
+                let mut inner = into_tuple(oid, t.pop().expect("len 1"), "inline bucket")?;
+                if inner.len() != 1 {
+                    return Err(corrupt(
+                        oid,
+                        format!("inline bucket: tuple of {} (want 1)", inner.len()),
+                    ));
+                }
+                let bstate = into_tuple(oid, inner.pop().expect("len 1"), "inline bucket state")?;
+                if bstate.len() != 1 {
+                    // An inline bucket has no next bucket.
+                    return Err(corrupt(
+                        oid,
+                        format!("inline bucket state: tuple of {} (want 1)", bstate.len()),
+                    ));
+                }
+                let items = bstate.into_iter().next().expect("len 1");
+                self.items_of(oid, items, range)
+            }
+            2 => {
+                t.truncate(1);
+                let data = into_tuple(oid, t.pop().expect("len 2"), "tree children")?;
+                if data.len() % 2 != 1 {
+                    return Err(corrupt(
+                        oid,
+                        format!("tree children: {} entries (want odd)", data.len()),
+                    ));
+                }
+                let mut keys = Vec::with_capacity(data.len() / 2);
+                let mut kids = Vec::with_capacity(data.len() / 2 + 1);
+                for (i, v) in data.into_iter().enumerate() {
+                    if i % 2 == 0 {
+                        kids.push(v);
+                    } else {
+                        keys.push(self.key(oid, &v)?);
+                    }
+                }
+                // Separators strictly inside the range, so no child gets an
+                // empty or inverted slice.
+                let mut prev = range.lo;
+                for &k in &keys {
+                    if k <= prev || k > range.hi {
+                        return Err(corrupt(
+                            oid,
+                            format!("separator {k} out of order or outside {range}"),
+                        ));
+                    }
+                    prev = k;
+                }
+                Ok(State::Kids { keys, kids })
+            }
+            n => Err(corrupt(
+                oid,
+                format!("tree state: tuple of {n} (want 1 or 2)"),
+            )),
+        }
+    }
+
+    /// `(k0, v0, k1, v1, …)`: keys strictly increasing, inside `range`.
+    fn items_of(&self, oid: Oid, items: Value, range: KeyRange) -> Result<State, Error> {
+        let items = match items {
+            Value::Tuple(v) | Value::List(v) => v,
+            other => {
+                return Err(corrupt(
+                    oid,
+                    format!("bucket items: want tuple, got {}", other.kind()),
+                ))
+            }
+        };
+        if items.len() % 2 != 0 {
+            return Err(corrupt(
+                oid,
+                format!("bucket items: odd length {}", items.len()),
+            ));
+        }
+        let mut keys = Vec::with_capacity(items.len() / 2);
+        let mut values = Vec::with_capacity(items.len() / 2);
+        for (i, v) in items.into_iter().enumerate() {
+            if i % 2 == 0 {
+                let k = self.key(oid, &v)?;
+                if !range.contains(k) {
+                    return Err(corrupt(oid, format!("key {k} outside {range}")));
+                }
+                if keys.last().is_some_and(|&p| k <= p) {
+                    return Err(corrupt(oid, format!("keys not increasing at {k}")));
+                }
+                keys.push(k);
+            } else {
+                values.push(v);
+            }
+        }
+        Ok(State::Items { keys, values })
+    }
+
+    fn key(&self, oid: Oid, v: &Value) -> Result<i64, Error> {
+        let (min, max) = self.family.key_bounds();
+        match v {
+            Value::Int(k) if (min..=max).contains(k) => Ok(*k),
+            Value::Int(k) => Err(corrupt(
+                oid,
+                format!("key {k} too wide for {}", self.family.tree_class()),
+            )),
+            other => Err(corrupt(oid, format!("key: want int, got {}", other.kind()))),
+        }
+    }
+}
+
+#[derive(Default)]
+struct Walk {
+    path: Vec<PathNode>,
+    skipped: Vec<PathNode>,
+    seen: HashSet<Oid>,
+}
+
+/// The range of child `i` of a node with separators `keys` covering `range`.
+/// Separators were checked to lie strictly inside `range` and increase, so
+/// `keys[i] - 1` cannot underflow and the result is never empty.
+fn child_range(keys: &[i64], i: usize, range: KeyRange) -> KeyRange {
+    KeyRange {
+        lo: if i == 0 { range.lo } else { keys[i - 1] },
+        hi: if i == keys.len() {
+            range.hi
+        } else {
+            keys[i] - 1
+        },
+    }
+}
+
+fn into_tuple(oid: Oid, v: Value, what: &str) -> Result<Vec<Value>, Error> {
+    match v {
+        Value::Tuple(t) => Ok(t),
+        other => Err(corrupt(
+            oid,
+            format!("{what}: want tuple, got {}", other.kind()),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn child_ranges() {
+        let r = KeyRange { lo: 0, hi: 100 };
+        let keys = [10, 50];
+        assert_eq!(child_range(&keys, 0, r), KeyRange { lo: 0, hi: 9 });
+        assert_eq!(child_range(&keys, 1, r), KeyRange { lo: 10, hi: 49 });
+        assert_eq!(child_range(&keys, 2, r), KeyRange { lo: 50, hi: 100 });
+        assert_eq!(child_range(&[], 0, KeyRange::FULL), KeyRange::FULL);
+    }
+}
