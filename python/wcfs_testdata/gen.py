@@ -22,9 +22,11 @@ crafted.fs  ZBigFiles whose records are pickled by hand, in the forms Python 2
             protocol 2 (`_codecs.encode`), protocol 3; class descriptions and
             references in ZODB's several forms; a block number beyond 2**32.
 corrupt.fs  records that must be refused, and corrupt.expect listing them:
-            lines `FILEOID BLK|- KIND WORD` — loading the file (BLK '-') or
-            block must fail with an error of KIND (corrupt | class | any) whose
-            message contains WORD ('-' for none).
+            lines `FILEOID BLK|- KIND WORD` — loading the file and its size
+            (BLK '-') or the block must fail with an error of KIND (corrupt |
+            class | any) whose message contains WORD ('-' for none); KIND
+            'size': must succeed with size WORD; `good FILEOID BLK PREFIX`:
+            the block loads and starts with PREFIX.
 
 oracle.py reads main/deep/crafted back; corrupt.fs is for negative tests only.
 """
@@ -451,6 +453,26 @@ def gen_corrupt(path, rng):
     recs[tu] = rec(LOBTree, (((('a', g),),),))
     recs[fu] = rec(ZBigFile, (16, Ref(tu, LOBTree)))
     expect.append((fu, 0, 'corrupt', '-'))
+
+    # file T: wrong arities — tree children of even length, odd bucket items,
+    # bucket state of 3
+    for tstate in [((Ref(bA, LOBucket), 10), Ref(bA, LOBucket)),
+                   ((((0, g, 1),),),),
+                   (((((0, g),), None, None),),),
+                   ((Ref(bA, LOBucket), 10, Ref(bB, LOBucket)), Ref(bA, LOBucket), None)]:
+        ft, tt = oid(), oid()
+        recs[tt] = rec(LOBTree, tstate)
+        recs[ft] = rec(ZBigFile, (16, Ref(tt, LOBTree)))
+        expect.append((ft, 0, 'corrupt', '-'))
+
+    # file E: an empty bucket at the right edge (BTrees never leaves one —
+    # its C code asserts — but the size must still come out right)
+    fe, te, b1, b2 = oid(), oid(), oid(), oid()
+    recs[b2] = rec(LOBucket, ((),))
+    recs[b1] = rec(LOBucket, ((1, g, 2, g), Ref(b2, LOBucket)))
+    recs[te] = rec(LOBTree, ((Ref(b1, LOBucket), 10, Ref(b2, LOBucket)), Ref(b1, LOBucket)))
+    recs[fe] = rec(ZBigFile, (16, Ref(te, LOBTree)))
+    expect.append((fe, '-', 'size', str(3 * 16)))
 
     w.commit(recs, 'corrupt')
     st.close()
