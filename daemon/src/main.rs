@@ -1,5 +1,123 @@
-//! wcfsd — the WCFS daemon (FUSE serving is the next milestone).
-fn main() {
-    eprintln!("wcfsd: FUSE serving is not implemented yet");
-    std::process::exit(2);
+//! wcfsd — the WCFS daemon.
+//!
+//! FUSE serving (SPEC §4–§6) is the next milestone. Until it lands the
+//! binary offers `wcfsd ls ZURL`: it opens the storage exactly as the daemon
+//! will, finds every ZBigFile, and loads every block of each as of head —
+//! a quick way to see what would be served and to check that all of it is
+//! readable.
+
+use std::process::ExitCode;
+use std::time::Instant;
+use zodb::bigfile::ZBigFile;
+use zodb::storage::filestorage::FileStorage;
+use zodb::zurl::{self, ZUrl};
+use zodb::{Storage, Tid};
+
+const USAGE: &str = "\
+usage: wcfsd ls ZURL          list the ZBigFiles of a database and check every block loads
+       wcfsd ZURL MOUNTPOINT  serve over FUSE (not implemented yet)
+
+ZURL is file://PATH or a plain path to a data.fs (zeo://HOST:PORT: not supported yet).";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .as_slice()
+    {
+        ["-h" | "--help" | "-help"] => {
+            println!("{USAGE}");
+            ExitCode::SUCCESS
+        }
+        ["ls", zurl] => match ls(zurl) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("wcfsd: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        [_, _] => {
+            eprintln!("wcfsd: FUSE serving is not implemented yet");
+            ExitCode::from(2)
+        }
+        _ => {
+            eprintln!("{USAGE}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn ls(url: &str) -> Result<(), Box<dyn std::error::Error>> {
+    let path = match zurl::parse(url)? {
+        ZUrl::File(path) => path,
+        ZUrl::Zeo { .. } => {
+            // Let zurl::open give its "not supported yet" error.
+            zurl::open(url)?;
+            unreachable!("zeo storage opened");
+        }
+    };
+    let t0 = Instant::now();
+    let fs = FileStorage::open(&path, url)?;
+    let head = fs.last_tid()?;
+    println!(
+        "{url}: head @{head}, {} objects, opened in {:.1} ms ({:?})",
+        fs.object_count(),
+        t0.elapsed().as_secs_f64() * 1e3,
+        fs.index_source(),
+    );
+    let mut oids: Vec<_> = fs
+        .index_snapshot()
+        .into_iter()
+        .map(|(oid, _)| oid)
+        .collect();
+    oids.sort();
+    let mut nfiles = 0;
+    for oid in oids {
+        let Ok(loaded) = fs.load(oid, head) else {
+            continue; // deleted objects are simply not files
+        };
+        let Ok(rec) = zodb::serialize::decode_record(&loaded.data) else {
+            continue;
+        };
+        if rec.class.module != "wendelin.bigfile.file_zodb" || rec.class.name != "ZBigFile" {
+            continue;
+        }
+        nfiles += 1;
+        let file = ZBigFile::load(&fs, oid, head)?;
+        let size = file.size(&fs, head)?;
+        let nblk = size.size.div_ceil(file.blksize());
+        let t0 = Instant::now();
+        let (mut holes, mut last_change) = (0u64, file.serial());
+        for blk in 0..nblk {
+            let b = file.load_block(&fs, blk, head)?;
+            if b.zblk.is_none() {
+                holes += 1;
+            }
+            last_change = last_change.max(b.max_serial);
+        }
+        let dt = t0.elapsed().as_secs_f64();
+        println!(
+            "bigfile/{oid}  blksize {:>8}  size {:>12}  blocks {nblk} ({holes} holes)  \
+             last change @{last_change} ({})  all blocks loaded in {:.1} ms ({:.0} MiB/s)",
+            file.blksize(),
+            size.size,
+            tid_time(last_change),
+            dt * 1e3,
+            size.size as f64 / (1 << 20) as f64 / dt.max(1e-9),
+        );
+    }
+    if nfiles == 0 {
+        println!("no ZBigFile in {url}");
+    }
+    Ok(())
+}
+
+fn tid_time(t: Tid) -> String {
+    let tt = t.time();
+    format!(
+        "{:04}-{:02}-{:02} {:02}:{:02}:{:06.3} UTC",
+        tt.year, tt.month, tt.day, tt.hour, tt.minute, tt.second
+    )
 }

@@ -106,42 +106,9 @@ pub(crate) fn load_record(st: &dyn Storage, oid: Oid, at: Tid) -> Result<(Record
     let loaded = st
         .load(oid, at)
         .map_err(|source| Error::Load { oid, at, source })?;
-    let rec = match serialize::decode_record(&loaded.data) {
-        Ok(rec) => rec,
-        Err(source @ serialize::Error::Pickle(_)) => {
-            shared_memo_record(&loaded.data).ok_or(Error::Decode { oid, source })?
-        }
-        Err(source) => return Err(Error::Decode { oid, source }),
-    };
+    let rec =
+        serialize::decode_record(&loaded.data).map_err(|source| Error::Decode { oid, source })?;
     Ok((rec, loaded.serial))
-}
-
-/// Decodes a record whose state pickle refers to memo entries made by its
-/// class pickle.
-///
-/// ZODB pickles both halves of a record with one pickler and unpickles them
-/// with one unpickler, so the memo is shared: a BTree node whose children
-/// are nodes of its own class writes that class once, in the class pickle,
-/// and the state refers back to it (`BINGET 0`). Every tree of ≥ 3 levels
-/// has such records. `serialize::decode_record` decodes the halves with
-/// separate memos and fails on them; until it shares the memo, we rerun the
-/// two halves as one pickle: class pickle without its STOP, `POP`, state
-/// pickle without its PROTO. That copies the record, which is fine for the
-/// small tree nodes that need it.
-fn shared_memo_record(data: &bytes::Bytes) -> Option<Record> {
-    let (meta, end) = crate::pickle::decode(data, 0).ok()?;
-    let class = serialize::class_description(&meta).ok()?;
-    let mut state_start = end;
-    if data.get(end) == Some(&0x80) {
-        state_start += 2; // PROTO n
-    }
-    let mut joined = Vec::with_capacity(data.len());
-    joined.extend_from_slice(data.get(..end.checked_sub(1)?)?);
-    joined.push(b'0'); // POP the class description
-    joined.extend_from_slice(data.get(state_start..)?);
-    let joined = bytes::Bytes::from(joined);
-    let (state, end2) = crate::pickle::decode(&joined, 0).ok()?;
-    (end2 == joined.len()).then_some(Record { class, state })
 }
 
 /// The persistent reference a value holds, or corruption of `oid`.
