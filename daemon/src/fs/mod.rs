@@ -1,0 +1,1 @@
+//! FUSE side of the daemon. (To be written.)
