@@ -1,0 +1,217 @@
+//! blktab nodes and ZBlk dependencies as of the new head, decoded once per
+//! transaction.
+//!
+//! `zodb::btree` walks trees for lookups; change tracking instead needs the
+//! raw shape of single nodes (a bucket's entries, an inner node's children)
+//! to compare them with what it tracked. Decoding a 500-child node costs far
+//! more than a lookup in it, and one transaction can send many tracked keys
+//! through the same node, so every node is decoded at most once per
+//! [`ApplyCtx`]. The checks are those of `zodb::btree` (class of the LO
+//! family, keys increasing and inside the range the parent assigned,
+//! separators strictly inside it): a node `zodb::btree` would refuse is
+//! refused here too, and the tracker then reports conservatively.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use zodb::bigfile::MODULE as ZMODULE;
+use zodb::btree::{BTree, Family, KeyRange};
+use zodb::pickle::Value;
+use zodb::serialize::{self, Record};
+use zodb::{Oid, Storage, Tid};
+
+/// A decoded blktab node, not yet checked against a key range.
+#[derive(Debug)]
+pub(crate) enum Node {
+    /// Bucket, inline bucket, or empty tree: keys → ZBlk oids.
+    Leaf { keys: Vec<i64>, vals: Vec<Oid> },
+    /// Inner node: `kids.len() == keys.len() + 1`.
+    Inner { keys: Vec<i64>, kids: Vec<Oid> },
+}
+
+impl Node {
+    /// Whether the node may cover `range` (see module doc).
+    pub(crate) fn fits(&self, range: KeyRange) -> bool {
+        match self {
+            Node::Leaf { keys, .. } => {
+                keys.first().is_none_or(|k| range.contains(*k))
+                    && keys.last().is_none_or(|k| range.contains(*k))
+            }
+            Node::Inner { keys, .. } => {
+                keys.first().is_none_or(|k| *k > range.lo)
+                    && keys.last().is_none_or(|k| *k <= range.hi)
+            }
+        }
+    }
+}
+
+/// The range of child `i` of an inner node with separators `keys` covering
+/// `range` (separators checked to lie strictly inside it).
+pub(crate) fn child_range(keys: &[i64], i: usize, range: KeyRange) -> KeyRange {
+    KeyRange {
+        lo: if i == 0 { range.lo } else { keys[i - 1] },
+        hi: if i == keys.len() {
+            range.hi
+        } else {
+            keys[i] - 1
+        },
+    }
+}
+
+/// What a ZBlk's content depends on besides itself: for a ZBlk1, every node
+/// of its chunk table and every ZData.
+pub(crate) type Parts = Arc<Vec<Oid>>;
+
+/// Per-transaction decoding context: storage as of the new head, and the
+/// caches that make re-resolving many tracked blocks cheap.
+pub(crate) struct ApplyCtx<'a> {
+    pub st: &'a dyn Storage,
+    pub at: Tid,
+    nodes: HashMap<Oid, Option<Arc<Node>>>,
+    zblks: HashMap<Oid, Option<Parts>>,
+}
+
+impl<'a> ApplyCtx<'a> {
+    pub(crate) fn new(st: &'a dyn Storage, at: Tid) -> Self {
+        ApplyCtx {
+            st,
+            at,
+            nodes: HashMap::new(),
+            zblks: HashMap::new(),
+        }
+    }
+
+    /// blktab node `oid` as of `at`, checked for covering `range`; `None`
+    /// when it cannot be loaded or is not a valid node there.
+    pub(crate) fn node(&mut self, oid: Oid, range: KeyRange, root: bool) -> Option<Arc<Node>> {
+        let st = self.st;
+        let at = self.at;
+        let n = self
+            .nodes
+            .entry(oid)
+            .or_insert_with(|| decode_node(st, oid, at, root).map(Arc::new))
+            .clone()?;
+        n.fits(range).then_some(n)
+    }
+
+    /// The parts of ZBlk `oid` as of `at`; `None` when it cannot be loaded
+    /// or is no ZBlk.
+    pub(crate) fn zblk_parts(&mut self, oid: Oid) -> Option<Parts> {
+        let st = self.st;
+        let at = self.at;
+        self.zblks
+            .entry(oid)
+            .or_insert_with(|| zblk_parts(st, oid, at).map(Arc::new))
+            .clone()
+    }
+}
+
+fn load(st: &dyn Storage, oid: Oid, at: Tid) -> Option<Record> {
+    let l = st.load(oid, at).ok()?;
+    serialize::decode_record(&l.data).ok()
+}
+
+fn as_oid(v: &Value) -> Option<Oid> {
+    match v {
+        Value::PersistentId(pid) => serialize::persistent_ref(pid).ok().map(|r| r.oid),
+        _ => None,
+    }
+}
+
+fn decode_node(st: &dyn Storage, oid: Oid, at: Tid, root: bool) -> Option<Node> {
+    let rec = load(st, oid, at)?;
+    let fam = Family::LO;
+    if rec.class.module != fam.module() {
+        return None;
+    }
+    let bucket = if rec.class.name == fam.tree_class() {
+        false
+    } else if rec.class.name == fam.bucket_class() && !root {
+        true
+    } else {
+        return None;
+    };
+    let state = rec.state;
+    if bucket {
+        let t = state.as_tuple()?;
+        if t.is_empty() || t.len() > 2 {
+            return None;
+        }
+        return leaf(&t[0]);
+    }
+    if matches!(state, Value::None) {
+        return Some(Node::Leaf {
+            keys: vec![],
+            vals: vec![],
+        });
+    }
+    let t = state.as_tuple()?;
+    match t.len() {
+        1 => {
+            let inner = t[0].as_tuple()?;
+            let [bstate] = inner else { return None };
+            let bt = bstate.as_tuple()?;
+            let [items] = bt else { return None };
+            leaf(items)
+        }
+        2 => {
+            let data = t[0].as_tuple()?;
+            if data.len() % 2 != 1 {
+                return None;
+            }
+            let mut keys = Vec::with_capacity(data.len() / 2);
+            let mut kids = Vec::with_capacity(data.len() / 2 + 1);
+            for (i, v) in data.iter().enumerate() {
+                if i % 2 == 0 {
+                    kids.push(as_oid(v)?);
+                } else {
+                    let k = v.as_int()?;
+                    if keys.last().is_some_and(|p| k <= *p) {
+                        return None;
+                    }
+                    keys.push(k);
+                }
+            }
+            Some(Node::Inner { keys, kids })
+        }
+        _ => None,
+    }
+}
+
+fn leaf(items: &Value) -> Option<Node> {
+    let items = items.as_seq()?;
+    if items.len() % 2 != 0 {
+        return None;
+    }
+    let mut keys = Vec::with_capacity(items.len() / 2);
+    let mut vals = Vec::with_capacity(items.len() / 2);
+    for kv in items.chunks(2) {
+        let k = kv[0].as_int()?;
+        if keys.last().is_some_and(|p| k <= *p) {
+            return None;
+        }
+        keys.push(k);
+        vals.push(as_oid(&kv[1])?);
+    }
+    Some(Node::Leaf { keys, vals })
+}
+
+/// A ZBlk's parts: none for ZBlk0/ZBlk; the chunk-table nodes and ZData
+/// oids for a ZBlk1 (the ZData themselves are not loaded: only their
+/// identity matters, a new revision of one is seen by its oid).
+pub(crate) fn zblk_parts(st: &dyn Storage, oid: Oid, at: Tid) -> Option<Vec<Oid>> {
+    let rec = load(st, oid, at)?;
+    if rec.class.module != ZMODULE {
+        return None;
+    }
+    match rec.class.name.as_str() {
+        "ZBlk0" | "ZBlk" => Some(Vec::new()),
+        "ZBlk1" => {
+            let tab = as_oid(&rec.state)?;
+            let items = BTree::new(tab, Family::IO).items(st, at).ok()?;
+            let mut parts: Vec<Oid> = items.nodes.iter().map(|n| n.oid).collect();
+            parts.extend(items.items.iter().map(|(_, r)| r.oid));
+            Some(parts)
+        }
+        _ => None,
+    }
+}
