@@ -3,6 +3,9 @@
 //!
 //! - [`zdata`]: ZODB side — change tracking of served files and history.
 //! - [`fs`]: FUSE side — the filesystem tree, reads, cache invalidation.
+//! - [`cli`]: the command line; [`log`]: timestamped logging on stderr.
 
+pub mod cli;
 pub mod fs;
+pub mod log;
 pub mod zdata;

@@ -1,49 +1,50 @@
 //! wcfsd — the WCFS daemon.
 //!
-//! FUSE serving (SPEC §4–§6) is the next milestone. Until it lands the
-//! binary offers `wcfsd ls ZURL`: it opens the storage exactly as the daemon
-//! will, finds every ZBigFile, and loads every block of each as of head —
-//! a quick way to see what would be served and to check that all of it is
-//! readable.
+//! `wcfsd [options] ZURL MOUNTPOINT` serves the ZBigFiles of a database over
+//! FUSE (SPEC §4–§5; see [`wcfsd::fs`] for the design). `wcfsd ls ZURL`
+//! opens the storage exactly as the daemon does, finds every ZBigFile, and
+//! loads every block of each as of head — a quick way to see what would be
+//! served and to check that all of it is readable.
 
 use std::process::ExitCode;
 use std::time::Instant;
+use wcfsd::cli::{self, Command};
 use zodb::bigfile::ZBigFile;
 use zodb::storage::filestorage::FileStorage;
 use zodb::zurl::{self, ZUrl};
 use zodb::{Storage, Tid};
 
-const USAGE: &str = "\
-usage: wcfsd ls ZURL          list the ZBigFiles of a database and check every block loads
-       wcfsd ZURL MOUNTPOINT  serve over FUSE (not implemented yet)
-
-ZURL is file://PATH or a plain path to a data.fs (zeo://HOST:PORT: not supported yet).";
-
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    match args
-        .iter()
-        .map(String::as_str)
-        .collect::<Vec<_>>()
-        .as_slice()
-    {
-        ["-h" | "--help" | "-help"] => {
-            println!("{USAGE}");
+    match cli::parse(&args) {
+        Ok(Command::Help) => {
+            println!("{}", cli::USAGE);
             ExitCode::SUCCESS
         }
-        ["ls", zurl] => match ls(zurl) {
+        Ok(Command::Ls(zurl)) => match ls(&zurl) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("wcfsd: {e}");
                 ExitCode::FAILURE
             }
         },
-        [_, _] => {
-            eprintln!("wcfsd: FUSE serving is not implemented yet");
-            ExitCode::from(2)
+        Ok(Command::Serve {
+            zurl,
+            mountpoint,
+            opts,
+        }) => {
+            wcfsd::log::init(opts.debug, opts.trace_fuse);
+            match wcfsd::fs::serve(&zurl, &mountpoint, opts) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    log::error!("{e}");
+                    eprintln!("wcfsd: {e}");
+                    ExitCode::FAILURE
+                }
+            }
         }
-        _ => {
-            eprintln!("{USAGE}");
+        Err(e) => {
+            eprintln!("wcfsd: {e}\n\n{}", cli::USAGE);
             ExitCode::from(2)
         }
     }

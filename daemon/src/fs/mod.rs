@@ -1,1 +1,353 @@
-//! FUSE side of the daemon. (To be written.)
+//! FUSE side of the daemon: the filesystem tree of SPEC §5, reads, and
+//! keeping the kernel page cache of `head/` exact.
+//!
+//! # The tree
+//!
+//! ```text
+//! head/at  head/bigfile/<oid>  @<tid>/bigfile/<oid>
+//! .wcfs/{zurl,pintimeout,stats}  .wcfs/debug/zhead (-debug)
+//! ```
+//!
+//! Fixed nodes have fixed inode numbers; `head/bigfile/<oid>` nodes are
+//! created on first lookup and kept (there is one per served file, and the
+//! change tracker keeps tracking the file anyway); `@<tid>/…` nodes are
+//! created on lookup and dropped, with everything under them, when the
+//! kernel forgets them — memory stays bounded by what the kernel holds.
+//! Inode numbers are never reused, so generation 0 is always right.
+//! See [`tree`].
+//!
+//! # head/: serving reads vs applying transactions
+//!
+//! The state of `head/` is the change tracker ([`crate::zdata::Tracker`])
+//! behind one `RwLock`:
+//!
+//! - a FUSE request about head (lookup, getattr, read of head/bigfile)
+//!   takes the *read* side before it looks at the tracker and keeps it
+//!   until *after its reply has been written to the kernel*. Reads of
+//!   different blocks therefore run in parallel, and whatever a request
+//!   learned as of the old head has reached the kernel before the head can
+//!   move;
+//! - the watcher ([`zwatch`]) takes the *write* side only to apply one
+//!   transaction (and to drop changed head blocks from our own block cache),
+//!   releases it, then — holding no lock at all — invalidates in the kernel
+//!   exactly the changed blocks of every head file, then the attributes of
+//!   the changed files, and only then publishes the new tid in `head/at`.
+//!
+//! Why the invalidation runs with no lock held: the kernel keeps the pages
+//! of an in-flight FUSE read locked until that read is answered, and an
+//! invalidation of a range waits for those page locks. If the watcher
+//! invalidated while holding the write lock, a read of the same range
+//! would wait for the read lock while the kernel makes the invalidation
+//! wait for that read: deadlock. For the same reason no read handler ever
+//! sends a notification.
+//!
+//! Why this is exact: a read that loaded old data held the read lock until
+//! it replied, so its pages are in the cache before the write lock is
+//! granted, and the invalidation that follows drops them. A read that runs
+//! after the apply sees the new head. So once `head/at` shows a tid, no
+//! page of `head/` older than it survives and no reply older than it is
+//! still in flight. Only blocks the kernel may hold need invalidation, and
+//! those are exactly the blocks ever read through head, which the tracker
+//! tracks.
+//!
+//! # Blocks
+//!
+//! The kernel asks for at most `max_pages` (1 MiB by default) per request,
+//! and readahead asks in smaller pieces, while a ZODB block is loaded whole
+//! (2 MiB for wendelin). [`cache`] makes every block be loaded once even
+//! when several requests want it at the same time (single flight), and
+//! keeps a few recently loaded blocks so that the requests covering one
+//! block share one load. Head blocks are dropped from it under the write
+//! lock when they change; `@<tid>` blocks never change.
+//!
+//! # Failure
+//!
+//! When the database watcher fails (data.fs truncated or corrupt, storage
+//! gone), we can no longer know what head is: the watcher takes the write
+//! lock (so no read is in flight), switches the filesystem to EIO mode —
+//! every operation then fails with EIO —, drops the page cache of every
+//! head file, and exits the process, after which the kernel answers every
+//! access with ENOTCONN. Stale data is never served. A corrupt object
+//! behind one block only fails the reads touching that block.
+//!
+//! # Locking order
+//!
+//! `tracker` (RwLock) → `tree` (Mutex) → `cache` (Mutex) → `zhead` (Mutex);
+//! `published` (head/at) is taken alone. No lock but `tracker`'s read side
+//! is held while loading from storage, and none while notifying the kernel.
+
+mod cache;
+mod ops;
+mod shim;
+mod tree;
+mod zhead;
+mod zwatch;
+
+use crate::cli::Options;
+use parking_lot::{Condvar, Mutex, RwLock};
+use std::io;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+use zodb::{Storage, Tid};
+
+// Until zdata::Tracker lands (see shim.rs).
+use shim::Tracker;
+
+/// Why the daemon could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    Storage(#[from] zodb::storage::Error),
+    #[error("mountpoint {path}: {why}")]
+    Mountpoint { path: String, why: String },
+    #[error("mount {path}: {source}")]
+    Mount {
+        path: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{0}")]
+    Io(#[from] io::Error),
+}
+
+/// FUSE worker threads. Loads block a worker for the time of one storage
+/// read; a few more than cores keep the kernel's request queue moving while
+/// some wait on I/O.
+const N_THREADS: usize = 12;
+
+/// How long a lookup of `@<tid>` with a tid newer than head waits for head
+/// to reach it (a client that just committed may be a little ahead of us).
+const FUTURE_TID_WAIT: Duration = Duration::from_secs(10);
+
+/// State shared by the FUSE handlers and the watcher.
+pub(crate) struct Wcfs {
+    zurl: String,
+    storage: Arc<dyn Storage>,
+    opts: Options,
+    /// The change tracker: the state of head/. See the module doc.
+    tracker: RwLock<Tracker>,
+    /// EIO mode: set once, under the tracker's write lock.
+    failed: AtomicBool,
+    /// Unmounting: lookups waiting for head give up.
+    stopping: AtomicBool,
+    /// The tid `head/at` shows, advanced after invalidation.
+    published: Mutex<Tid>,
+    published_cond: Condvar,
+    tree: Mutex<tree::Tree>,
+    cache: cache::BlockCache,
+    zhead: zhead::ZHeads,
+    notifier: OnceLock<fuser::Notifier>,
+}
+
+impl Wcfs {
+    fn failed(&self) -> bool {
+        self.failed.load(Ordering::Acquire)
+    }
+
+    fn head_at(&self) -> Tid {
+        *self.published.lock()
+    }
+
+    /// Waits until head/at ≥ `at` or the deadline passes; whether it got there.
+    fn wait_head(&self, at: Tid, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut head = self.published.lock();
+        while *head < at {
+            if self.failed()
+                || self.stopping.load(Ordering::Acquire)
+                || self
+                    .published_cond
+                    .wait_until(&mut head, deadline)
+                    .timed_out()
+            {
+                return *head >= at;
+            }
+        }
+        true
+    }
+}
+
+/// Serves `zurl` at `mountpoint` until unmounted or signalled (SIGINT,
+/// SIGTERM: clean unmount, `Ok`). A watcher failure exits the process.
+pub fn serve(zurl: &str, mountpoint: &Path, opts: Options) -> Result<(), Error> {
+    check_mountpoint(mountpoint)?;
+    let storage = zodb::zurl::open(zurl)?;
+    let head = storage.last_tid()?;
+    // Watch from the very tid the tracker starts at: no commit is missed
+    // between opening and serving.
+    let watcher = storage.watch(head)?;
+    if opts.autoexit {
+        log::warn!("-autoexit is accepted but not active yet (needs head/watch links)");
+    }
+    log::info!("serving {zurl} at {} @{head}", mountpoint.display());
+
+    let wcfs = Arc::new(Wcfs {
+        zurl: zurl.to_string(),
+        tracker: RwLock::new(Tracker::new(storage.clone(), head)),
+        storage,
+        failed: AtomicBool::new(false),
+        stopping: AtomicBool::new(false),
+        published: Mutex::new(head),
+        published_cond: Condvar::new(),
+        tree: Mutex::new(tree::Tree::new(opts.debug)),
+        cache: cache::BlockCache::new(cache::CAPACITY),
+        zhead: zhead::ZHeads::default(),
+        notifier: OnceLock::new(),
+        opts,
+    });
+
+    // Signals go to a thread of ours: block them here, before any other
+    // thread exists, so that every thread inherits the mask.
+    let mut sigs = nix::sys::signal::SigSet::empty();
+    for s in [
+        nix::sys::signal::Signal::SIGINT,
+        nix::sys::signal::Signal::SIGTERM,
+        nix::sys::signal::Signal::SIGHUP,
+    ] {
+        sigs.add(s);
+    }
+    sigs.thread_block().map_err(io::Error::from)?;
+
+    let mut options = vec![
+        fuser::MountOption::FSName(zurl.to_string()),
+        fuser::MountOption::DefaultPermissions,
+        fuser::MountOption::NoSuid,
+        fuser::MountOption::NoDev,
+    ];
+    // fuser's direct mount(2) path (root) gives the kernel only "kernel"
+    // options, so the subtype must be one of them there; fusermount3 (non
+    // root) takes it as its own option.
+    if nix::unistd::geteuid().is_root() {
+        options.push(fuser::MountOption::CUSTOM("subtype=wcfs".into()));
+    } else {
+        options.push(fuser::MountOption::Subtype("wcfs".into()));
+    }
+    let mut config = fuser::Config::default();
+    config.mount_options = options;
+    config.n_threads = Some(N_THREADS);
+    config.clone_fd = true;
+
+    let mut session =
+        fuser::Session::new(ops::Fs(wcfs.clone()), mountpoint, &config).map_err(|source| {
+            Error::Mount {
+                path: mountpoint.display().to_string(),
+                source,
+            }
+        })?;
+    let _ = wcfs.notifier.set(session.notifier());
+    let mut unmounter = session.unmount_callable();
+    mount_fusectl();
+
+    {
+        let wcfs = wcfs.clone();
+        std::thread::Builder::new()
+            .name("zwatcher".into())
+            .spawn(move || zwatch::run(wcfs, watcher))?;
+    }
+    if wcfs.opts.debug {
+        let wcfs = wcfs.clone();
+        std::thread::Builder::new()
+            .name("zhead-reaper".into())
+            .spawn(move || zhead::reaper(wcfs))?;
+    }
+    let mnt = mountpoint.display().to_string();
+    let w = wcfs.clone();
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            if let Ok(sig) = sigs.wait() {
+                log::info!("{sig:?}: unmounting {mnt}");
+                w.stopping.store(true, Ordering::Release);
+                {
+                    let _g = w.published.lock();
+                    w.published_cond.notify_all();
+                }
+                if let Err(e) = unmounter.unmount() {
+                    log::warn!("unmount {mnt}: {e}; detaching");
+                    let _ = nix::mount::umount2(mnt.as_str(), nix::mount::MntFlags::MNT_DETACH);
+                }
+            }
+        })?;
+
+    session.run()?;
+    log::info!("unmounted; bye");
+    Ok(())
+}
+
+/// Refuses a mountpoint that is not a directory or already has something
+/// mounted on it: mounting over a mount would hide it and leave two
+/// daemons fighting for one name.
+fn check_mountpoint(mnt: &Path) -> Result<(), Error> {
+    let bad = |why: String| Error::Mountpoint {
+        path: mnt.display().to_string(),
+        why,
+    };
+    let meta = std::fs::metadata(mnt).map_err(|e| bad(e.to_string()))?;
+    if !meta.is_dir() {
+        return Err(bad("not a directory".into()));
+    }
+    let canon = mnt.canonicalize().map_err(|e| bad(e.to_string()))?;
+    let busy = std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .any(|p| unescape_mountinfo(p) == canon.as_os_str().to_string_lossy());
+    if busy {
+        return Err(bad("busy: already a mount point".into()));
+    }
+    Ok(())
+}
+
+/// mountinfo escapes space, tab, newline and backslash as `\ooo`.
+fn unescape_mountinfo(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
+            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Clients abort a stuck daemon through `/sys/fs/fuse/connections/<N>/abort`
+/// (SPEC §4): mount fusectl there when it is not. Best effort.
+fn mount_fusectl() {
+    const DIR: &str = "/sys/fs/fuse/connections";
+    let mounted = std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.split(' ').nth(4) == Some(DIR));
+    if mounted || !Path::new(DIR).is_dir() {
+        return;
+    }
+    match nix::mount::mount(
+        Some("fusectl"),
+        DIR,
+        Some("fusectl"),
+        nix::mount::MsFlags::empty(),
+        None::<&str>,
+    ) {
+        Ok(()) => log::info!("mounted fusectl at {DIR}"),
+        Err(e) => log::debug!("mount fusectl at {DIR}: {e} (ignored)"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn mountinfo_escapes() {
+        assert_eq!(super::unescape_mountinfo(r"/tmp/a\040b\\"), "/tmp/a b\\\\");
+        assert_eq!(super::unescape_mountinfo(r"/x\011y"), "/x\ty");
+    }
+}

@@ -1,0 +1,127 @@
+//! The database watcher: applies every commit to head/, in the order the
+//! module doc of [`super`] explains —
+//!
+//! 1. under the tracker's write lock: `Tracker::apply`, drop the changed
+//!    head blocks from the block cache, trim history;
+//! 2. with no lock held: invalidate in the kernel the changed blocks of
+//!    every head file it may cache (the whole file on a reset), then their
+//!    attributes (size, mtime);
+//! 3. publish the tid in `head/at` (and to zhead streams).
+//!
+//! Any failure — of the watcher, of applying, of a notification — means we
+//! can no longer vouch for what the kernel caches: EIO mode, then exit.
+
+use super::Wcfs;
+use crate::zdata::FileDelta;
+use fuser::INodeNo;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+use zodb::{Commit, Tid, Watcher};
+
+/// History the tracker keeps behind head (SPEC §5: at least a minute).
+/// A tid's high 32 bits count minutes.
+const KEEP_MINUTES: u64 = 2;
+
+pub(crate) fn run(wcfs: Arc<Wcfs>, mut w: Box<dyn Watcher>) {
+    loop {
+        let commit = match w.next_timeout(Duration::from_secs(1)) {
+            Ok(Some(c)) => c,
+            Ok(None) => continue,
+            Err(e) => return fail(&wcfs, &e.to_string()),
+        };
+        if let Err(why) = handle(&wcfs, &commit) {
+            return fail(&wcfs, &why);
+        }
+    }
+}
+
+fn handle(wcfs: &Wcfs, c: &Commit) -> Result<(), String> {
+    // 1. Apply, excluding every head request.
+    let changes: Vec<(u64, FileDelta)> = {
+        let mut t = wcfs.tracker.write();
+        let deltas = t.apply(c).map_err(|e| format!("apply @{}: {e}", c.tid))?;
+        for d in &deltas {
+            wcfs.cache
+                .forget_head(d.file, if d.reset { None } else { Some(&d.blocks) });
+        }
+        t.trim(Tid(c.tid.0.saturating_sub(KEEP_MINUTES << 32)));
+        deltas
+            .into_iter()
+            .map(|d| (t.file_info(d.file).map_or(0, |i| i.blksize), d))
+            .collect()
+    };
+
+    // 2. Invalidate, holding no lock (in-flight reads hold page locks).
+    let inos: Vec<Option<u64>> = {
+        let tree = wcfs.tree.lock();
+        changes
+            .iter()
+            .map(|(_, d)| tree.head_file_ino(d.file))
+            .collect()
+    };
+    if let Some(n) = wcfs.notifier.get() {
+        let inval = |ino: u64, off: i64, len: i64| {
+            n.inval_inode(INodeNo(ino), off, len)
+                .map_err(|e| format!("invalidate inode {ino} [{off}+{len}]: {e}"))
+        };
+        for ((blksize, d), ino) in changes.iter().zip(&inos) {
+            let Some(ino) = *ino else { continue };
+            if d.reset || *blksize == 0 {
+                inval(ino, 0, 0)?;
+                continue;
+            }
+            for &blk in &d.blocks {
+                inval(ino, (blk * blksize) as i64, *blksize as i64)?;
+            }
+        }
+        for ino in inos.iter().flatten() {
+            inval(*ino, -1, 0)?;
+        }
+    }
+    log::debug!(
+        "@{}: {} file(s) changed: {}",
+        c.tid,
+        changes.len(),
+        changes
+            .iter()
+            .map(|(_, d)| format!(
+                "{}{}{}",
+                d.file,
+                if d.reset { " reset" } else { "" },
+                d.size.map(|s| format!(" size={s}")).unwrap_or_default()
+            ) + &format!(" blocks={:?}", d.blocks))
+            .collect::<Vec<_>>()
+            .join("; ")
+    );
+
+    // 3. Only now may head/at show the new tid.
+    *wcfs.published.lock() = c.tid;
+    wcfs.published_cond.notify_all();
+    wcfs.zhead.push(c.tid);
+    Ok(())
+}
+
+/// EIO mode, drop every head page the kernel holds, exit.
+fn fail(wcfs: &Wcfs, why: &str) {
+    log::error!("zwatcher failed: {why}");
+    log::error!("switching filesystem to EIO mode");
+    {
+        // Wait out in-flight head requests: after this no reply of old
+        // data can reach the kernel.
+        let _t = wcfs.tracker.write();
+        wcfs.failed.store(true, Ordering::Release);
+    }
+    wcfs.published_cond.notify_all();
+    wcfs.zhead.unpark(None, fuser::Errno::EIO);
+    if let Some(n) = wcfs.notifier.get() {
+        let inos = wcfs.tree.lock().head_file_inos();
+        for ino in inos {
+            if let Err(e) = n.inval_inode(INodeNo(ino), 0, 0) {
+                log::error!("invalidate inode {ino}: {e}");
+            }
+        }
+    }
+    log::error!("exiting: the mount now answers ENOTCONN");
+    std::process::exit(1);
+}
