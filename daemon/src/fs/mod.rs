@@ -78,7 +78,6 @@
 
 mod cache;
 mod ops;
-mod shim;
 mod tree;
 mod zhead;
 mod zwatch;
@@ -92,8 +91,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 use zodb::{Storage, Tid};
 
-// Until zdata::Tracker lands (see shim.rs).
-use shim::Tracker;
+use crate::zdata::Tracker;
 
 /// Why the daemon could not start or stopped.
 #[derive(Debug, thiserror::Error)]

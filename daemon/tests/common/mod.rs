@@ -1,0 +1,440 @@
+//! Shared helpers of the filesystem tests: a temporary database written by
+//! Python, a Python driver that commits to it on command (and answers what
+//! Python sees at any tid: the oracle), and a running `wcfsd` mounted on a
+//! temporary directory.
+//!
+//! Cleanup is by `Drop`, so it also happens when a test fails: the daemon
+//! is killed and the mountpoint unmounted (`fusermount3 -u -z`), then the
+//! driver is stopped and the directory removed. [`Env`] declares its fields
+//! in that order.
+//!
+//! The Python interpreter is `$WCFS_PYTHON`, by default the repository's
+//! `.venv/bin/python`; tests fail with a clear message when it is missing.
+
+#![allow(dead_code)] // each test binary uses a different part
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, ChildStdout, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+use zodb::{Oid, Tid};
+
+pub fn python() -> PathBuf {
+    let p = match std::env::var_os("WCFS_PYTHON") {
+        Some(p) => PathBuf::from(p),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python"),
+    };
+    assert!(
+        p.exists(),
+        "Python for the test oracle not found at {} — set WCFS_PYTHON or create the venv \
+         (./dev/setup)",
+        p.display()
+    );
+    p
+}
+
+fn driver_script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../python/fs_testdata/driver.py")
+}
+
+/// A Python process committing to a data.fs (python/fs_testdata/driver.py).
+pub struct Driver {
+    child: Child,
+    stdin: ChildStdin,
+    out: BufReader<ChildStdout>,
+}
+
+impl Driver {
+    pub fn start(datafs: &Path) -> Driver {
+        let mut child = Command::new(python())
+            .arg(driver_script())
+            .arg(datafs)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start python driver");
+        let stdin = child.stdin.take().unwrap();
+        let out = BufReader::new(child.stdout.take().unwrap());
+        Driver { child, stdin, out }
+    }
+
+    fn cmd(&mut self, json: &str) -> String {
+        writeln!(self.stdin, "{json}").expect("write to driver");
+        self.stdin.flush().unwrap();
+        let mut line = String::new();
+        self.out.read_line(&mut line).expect("read from driver");
+        assert!(!line.is_empty(), "driver died on {json}");
+        let line = line.trim_end().to_string();
+        assert!(!line.starts_with("error"), "driver: {json}: {line}");
+        line
+    }
+
+    fn word(&mut self, json: &str, what: &str) -> String {
+        let line = self.cmd(json);
+        line.strip_prefix(what)
+            .and_then(|s| s.strip_prefix(' '))
+            .unwrap_or_else(|| panic!("driver: {json}: want {what}, got {line:?}"))
+            .to_string()
+    }
+
+    /// A new ZBigFile (visible after the next commit).
+    pub fn new_file(&mut self, blksize: u64) -> Oid {
+        self.word(&format!(r#"{{"op":"new","blksize":{blksize}}}"#), "oid")
+            .parse()
+            .unwrap()
+    }
+
+    /// Sets block `blk` to `data`; kind: "zblk0", "zblk1", "zblk".
+    pub fn write(&mut self, file: Oid, blk: u64, kind: &str, data: &[u8]) {
+        let hex: String = data.iter().map(|b| format!("{b:02x}")).collect();
+        self.cmd(&format!(
+            r#"{{"op":"write","file":"{file}","blk":{blk},"kind":"{kind}","data":"{hex}"}}"#
+        ));
+    }
+
+    /// Sets block `blk` to `len` bytes of `byte`.
+    pub fn fill(&mut self, file: Oid, blk: u64, kind: &str, byte: u8, len: usize) {
+        self.cmd(&format!(
+            r#"{{"op":"write","file":"{file}","blk":{blk},"kind":"{kind}","fill":{byte},"len":{len}}}"#
+        ));
+    }
+
+    pub fn punch(&mut self, file: Oid, blk: u64) {
+        self.cmd(&format!(r#"{{"op":"punch","file":"{file}","blk":{blk}}}"#));
+    }
+
+    pub fn truncate(&mut self, file: Oid, nblk: u64) {
+        self.cmd(&format!(
+            r#"{{"op":"truncate","file":"{file}","nblk":{nblk}}}"#
+        ));
+    }
+
+    pub fn commit(&mut self) -> Tid {
+        self.word(r#"{"op":"commit"}"#, "tid").parse().unwrap()
+    }
+
+    fn at_json(at: Option<Tid>) -> String {
+        at.map_or("null".into(), |t| format!("\"{t}\""))
+    }
+
+    /// Block `blk` as Python sees it at `at` (None: latest), blksize bytes.
+    pub fn block(&mut self, file: Oid, blk: u64, at: Option<Tid>) -> Vec<u8> {
+        let n: usize = self
+            .word(
+                &format!(
+                    r#"{{"op":"block","file":"{file}","blk":{blk},"at":{}}}"#,
+                    Self::at_json(at)
+                ),
+                "data",
+            )
+            .parse()
+            .unwrap();
+        let mut buf = vec![0; n];
+        self.out
+            .read_exact(&mut buf)
+            .expect("block data from driver");
+        buf
+    }
+
+    pub fn size(&mut self, file: Oid, at: Option<Tid>) -> u64 {
+        self.word(
+            &format!(
+                r#"{{"op":"size","file":"{file}","at":{}}}"#,
+                Self::at_json(at)
+            ),
+            "size",
+        )
+        .parse()
+        .unwrap()
+    }
+
+    /// The ZBlk of block `blk` (None: a hole).
+    pub fn zblk(&mut self, file: Oid, blk: u64) -> Option<Oid> {
+        let w = self.word(
+            &format!(r#"{{"op":"zblk","file":"{file}","blk":{blk}}}"#),
+            "oid",
+        );
+        (w != "-").then(|| w.parse().unwrap())
+    }
+
+    /// Commits a garbage record for `oid` with the low-level storage API.
+    pub fn corrupt(&mut self, oid: Oid) -> Tid {
+        self.word(&format!(r#"{{"op":"corrupt","oid":"{oid}"}}"#), "tid")
+            .parse()
+            .unwrap()
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = writeln!(self.stdin, r#"{{"op":"quit"}}"#);
+        let _ = self.stdin.flush();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A running `wcfsd`, its mountpoint and its log.
+pub struct Wcfs {
+    child: Option<Child>,
+    pub mnt: PathBuf,
+    pub logfile: PathBuf,
+}
+
+pub fn wcfsd_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_wcfsd")
+}
+
+/// Whether `path` is a mount point now.
+pub fn is_mounted(path: &Path) -> bool {
+    let canon = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.split(' ').nth(4) == canon.to_str())
+}
+
+impl Wcfs {
+    /// Starts `wcfsd ARGS ZURL MNT` and waits until `.wcfs/zurl` reads back
+    /// the zurl. Err(log) if the daemon exits first or does not get ready.
+    pub fn start(zurl: &str, mnt: &Path, logfile: &Path, args: &[&str]) -> Result<Wcfs, String> {
+        let log = std::fs::File::create(logfile).unwrap();
+        let child = Command::new(wcfsd_bin())
+            .args(args)
+            .arg(zurl)
+            .arg(mnt)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start wcfsd");
+        let mut w = Wcfs {
+            child: Some(child),
+            mnt: mnt.to_path_buf(),
+            logfile: logfile.to_path_buf(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(Some(st)) = w.child.as_mut().unwrap().try_wait() {
+                w.child = None;
+                return Err(format!("wcfsd exited ({st}):\n{}", w.log()));
+            }
+            if std::fs::read_to_string(w.path(".wcfs/zurl"))
+                .ok()
+                .as_deref()
+                == Some(zurl)
+            {
+                return Ok(w);
+            }
+            if Instant::now() > deadline {
+                return Err(format!("wcfsd not ready after 20s:\n{}", w.log()));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.mnt.join(rel)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.logfile).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    /// What head/at shows.
+    pub fn head(&self) -> Tid {
+        std::fs::read_to_string(self.path("head/at"))
+            .expect("read head/at")
+            .trim()
+            .parse()
+            .expect("head/at is a tid")
+    }
+
+    /// Waits until head/at shows `tid` (or later).
+    pub fn wait_head(&self, tid: Tid) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while self.head() < tid {
+            assert!(
+                Instant::now() < deadline,
+                "head/at stuck at {} waiting for {tid}; log:\n{}",
+                self.head(),
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    pub fn head_file(&self, file: Oid) -> PathBuf {
+        self.path(&format!("head/bigfile/{file}"))
+    }
+
+    pub fn at_file(&self, at: Tid, file: Oid) -> PathBuf {
+        self.path(&format!("@{at}/bigfile/{file}"))
+    }
+
+    /// Block `blk` of `path` read with pread(2) (short at EOF).
+    pub fn pread_block(path: &Path, blk: u64, blksize: u64) -> std::io::Result<Vec<u8>> {
+        let f = std::fs::File::open(path)?;
+        let mut buf = vec![0u8; blksize as usize];
+        let mut n = 0;
+        while n < buf.len() {
+            let k = f.read_at(&mut buf[n..], blk * blksize + n as u64)?;
+            if k == 0 {
+                break;
+            }
+            n += k;
+        }
+        buf.truncate(n);
+        Ok(buf)
+    }
+
+    /// Block `blk` of head/bigfile/<file> through read(2).
+    pub fn read_block(&self, file: Oid, blk: u64, blksize: u64) -> Vec<u8> {
+        Self::pread_block(&self.head_file(file), blk, blksize).expect("read head block")
+    }
+
+    /// Block `blk` of @<at>/bigfile/<file> through read(2).
+    pub fn read_block_at(&self, at: Tid, file: Oid, blk: u64, blksize: u64) -> Vec<u8> {
+        Self::pread_block(&self.at_file(at, file), blk, blksize).expect("read @at block")
+    }
+
+    /// Sends `sig` and waits for the daemon to exit.
+    pub fn signal_and_wait(&mut self, sig: nix::sys::signal::Signal) -> ExitStatus {
+        let mut child = self.child.take().expect("wcfsd running");
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), sig).unwrap();
+        wait_timeout(&mut child, Duration::from_secs(20)).expect("wcfsd did not exit")
+    }
+
+    /// Waits for the daemon to exit by itself.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let st = wait_timeout(self.child.as_mut()?, timeout)?;
+        self.child = None;
+        Some(st)
+    }
+}
+
+pub fn wait_timeout(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Ok(Some(st)) = child.try_wait() {
+            return Some(st);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Unmounts `mnt` if mounted (lazily: a test may still hold files open).
+pub fn unmount(mnt: &Path) {
+    if is_mounted(mnt) {
+        let _ = Command::new("fusermount3")
+            .args(["-u", "-z", "-q"])
+            .arg(mnt)
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+impl Drop for Wcfs {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        unmount(&self.mnt);
+    }
+}
+
+/// A test setup: temp dir with data.fs, the Python driver, and (after
+/// [`Env::mount`]) a daemon. Fields drop in order: daemon, driver, dir.
+pub struct Env {
+    pub wcfs: Option<Wcfs>,
+    pub py: Driver,
+    pub datafs: PathBuf,
+    pub zurl: String,
+    pub dir: tempfile::TempDir,
+}
+
+impl Env {
+    pub fn new() -> Env {
+        let dir = tempfile::Builder::new()
+            .prefix("wcfs-test")
+            .tempdir()
+            .unwrap();
+        let datafs = dir.path().join("data.fs");
+        let py = Driver::start(&datafs);
+        let zurl = format!("file://{}", datafs.display());
+        Env {
+            wcfs: None,
+            py,
+            datafs,
+            zurl,
+            dir,
+        }
+    }
+
+    /// Starts the daemon on `<dir>/mnt` with extra `args`.
+    pub fn mount(&mut self, args: &[&str]) -> &Wcfs {
+        let mnt = self.dir.path().join("mnt");
+        std::fs::create_dir_all(&mnt).unwrap();
+        let log = self.dir.path().join("wcfsd.log");
+        let w = Wcfs::start(&self.zurl, &mnt, &log, args).unwrap_or_else(|e| panic!("{e}"));
+        self.wcfs = Some(w);
+        self.wcfs.as_ref().unwrap()
+    }
+
+    pub fn w(&self) -> &Wcfs {
+        self.wcfs.as_ref().expect("mounted")
+    }
+
+    pub fn w_mut(&mut self) -> &mut Wcfs {
+        self.wcfs.as_mut().expect("mounted")
+    }
+
+    /// Commits with the driver and waits until head/at shows the tid.
+    pub fn commit(&mut self) -> Tid {
+        let tid = self.py.commit();
+        if let Some(w) = &self.wcfs {
+            w.wait_head(tid);
+        }
+        tid
+    }
+
+    /// Python's block (latest, or at `at`) vs head/ (or @at/) through read(2).
+    pub fn check_block(&mut self, file: Oid, blk: u64, blksize: u64, at: Option<Tid>) {
+        let want = self.py.block(file, blk, at);
+        let size = self.py.size(file, at);
+        let want = &want[..want.len().min(size.saturating_sub(blk * blksize) as usize)];
+        let got = match at {
+            None => self.w().read_block(file, blk, blksize),
+            Some(at) => self.w().read_block_at(at, file, blk, blksize),
+        };
+        assert!(
+            got == want,
+            "file {file} blk #{blk} at {at:?}: got {} bytes {:?}…, want {} bytes {:?}…",
+            got.len(),
+            &got[..got.len().min(16)],
+            want.len(),
+            &want[..want.len().min(16)]
+        );
+    }
+}
+
+/// Errno of an io::Error (0 if none).
+pub fn errno(e: &std::io::Error) -> i32 {
+    e.raw_os_error().unwrap_or(0)
+}
