@@ -288,30 +288,31 @@ fn garbage_index_file_is_ignored() {
     println!("damaged .index files: {rejected} rejected, {used} used (and answered right)");
 }
 
-/// Positions of header fields worth corrupting: (offset, length, what).
-fn header_fields(fs: &FileStorage) -> Vec<(u64, u64, &'static str)> {
+/// Positions of header fields worth corrupting: (offset, length, what, tid
+/// of the enclosing transaction).
+fn header_fields(fs: &FileStorage) -> Vec<(u64, u64, &'static str, Tid)> {
     let mut v = vec![];
     for t in fs.iter() {
         let t = t.unwrap();
         let p = t.pos;
         v.extend([
-            (p, 8, "txn tid"),
-            (p + 8, 8, "txn length"),
-            (p + 16, 1, "txn status"),
-            (p + 17, 6, "txn ulen/dlen/elen"),
+            (p, 8, "txn tid", t.tid),
+            (p + 8, 8, "txn length", t.tid),
+            (p + 16, 1, "txn status", t.tid),
+            (p + 17, 6, "txn ulen/dlen/elen", t.tid),
         ]);
         for r in &t.records {
             let q = r.pos;
             v.extend([
-                (q, 8, "data oid"),
-                (q + 8, 8, "data tid"),
-                (q + 16, 8, "data prev"),
-                (q + 24, 8, "data tloc"),
-                (q + 32, 2, "data vlen"),
-                (q + 34, 8, "data plen"),
+                (q, 8, "data oid", t.tid),
+                (q + 8, 8, "data tid", t.tid),
+                (q + 16, 8, "data prev", t.tid),
+                (q + 24, 8, "data tloc", t.tid),
+                (q + 32, 2, "data vlen", t.tid),
+                (q + 34, 8, "data plen", t.tid),
             ]);
             if r.data_len == 0 {
-                v.push((q + 42, 8, "data back-pointer"));
+                v.push((q + 42, 8, "data back-pointer", t.tid));
             }
         }
     }
@@ -319,8 +320,15 @@ fn header_fields(fs: &FileStorage) -> Vec<(u64, u64, &'static str)> {
 }
 
 /// On a damaged copy, every answer for a tid the storage claims committed
-/// must be the oracle's or an error.
-fn check_damaged(fs: &FileStorage, o: &Oracle, what: &str) {
+/// must be the oracle's or an error — except for the objects of the damaged
+/// transaction when the flip hit a field the format cannot check. FS21 has
+/// no checksums: a flipped record oid reads as a record of another object, a
+/// flipped data length can turn a deletion into 8 bytes of data or swallow
+/// the records after it, a flipped status can mark the transaction undone
+/// ('u'), and flipped user/description/extension lengths can make records
+/// look like metadata — each consistent with everything else in the file.
+/// Objects outside that transaction must still read exactly.
+fn check_damaged(fs: &FileStorage, o: &Oracle, what: &str, exempt: &BTreeSet<Oid>) {
     let last = fs.last_tid().unwrap_or(Tid::ZERO);
     assert!(
         last == Tid::ZERO || o.txns.iter().any(|t| t.0 == last),
@@ -335,21 +343,11 @@ fn check_damaged(fs: &FileStorage, o: &Oracle, what: &str) {
         .watch(Tid::ZERO)
         .map(|mut w| while let Ok(Some(_)) = w.next_timeout(std::time::Duration::ZERO) {});
     for (oid, at, want) in &o.loads {
-        if *at > last {
+        if *at > last || exempt.contains(oid) {
             continue;
         }
         if let Ok(got) = answer(fs, *oid, *at) {
-            if got != *want {
-                // "none" for an object whose records were cut off is right.
-                assert!(
-                    *want == Expect::None && got == Expect::None,
-                    "{what}: load {oid} @{at}: got {got:?}, want {want:?}"
-                );
-                match want {
-                    Expect::None => {}
-                    _ => panic!("{what}: load {oid} @{at}: got {got:?}, want {want:?}"),
-                }
-            }
+            assert_eq!(&got, want, "{what}: load {oid} @{at}");
         }
     }
 }
@@ -416,7 +414,17 @@ fn flipped_header_bytes_never_lie() {
     };
     let (mut errs, mut oks) = (0, 0);
     for _ in 0..400 {
-        let (off, len, what) = fields[(next() % fields.len() as u64) as usize];
+        let (off, len, what, txn) = fields[(next() % fields.len() as u64) as usize];
+        let unchecked = ["data oid", "data plen", "txn status", "txn ulen/dlen/elen"];
+        let exempt: BTreeSet<Oid> = if unchecked.contains(&what) {
+            o.txns
+                .iter()
+                .filter(|t| t.0 == txn)
+                .flat_map(|t| t.1.iter().copied())
+                .collect()
+        } else {
+            BTreeSet::new()
+        };
         let at = off + next() % len;
         let x = (next() % 255 + 1) as u8;
         let mut data = full.clone();
@@ -426,7 +434,7 @@ fn flipped_header_bytes_never_lie() {
             Err(_) => errs += 1,
             Ok(fs) => {
                 oks += 1;
-                check_damaged(&fs, &o, &what);
+                check_damaged(&fs, &o, &what, &exempt);
             }
         }
     }

@@ -327,9 +327,12 @@ impl FileStorage {
                 changed.clear();
                 format::read_txn_records(&mut w, &ctx, &th, tpos, |pos, h| {
                     let cur = idx.oid2pos.get(&h.oid).copied().unwrap_or(0);
-                    // prev == 0 for a known object is tolerated, as Python
-                    // does (it only warns).
-                    if h.prev != cur && h.prev != 0 {
+                    // Python only warns about prev == 0 for a known object;
+                    // we refuse it: such a record would silently become the
+                    // object's latest one, and loads of older tids would
+                    // stop at it. ZODB itself never writes it (store, undo,
+                    // restore and pack all chain records).
+                    if h.prev != cur {
                         return Err(ctx.corrupt(
                             pos,
                             format!("data record of {}: previous-record pointer {} != {} (latest record of the object)", h.oid, h.prev, cur),
