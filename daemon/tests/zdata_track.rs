@@ -311,7 +311,7 @@ fn random_history_against_brute_force() {
             assert_eq!(tr.file_info(*f).unwrap().rev, revs[f], "rev of {name}");
             nreported += want.len();
         }
-        read(&tr, &mut tracked, &mut rng, 3, &mut max_depth);
+        read(&tr, &mut tracked, &mut rng, 2, &mut max_depth);
         if i == commits.len() / 2 {
             nchecked += check_blkrev(&db, &tr, &zfs, &tracked, &tids, &mut rng, 8);
         }
