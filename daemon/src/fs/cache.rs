@@ -108,7 +108,7 @@ impl BlockCache {
         let mut g = self.inner.lock();
         debug_assert!(!g.loading.iter().any(|k| k.at.is_none() && k.file == file));
         g.lru.retain(|(k, _)| {
-            !(k.at.is_none() && k.file == file && blocks.map_or(true, |b| b.contains(&k.blk)))
+            !(k.at.is_none() && k.file == file && blocks.is_none_or(|b| b.contains(&k.blk)))
         });
     }
 }

@@ -116,7 +116,7 @@ impl ZHeads {
         let answers: Vec<_> = g
             .links
             .iter_mut()
-            .filter(|(k, _)| fh.map_or(true, |f| f == **k))
+            .filter(|(k, _)| fh.is_none_or(|f| f == **k))
             .filter_map(|(_, l)| l.parked.take())
             .map(|p| Answer::Err(p.reply, err))
             .collect();
