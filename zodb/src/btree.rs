@@ -33,13 +33,26 @@
 //!
 //! Values are only interpreted where needed: a lookup turns the one value it
 //! found into a [`PersistentRef`]; a value that is no persistent reference is
-//! reported as corruption then.
+//! reported as corruption then. Children of inner nodes are all resolved when
+//! the node is decoded.
+//!
+//! Inner nodes are cached decoded, by (storage instance, oid, serial): a
+//! record with a given serial never changes, so the cache needs no invalidation. Inner nodes are
+//! few (one per ~500 children) but big — the root of a large blktab holds
+//! hundreds of references — and every lookup passes through them, so
+//! decoding them again for each block would dominate the cost of a lookup.
+//! The cache is bounded ([`NODE_CACHE_SIZE`] nodes, oldest evicted first)
+//! and still loads each node from the storage to learn its serial as of the
+//! tid asked; only the decoding is saved. Range checks run on every use,
+//! since the same node may be reached with different ranges on corrupt data.
 
 use crate::pickle::Value;
 use crate::serialize::{self, ClassName, PersistentRef, Record};
 use crate::storage::{self, Storage};
 use crate::types::{Oid, Tid};
-use std::collections::HashSet;
+use parking_lot::Mutex;
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::{Arc, LazyLock};
 
 /// Deepest tree accepted. Real BTrees with the default fan-out reach 4
 /// levels only beyond ~10^10 keys; anything deeper is corrupt or a cycle.
@@ -284,8 +297,43 @@ pub struct Items {
 enum State {
     /// Keys and their values (a bucket, an inline bucket, or an empty tree).
     Items { keys: Vec<i64>, values: Vec<Value> },
-    /// An inner node: n+1 children separated by n keys.
-    Kids { keys: Vec<i64>, kids: Vec<Value> },
+    /// An inner node.
+    Kids(Arc<Inner>),
+}
+
+/// A decoded inner node: n+1 children separated by n keys.
+struct Inner {
+    keys: Vec<i64>,
+    kids: Vec<Oid>,
+}
+
+/// How many decoded inner nodes are kept (see the module docs). A node of
+/// 500 children takes ~8 KiB.
+pub const NODE_CACHE_SIZE: usize = 4096;
+
+#[derive(Default)]
+struct NodeCache {
+    map: HashMap<(u64, Oid, Tid, Family), Arc<Inner>>,
+    order: VecDeque<(u64, Oid, Tid, Family)>,
+}
+
+static NODE_CACHE: LazyLock<Mutex<NodeCache>> = LazyLock::new(Default::default);
+
+impl NodeCache {
+    fn get(key: (u64, Oid, Tid, Family)) -> Option<Arc<Inner>> {
+        NODE_CACHE.lock().map.get(&key).cloned()
+    }
+    fn put(key: (u64, Oid, Tid, Family), inner: Arc<Inner>) {
+        let mut c = NODE_CACHE.lock();
+        if c.map.insert(key, inner).is_none() {
+            c.order.push_back(key);
+            while c.order.len() > NODE_CACHE_SIZE {
+                if let Some(old) = c.order.pop_front() {
+                    c.map.remove(&old);
+                }
+            }
+        }
+    }
 }
 
 /// A handle on a stored BTree: its root oid and family.
@@ -322,10 +370,10 @@ impl BTree {
                     };
                     return Ok(Lookup { value, path });
                 }
-                State::Kids { keys, kids } => {
-                    let i = keys.partition_point(|k| *k <= key);
-                    range = child_range(&keys, i, range);
-                    oid = value_ref(oid, &kids[i], "child")?.oid;
+                State::Kids(inner) => {
+                    let i = inner.keys.partition_point(|k| *k <= key);
+                    range = child_range(&inner.keys, i, range);
+                    oid = inner.kids[i];
                 }
             }
         }
@@ -378,11 +426,11 @@ impl BTree {
                 Some(&k) => Some((k, value_ref(oid, &values[keys.len() - 1], "value")?)),
                 None => None,
             },
-            State::Kids { keys, kids } => {
+            State::Kids(inner) => {
                 let mut found = None;
-                for i in (0..kids.len()).rev() {
-                    let child = value_ref(oid, &kids[i], "child")?.oid;
-                    let r = child_range(&keys, i, range);
+                for i in (0..inner.kids.len()).rev() {
+                    let child = inner.kids[i];
+                    let r = child_range(&inner.keys, i, range);
                     if let Some(x) = self.rightmost_in(st, at, child, r, w)? {
                         found = Some(x);
                         break;
@@ -436,10 +484,9 @@ impl BTree {
                     out.items.push((k, value_ref(oid, v, "value")?));
                 }
             }
-            State::Kids { keys, kids } => {
-                for (i, kid) in kids.iter().enumerate() {
-                    let child = value_ref(oid, kid, "child")?.oid;
-                    let r = child_range(&keys, i, range);
+            State::Kids(inner) => {
+                for (i, &child) in inner.kids.iter().enumerate() {
+                    let r = child_range(&inner.keys, i, range);
                     self.items_in(st, at, child, r, depth + 1, seen, out)?;
                 }
             }
@@ -457,7 +504,22 @@ impl BTree {
         range: KeyRange,
         is_root: bool,
     ) -> Result<(PathNode, State), Error> {
-        let (rec, serial) = load_record(st, oid, at)?;
+        let loaded = st
+            .load(oid, at)
+            .map_err(|source| Error::Load { oid, at, source })?;
+        let serial = loaded.serial;
+        if let Some(inner) = NodeCache::get((st.instance_id(), oid, serial, self.family)) {
+            check_separators(oid, &inner.keys, range)?;
+            let node = PathNode {
+                oid,
+                serial,
+                kind: NodeKind::Tree,
+                range,
+            };
+            return Ok((node, State::Kids(inner)));
+        }
+        let rec = serialize::decode_record(&loaded.data)
+            .map_err(|source| Error::Decode { oid, source })?;
         let kind = match self.family.kind_of(&rec.class) {
             Some(NodeKind::Bucket) if is_root => None,
             k => k,
@@ -482,6 +544,9 @@ impl BTree {
             NodeKind::Bucket => self.bucket_state(oid, rec.state, range)?,
             NodeKind::Tree => self.tree_state(oid, rec.state, range)?,
         };
+        if let State::Kids(inner) = &state {
+            NodeCache::put((st.instance_id(), oid, serial, self.family), inner.clone());
+        }
         Ok((
             PathNode {
                 oid,
@@ -548,26 +613,15 @@ impl BTree {
                 }
                 let mut keys = Vec::with_capacity(data.len() / 2);
                 let mut kids = Vec::with_capacity(data.len() / 2 + 1);
-                for (i, v) in data.into_iter().enumerate() {
+                for (i, v) in data.iter().enumerate() {
                     if i % 2 == 0 {
-                        kids.push(v);
+                        kids.push(value_ref(oid, v, "child")?.oid);
                     } else {
-                        keys.push(self.key(oid, &v)?);
+                        keys.push(self.key(oid, v)?);
                     }
                 }
-                // Separators strictly inside the range, so no child gets an
-                // empty or inverted slice.
-                let mut prev = range.lo;
-                for &k in &keys {
-                    if k <= prev || k > range.hi {
-                        return Err(corrupt(
-                            oid,
-                            format!("separator {k} out of order or outside {range}"),
-                        ));
-                    }
-                    prev = k;
-                }
-                Ok(State::Kids { keys, kids })
+                check_separators(oid, &keys, range)?;
+                Ok(State::Kids(Arc::new(Inner { keys, kids })))
             }
             n => Err(corrupt(
                 oid,
@@ -630,6 +684,22 @@ struct Walk {
     path: Vec<PathNode>,
     skipped: Vec<PathNode>,
     seen: HashSet<Oid>,
+}
+
+/// Separators must increase strictly and lie strictly inside the range, so
+/// no child gets an empty or inverted slice.
+fn check_separators(oid: Oid, keys: &[i64], range: KeyRange) -> Result<(), Error> {
+    let mut prev = range.lo;
+    for &k in keys {
+        if k <= prev || k > range.hi {
+            return Err(corrupt(
+                oid,
+                format!("separator {k} out of order or outside {range}"),
+            ));
+        }
+        prev = k;
+    }
+    Ok(())
 }
 
 /// The range of child `i` of a node with separators `keys` covering `range`.

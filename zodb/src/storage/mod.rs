@@ -87,6 +87,11 @@ pub trait Storage: Send + Sync {
     /// The zurl this storage was opened from.
     fn url(&self) -> &str;
 
+    /// A number no other storage opened by this process has: caches of
+    /// decoded objects key on it together with (oid, serial). Use
+    /// [`new_instance_id`] to get one when the storage is opened.
+    fn instance_id(&self) -> u64;
+
     /// Loads object `oid` as of `at`: its latest data record with tid ≤ `at`.
     fn load(&self, oid: Oid, at: Tid) -> Result<Loaded, Error>;
 
@@ -97,6 +102,12 @@ pub trait Storage: Send + Sync {
     /// Starts watching for commits after `after`: the watcher reports every
     /// transaction with tid > `after`, in order, each exactly once.
     fn watch(&self, after: Tid) -> Result<Box<dyn Watcher>, Error>;
+}
+
+/// A fresh [`Storage::instance_id`].
+pub fn new_instance_id() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 /// A stream of committed transactions.

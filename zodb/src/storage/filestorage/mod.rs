@@ -106,6 +106,7 @@ pub enum IndexSource {
 /// A FileStorage opened read-only.
 pub struct FileStorage {
     url: String,
+    instance: u64,
     r: Arc<dyn ReadAt>,
     index: RwLock<Index>,
     source: IndexSource,
@@ -285,6 +286,7 @@ impl FileStorage {
             None => (Index::empty(), IndexSource::Scan),
         };
         let fs = FileStorage {
+            instance: super::new_instance_id(),
             url: url.to_string(),
             r,
             index: RwLock::new(index),
@@ -515,6 +517,10 @@ impl FileStorage {
 impl Storage for FileStorage {
     fn url(&self) -> &str {
         &self.url
+    }
+
+    fn instance_id(&self) -> u64 {
+        self.instance
     }
 
     fn load(&self, oid: Oid, at: Tid) -> Result<Loaded, Error> {
