@@ -10,26 +10,14 @@
 //!
 //! Python is WCFS_PYTHON, default `<repo>/.venv/bin/python`.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 use std::time::Instant;
+use testkit::python;
 use wcfsd::zdata::Tracker;
 use zodb::storage::filestorage::FileStorage;
 use zodb::{Commit, Oid, Storage, Tid};
-
-fn python() -> PathBuf {
-    let py = match std::env::var_os("WCFS_PYTHON") {
-        Some(p) => PathBuf::from(p),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python"),
-    };
-    assert!(
-        py.exists(),
-        "Python with ZODB not found at {}: run dev/setup, or set WCFS_PYTHON",
-        py.display()
-    );
-    py
-}
 
 fn median(v: &mut [f64]) -> f64 {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());

@@ -10,39 +10,17 @@
 //! Python is WCFS_PYTHON, default `<repo>/.venv/bin/python`.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
+use testkit::python;
 use wcfsd::zdata::{FileDelta, Tracker};
 use zodb::bigfile::{Block, ZBigFile};
 use zodb::storage::filestorage::FileStorage;
 use zodb::{Commit, Oid, Storage, Tid};
 
-fn python() -> PathBuf {
-    let py = match std::env::var_os("WCFS_PYTHON") {
-        Some(p) => PathBuf::from(p),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python"),
-    };
-    assert!(
-        py.exists(),
-        "Python with ZODB not found at {}: run dev/setup, or set WCFS_PYTHON",
-        py.display()
-    );
-    py
-}
-
 fn seed() -> u64 {
-    let seed = match std::env::var("WCFS_TEST_SEED") {
-        Ok(s) => s.parse().expect("WCFS_TEST_SEED: want an integer"),
-        Err(_) => {
-            let t = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap();
-            (t.as_nanos() % 1_000_000) as u64
-        }
-    };
-    eprintln!("zdata_track: seed {seed} (reproduce with WCFS_TEST_SEED={seed})");
-    seed
+    testkit::seed("zdata_track")
 }
 
 /// Tiny deterministic PRNG (xorshift64*): no dependency for tests.

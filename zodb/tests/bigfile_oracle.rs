@@ -16,38 +16,16 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 use std::time::Instant;
+use testkit::python;
 use zodb::bigfile::ZBigFile;
 use zodb::{Oid, Storage, Tid};
-
-fn python() -> PathBuf {
-    let py = match std::env::var_os("WCFS_PYTHON") {
-        Some(p) => PathBuf::from(p),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python"),
-    };
-    assert!(
-        py.exists(),
-        "Python with ZODB not found at {}: run dev/setup, or set WCFS_PYTHON",
-        py.display()
-    );
-    py
-}
 
 fn testdata() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../python/wcfs_testdata")
 }
 
 fn seed() -> u64 {
-    let seed = match std::env::var("WCFS_TEST_SEED") {
-        Ok(s) => s.parse().expect("WCFS_TEST_SEED: want an integer"),
-        Err(_) => {
-            let t = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap();
-            (t.as_nanos() % 1_000_000) as u64
-        }
-    };
-    eprintln!("bigfile_oracle: seed {seed} (reproduce with WCFS_TEST_SEED={seed})");
-    seed
+    testkit::seed("bigfile_oracle")
 }
 
 fn run(cmd: &mut Command) {

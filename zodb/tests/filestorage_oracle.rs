@@ -11,24 +11,12 @@
 
 use bytes::Bytes;
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
+use testkit::python;
 use zodb::storage::filestorage::{FileStorage, IndexSource, OpenOptions};
 use zodb::storage::{Error, Storage};
 use zodb::{Oid, Tid};
-
-fn python() -> PathBuf {
-    let p = match std::env::var_os("WCFS_PYTHON") {
-        Some(p) => PathBuf::from(p),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python"),
-    };
-    assert!(
-        p.exists(),
-        "python with ZODB not found at {} (set WCFS_PYTHON to a python that has ZODB installed)",
-        p.display()
-    );
-    p
-}
 
 fn oracle(args: &[&str]) {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../python/fs_oracle/fsoracle.py");

@@ -8,22 +8,10 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use testkit::python;
 use zodb::storage::filestorage::FileStorage;
 use zodb::storage::{Commit, Storage};
 use zodb::{Oid, Tid};
-
-fn python() -> PathBuf {
-    let p = match std::env::var_os("WCFS_PYTHON") {
-        Some(p) => PathBuf::from(p),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python"),
-    };
-    assert!(
-        p.exists(),
-        "python with ZODB not found at {} (set WCFS_PYTHON to a python that has ZODB installed)",
-        p.display()
-    );
-    p
-}
 
 fn script() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../python/fs_oracle/fsoracle.py")

@@ -2,7 +2,7 @@
 //! panicking, without allocating what the input does not justify, without
 //! deep recursion — for truncated, corrupt and malicious pickles.
 
-#[path = "pickle_common.rs"]
+#[path = "pickle_common/mod.rs"]
 mod common;
 
 use bytes::Bytes;

@@ -1,7 +1,7 @@
 //! The pickle decoder against Python's own unpickler, on a corpus pickled
 //! by Python with every protocol (0–5): see `python/pickle_oracle/gen.py`.
 
-#[path = "pickle_common.rs"]
+#[path = "pickle_common/mod.rs"]
 mod common;
 
 use bytes::Bytes;

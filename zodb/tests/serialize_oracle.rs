@@ -4,7 +4,7 @@
 //! description and reference form pickled with protocols 1–3; see
 //! `python/pickle_oracle/gen.py` (mode `zodb`, run with the venv python).
 
-#[path = "pickle_common.rs"]
+#[path = "pickle_common/mod.rs"]
 mod common;
 
 use bytes::Bytes;

@@ -5,24 +5,8 @@
 
 use std::path::PathBuf;
 use std::process::Command;
+pub use testkit::python;
 use zodb::pickle::Value;
-
-/// The Python interpreter that serves as the oracle: `$WCFS_PYTHON`, else
-/// the workspace's `.venv`. Missing Python is a test failure, never a skip:
-/// a skipped oracle test would pass silently on a broken setup.
-pub fn python() -> PathBuf {
-    let p = match std::env::var_os("WCFS_PYTHON") {
-        Some(p) => PathBuf::from(p),
-        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python"),
-    };
-    assert!(
-        p.exists(),
-        "Python oracle not found at {} — set WCFS_PYTHON or create the venv \
-         (python -m venv .venv && .venv/bin/pip install -r python/requirements.txt)",
-        p.display()
-    );
-    p
-}
 
 /// Runs `python/pickle_oracle/gen.py <mode>` and returns its output lines.
 pub fn oracle(mode: &str) -> Vec<String> {

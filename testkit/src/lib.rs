@@ -1,0 +1,114 @@
+//! Shared helpers for the workspace's tests and benches (see README.md).
+//!
+//! Tests compare what our code says with an independent oracle — Python's
+//! ZODB reading the same data — so finding that Python is the first thing
+//! most tests do. Everything here panics with a clear message instead of
+//! returning errors: a test that cannot run its oracle must fail, loudly.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The workspace root.
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("testkit lives in the workspace root")
+        .to_path_buf()
+}
+
+/// The Python interpreter with ZODB, BTrees and ZEO installed.
+pub fn python() -> PathBuf {
+    let py = match std::env::var_os("WCFS_PYTHON") {
+        Some(p) => PathBuf::from(p),
+        None => repo().join(".venv/bin/python"),
+    };
+    assert!(
+        py.exists(),
+        "Python with ZODB not found at {}: run dev/setup (it makes .venv), \
+         or set WCFS_PYTHON to a Python that has ZODB installed",
+        py.display()
+    );
+    py
+}
+
+/// Runs `python <repo>/<script> <args…>`; panics with its stderr if it
+/// fails, else returns its stdout.
+pub fn run_python<S: AsRef<std::ffi::OsStr>>(script: &str, args: &[S]) -> Vec<u8> {
+    let path = repo().join(script);
+    let out = Command::new(python())
+        .arg(&path)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("running {}: {e}", path.display()));
+    assert!(
+        out.status.success(),
+        "{script} failed ({}):\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+/// The seed of a randomized test: `WCFS_TEST_SEED` if set, else taken from
+/// the clock. Printed (on stderr, which the test harness shows for failing
+/// tests) with the way to reproduce.
+pub fn seed(test: &str) -> u64 {
+    let seed = match std::env::var("WCFS_TEST_SEED") {
+        Ok(s) => s.parse().expect("WCFS_TEST_SEED: want an integer"),
+        Err(_) => {
+            let t = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .expect("clock after 1970");
+            (t.as_nanos() % 1_000_000) as u64
+        }
+    };
+    eprintln!("{test}: seed {seed} (reproduce with WCFS_TEST_SEED={seed})");
+    seed
+}
+
+/// A small deterministic PRNG (xorshift64*). Not for anything but tests.
+#[derive(Debug, Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        // xorshift must not start at 0; mix the seed so nearby seeds differ.
+        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    /// Uniform-ish in `0..n` (`n > 0`).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n
+    }
+    /// True with probability `1/n`.
+    pub fn one_in(&mut self, n: u64) -> bool {
+        self.below(n) == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rng_is_deterministic_and_spread() {
+        let (mut a, mut b) = (Rng::new(7), Rng::new(7));
+        let xs: Vec<u64> = (0..100).map(|_| a.below(10)).collect();
+        let ys: Vec<u64> = (0..100).map(|_| b.below(10)).collect();
+        assert_eq!(xs, ys);
+        for d in 0..10 {
+            assert!(xs.contains(&d), "{d} never drawn in 100 tries");
+        }
+        assert_ne!(Rng::new(1).next_u64(), Rng::new(2).next_u64());
+    }
+
+    #[test]
+    fn repo_has_the_python_scripts() {
+        assert!(repo().join("python/requirements.txt").exists());
+    }
+}
