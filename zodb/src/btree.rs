@@ -293,18 +293,20 @@ pub struct Items {
     pub nodes: Vec<PathNode>,
 }
 
-/// A node's state, checked against the range it must cover.
-enum State {
+/// One node's decoded state, checked against the range it must cover (see
+/// [`BTree::load_node`]).
+pub enum NodeState {
     /// Keys and their values (a bucket, an inline bucket, or an empty tree).
     Items { keys: Vec<i64>, values: Vec<Value> },
     /// An inner node.
-    Kids(Arc<Inner>),
+    Kids(Arc<InnerNode>),
 }
 
-/// A decoded inner node: n+1 children separated by n keys.
-struct Inner {
-    keys: Vec<i64>,
-    kids: Vec<Oid>,
+/// A decoded inner node: n+1 children separated by n keys, `keys[i]`
+/// separating `kids[i]` (keys below it) from `kids[i+1]`.
+pub struct InnerNode {
+    pub keys: Vec<i64>,
+    pub kids: Vec<Oid>,
 }
 
 /// How many decoded inner nodes are kept (see the module docs). A node of
@@ -313,17 +315,17 @@ pub const NODE_CACHE_SIZE: usize = 4096;
 
 #[derive(Default)]
 struct NodeCache {
-    map: HashMap<(u64, Oid, Tid, Family), Arc<Inner>>,
+    map: HashMap<(u64, Oid, Tid, Family), Arc<InnerNode>>,
     order: VecDeque<(u64, Oid, Tid, Family)>,
 }
 
 static NODE_CACHE: LazyLock<Mutex<NodeCache>> = LazyLock::new(Default::default);
 
 impl NodeCache {
-    fn get(key: (u64, Oid, Tid, Family)) -> Option<Arc<Inner>> {
+    fn get(key: (u64, Oid, Tid, Family)) -> Option<Arc<InnerNode>> {
         NODE_CACHE.lock().map.get(&key).cloned()
     }
-    fn put(key: (u64, Oid, Tid, Family), inner: Arc<Inner>) {
+    fn put(key: (u64, Oid, Tid, Family), inner: Arc<InnerNode>) {
         let mut c = NODE_CACHE.lock();
         if c.map.insert(key, inner).is_none() {
             c.order.push_back(key);
@@ -363,14 +365,14 @@ impl BTree {
             let (node, state) = self.load_node(st, oid, at, range, path.is_empty())?;
             path.push(node);
             match state {
-                State::Items { keys, values } => {
+                NodeState::Items { keys, values } => {
                     let value = match keys.binary_search(&key) {
                         Ok(i) => Some(value_ref(oid, &values[i], "value")?),
                         Err(_) => None,
                     };
                     return Ok(Lookup { value, path });
                 }
-                State::Kids(inner) => {
+                NodeState::Kids(inner) => {
                     let i = inner.keys.partition_point(|k| *k <= key);
                     range = child_range(&inner.keys, i, range);
                     oid = inner.kids[i];
@@ -422,11 +424,11 @@ impl BTree {
         let (node, state) = self.load_node(st, oid, at, range, w.path.is_empty())?;
         w.path.push(node);
         let found = match state {
-            State::Items { keys, values } => match keys.last() {
+            NodeState::Items { keys, values } => match keys.last() {
                 Some(&k) => Some((k, value_ref(oid, &values[keys.len() - 1], "value")?)),
                 None => None,
             },
-            State::Kids(inner) => {
+            NodeState::Kids(inner) => {
                 let mut found = None;
                 for i in (0..inner.kids.len()).rev() {
                     let child = inner.kids[i];
@@ -479,12 +481,12 @@ impl BTree {
         let (node, state) = self.load_node(st, oid, at, range, depth == 0)?;
         out.nodes.push(node);
         match state {
-            State::Items { keys, values } => {
+            NodeState::Items { keys, values } => {
                 for (k, v) in keys.into_iter().zip(values.iter()) {
                     out.items.push((k, value_ref(oid, v, "value")?));
                 }
             }
-            State::Kids(inner) => {
+            NodeState::Kids(inner) => {
                 for (i, &child) in inner.kids.iter().enumerate() {
                     let r = child_range(&inner.keys, i, range);
                     self.items_in(st, at, child, r, depth + 1, seen, out)?;
@@ -494,16 +496,18 @@ impl BTree {
         Ok(())
     }
 
-    /// Loads node `oid` that must cover `range`, checks its class and state.
-    /// The root must be a tree; below it, trees and buckets of the family.
-    fn load_node(
+    /// Loads node `oid` of this tree as of `at`, which must cover `range`,
+    /// and checks its class and state. The root must be a tree; below it,
+    /// trees and buckets of the family. For callers that walk trees their
+    /// own way (change tracking compares single nodes).
+    pub fn load_node(
         &self,
         st: &dyn Storage,
         oid: Oid,
         at: Tid,
         range: KeyRange,
         is_root: bool,
-    ) -> Result<(PathNode, State), Error> {
+    ) -> Result<(PathNode, NodeState), Error> {
         let loaded = st
             .load(oid, at)
             .map_err(|source| Error::Load { oid, at, source })?;
@@ -516,7 +520,7 @@ impl BTree {
                 kind: NodeKind::Tree,
                 range,
             };
-            return Ok((node, State::Kids(inner)));
+            return Ok((node, NodeState::Kids(inner)));
         }
         let rec = serialize::decode_record(&loaded.data)
             .map_err(|source| Error::Decode { oid, source })?;
@@ -544,7 +548,7 @@ impl BTree {
             NodeKind::Bucket => self.bucket_state(oid, rec.state, range)?,
             NodeKind::Tree => self.tree_state(oid, rec.state, range)?,
         };
-        if let State::Kids(inner) = &state {
+        if let NodeState::Kids(inner) = &state {
             NodeCache::put((st.instance_id(), oid, serial, self.family), inner.clone());
         }
         Ok((
@@ -559,7 +563,7 @@ impl BTree {
     }
 
     /// `(items,)` or `(items, next)`.
-    fn bucket_state(&self, oid: Oid, state: Value, range: KeyRange) -> Result<State, Error> {
+    fn bucket_state(&self, oid: Oid, state: Value, range: KeyRange) -> Result<NodeState, Error> {
         let mut t = into_tuple(oid, state, "bucket state")?;
         if t.is_empty() || t.len() > 2 {
             return Err(corrupt(
@@ -573,9 +577,9 @@ impl BTree {
     }
 
     /// `None`, `(((items,),),)` or `((child0, key1, …), firstbucket)`.
-    fn tree_state(&self, oid: Oid, state: Value, range: KeyRange) -> Result<State, Error> {
+    fn tree_state(&self, oid: Oid, state: Value, range: KeyRange) -> Result<NodeState, Error> {
         if matches!(state, Value::None) {
-            return Ok(State::Items {
+            return Ok(NodeState::Items {
                 keys: Vec::new(),
                 values: Vec::new(),
             });
@@ -621,7 +625,7 @@ impl BTree {
                     }
                 }
                 check_separators(oid, &keys, range)?;
-                Ok(State::Kids(Arc::new(Inner { keys, kids })))
+                Ok(NodeState::Kids(Arc::new(InnerNode { keys, kids })))
             }
             n => Err(corrupt(
                 oid,
@@ -631,7 +635,7 @@ impl BTree {
     }
 
     /// `(k0, v0, k1, v1, …)`: keys strictly increasing, inside `range`.
-    fn items_of(&self, oid: Oid, items: Value, range: KeyRange) -> Result<State, Error> {
+    fn items_of(&self, oid: Oid, items: Value, range: KeyRange) -> Result<NodeState, Error> {
         let items = match items {
             Value::Tuple(v) | Value::List(v) => v,
             other => {
@@ -663,7 +667,7 @@ impl BTree {
                 values.push(v);
             }
         }
-        Ok(State::Items { keys, values })
+        Ok(NodeState::Items { keys, values })
     }
 
     fn key(&self, oid: Oid, v: &Value) -> Result<i64, Error> {

@@ -6,15 +6,17 @@
 //! to compare them with what it tracked. Decoding a 500-child node costs far
 //! more than a lookup in it, and one transaction can send many tracked keys
 //! through the same node, so every node is decoded at most once per
-//! [`ApplyCtx`]. The checks are those of `zodb::btree` (class of the LO
-//! family, keys increasing and inside the range the parent assigned,
-//! separators strictly inside it): a node `zodb::btree` would refuse is
-//! refused here too, and the tracker then reports conservatively.
+//! [`ApplyCtx`]. Decoding and its checks are `zodb::btree`'s own
+//! ([`BTree::load_node`]: class of the LO family, arity, keys increasing;
+//! here the range check — keys inside the range the parent assigned,
+//! separators strictly inside it — is applied per use by [`Node::fits`]): a
+//! node `zodb::btree` would refuse is refused here too, and the tracker then
+//! reports conservatively.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use zodb::bigfile::MODULE as ZMODULE;
-use zodb::btree::{BTree, Family, KeyRange};
+use zodb::btree::{BTree, Family, KeyRange, NodeState};
 use zodb::pickle::Value;
 use zodb::serialize::{self, Record};
 use zodb::{Oid, Storage, Tid};
@@ -117,82 +119,22 @@ fn as_oid(v: &Value) -> Option<Oid> {
     }
 }
 
+/// Decodes with `zodb::btree`'s own node loader (same class, arity, key
+/// and order checks; inner nodes come from its decoded-node cache), but
+/// without a range: the range check is [`Node::fits`], per use.
 fn decode_node(st: &dyn Storage, oid: Oid, at: Tid, root: bool) -> Option<Node> {
-    let rec = load(st, oid, at)?;
-    let fam = Family::LO;
-    if rec.class.module != fam.module() {
-        return None;
-    }
-    let bucket = if rec.class.name == fam.tree_class() {
-        false
-    } else if rec.class.name == fam.bucket_class() && !root {
-        true
-    } else {
-        return None;
-    };
-    let state = rec.state;
-    if bucket {
-        let t = state.as_tuple()?;
-        if t.is_empty() || t.len() > 2 {
-            return None;
-        }
-        return leaf(&t[0]);
-    }
-    if matches!(state, Value::None) {
-        return Some(Node::Leaf {
-            keys: vec![],
-            vals: vec![],
-        });
-    }
-    let t = state.as_tuple()?;
-    match t.len() {
-        1 => {
-            let inner = t[0].as_tuple()?;
-            let [bstate] = inner else { return None };
-            let bt = bstate.as_tuple()?;
-            let [items] = bt else { return None };
-            leaf(items)
-        }
-        2 => {
-            let data = t[0].as_tuple()?;
-            if data.len() % 2 != 1 {
-                return None;
-            }
-            let mut keys = Vec::with_capacity(data.len() / 2);
-            let mut kids = Vec::with_capacity(data.len() / 2 + 1);
-            for (i, v) in data.iter().enumerate() {
-                if i % 2 == 0 {
-                    kids.push(as_oid(v)?);
-                } else {
-                    let k = v.as_int()?;
-                    if keys.last().is_some_and(|p| k <= *p) {
-                        return None;
-                    }
-                    keys.push(k);
-                }
-            }
-            Some(Node::Inner { keys, kids })
-        }
-        _ => None,
-    }
-}
-
-fn leaf(items: &Value) -> Option<Node> {
-    let items = items.as_seq()?;
-    if items.len() % 2 != 0 {
-        return None;
-    }
-    let mut keys = Vec::with_capacity(items.len() / 2);
-    let mut vals = Vec::with_capacity(items.len() / 2);
-    for kv in items.chunks(2) {
-        let k = kv[0].as_int()?;
-        if keys.last().is_some_and(|p| k <= *p) {
-            return None;
-        }
-        keys.push(k);
-        vals.push(as_oid(&kv[1])?);
-    }
-    Some(Node::Leaf { keys, vals })
+    let tree = BTree::new(oid, Family::LO);
+    let (_, state) = tree.load_node(st, oid, at, KeyRange::FULL, root).ok()?;
+    Some(match state {
+        NodeState::Items { keys, values } => Node::Leaf {
+            keys,
+            vals: values.iter().map(as_oid).collect::<Option<_>>()?,
+        },
+        NodeState::Kids(inner) => Node::Inner {
+            keys: inner.keys.clone(),
+            kids: inner.kids.clone(),
+        },
+    })
 }
 
 /// A ZBlk's parts: none for ZBlk0/ZBlk; the chunk-table nodes and ZData
