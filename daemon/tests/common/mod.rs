@@ -13,6 +13,8 @@
 
 #![allow(dead_code)] // each test binary uses a different part
 
+pub mod watch;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
