@@ -18,8 +18,11 @@ ZURL is file://PATH or a plain path to a data.fs (zeo://HOST:PORT: not supported
 
 options (single or double dash):
   -debug           enable debugging features (.wcfs/debug/) and debug logging
-  -autoexit        exit when no client has been active for a while
-                   (accepted; not active yet: it needs head/watch links)
+  -autoexit        exit when no client has been active for a while: unmount
+                   and exit once no file or directory of the mount has been
+                   open and no request has come for 30s ($WCFS_AUTOEXIT_IDLE,
+                   a Go duration, overrides the period); an unmount the
+                   kernel refuses (mount still in use) keeps the daemon serving
   -pintimeout D    kill clients that don't answer a pin within D
                    (Go duration syntax: 30s, 1m, 500ms, 1h2m3.5s); default 30s
   -trace.fuse      log every FUSE request
@@ -28,11 +31,30 @@ options (single or double dash):
 accepted and ignored (glog compatibility): -logtostderr, -alsologtostderr,
 -v N, -log_dir D.";
 
+/// Default idle period of `-autoexit`.
+pub const AUTOEXIT_IDLE: Duration = Duration::from_secs(30);
+
+/// Environment variable overriding [`AUTOEXIT_IDLE`] (a Go duration; for
+/// tests, which cannot wait half a minute).
+pub const AUTOEXIT_IDLE_ENV: &str = "WCFS_AUTOEXIT_IDLE";
+
+/// The idle period of `-autoexit` given the value of [`AUTOEXIT_IDLE_ENV`].
+pub fn autoexit_idle(env: Option<&str>) -> Result<Duration, String> {
+    match env {
+        None | Some("") => Ok(AUTOEXIT_IDLE),
+        Some(v) => {
+            parse_duration(v).map_err(|e| format!("invalid ${AUTOEXIT_IDLE_ENV} {v:?}: {e}"))
+        }
+    }
+}
+
 /// Options of the serving daemon.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Options {
     pub debug: bool,
     pub autoexit: bool,
+    /// With `autoexit`: how long without clients before exiting.
+    pub autoexit_idle: Duration,
     pub pintimeout: Duration,
     pub trace_fuse: bool,
 }
@@ -42,6 +64,7 @@ impl Default for Options {
         Options {
             debug: false,
             autoexit: false,
+            autoexit_idle: AUTOEXIT_IDLE,
             pintimeout: Duration::from_secs(30),
             trace_fuse: false,
         }
@@ -204,6 +227,9 @@ mod tests {
         ok("+2s", 2000);
         ok("1000us", 1);
         ok("1000000ns", 1);
+        assert_eq!(autoexit_idle(None), Ok(AUTOEXIT_IDLE));
+        assert_eq!(autoexit_idle(Some("2s")), Ok(Duration::from_secs(2)));
+        assert!(autoexit_idle(Some("2")).is_err());
         for bad in ["", "30", "1x", "-1s", "s", ".s", "1..2s", "1h 2m"] {
             assert!(parse_duration(bad).is_err(), "{bad:?}");
         }

@@ -31,8 +31,16 @@ fn main() -> ExitCode {
         Ok(Command::Serve {
             zurl,
             mountpoint,
-            opts,
+            mut opts,
         }) => {
+            let env = std::env::var(cli::AUTOEXIT_IDLE_ENV).ok();
+            match cli::autoexit_idle(env.as_deref()) {
+                Ok(idle) => opts.autoexit_idle = idle,
+                Err(e) => {
+                    eprintln!("wcfsd: {e}");
+                    return ExitCode::from(2);
+                }
+            }
             wcfsd::log::init(opts.debug, opts.trace_fuse);
             match wcfsd::fs::serve(&zurl, &mountpoint, opts) {
                 Ok(()) => ExitCode::SUCCESS,

@@ -395,6 +395,8 @@ impl Filesystem for Fs {
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         let w = self.w();
+        let _busy = w.activity.request();
+        w.tune_bdi();
         if w.failed() {
             return reply.error(Errno::EIO);
         }
@@ -449,11 +451,14 @@ impl Filesystem for Fs {
     }
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        let _busy = self.w().activity.request();
         self.w().tree.lock().forget(ino.0, nlookup);
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         let w = self.w();
+        let _busy = w.activity.request();
+        w.tune_bdi();
         if w.failed() {
             return reply.error(Errno::EIO);
         }
@@ -485,6 +490,8 @@ impl Filesystem for Fs {
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let w = self.w();
+        let _busy = w.activity.request();
+        w.tune_bdi();
         if w.failed() {
             return reply.error(Errno::EIO);
         }
@@ -492,24 +499,49 @@ impl Filesystem for Fs {
             return reply.error(Errno::EPERM);
         }
         let node = w.tree.lock().get(ino.0).cloned();
-        match (ino.0, node) {
+        let (fh, fflags) = match (ino.0, node) {
+            // Opening again must not drop what the kernel caches.
             (_, Some(Node::HeadFile { .. } | Node::RevFile { .. })) => {
-                // Opening again must not drop what the kernel caches.
-                reply.opened(FileHandle(0), FopenFlags::FOPEN_KEEP_CACHE)
+                (0, FopenFlags::FOPEN_KEEP_CACHE)
             }
-            (tree::ZHEAD, Some(_)) if w.opts.debug => reply.opened(
-                FileHandle(w.zhead.open()),
+            (tree::ZHEAD, Some(_)) if w.opts.debug => (
+                w.zhead.open(),
                 FopenFlags::FOPEN_DIRECT_IO
                     | FopenFlags::FOPEN_NONSEEKABLE
                     | FopenFlags::FOPEN_STREAM,
             ),
             // Small text files: always fresh, never cached.
             (tree::HEAD_AT | tree::ZURL | tree::PINTIMEOUT | tree::STATS, _) => {
-                reply.opened(FileHandle(0), FopenFlags::FOPEN_DIRECT_IO)
+                (0, FopenFlags::FOPEN_DIRECT_IO)
             }
-            (_, Some(_)) => reply.error(Errno::EISDIR),
-            (_, None) => reply.error(Errno::ENOENT),
-        }
+            (_, Some(_)) => return reply.error(Errno::EISDIR),
+            (_, None) => return reply.error(Errno::ENOENT),
+        };
+        // Counted before the reply: the release cannot come before it.
+        w.activity.opened();
+        reply.opened(FileHandle(fh), fflags);
+    }
+
+    fn opendir(&self, _req: &Request, _ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        let w = self.w();
+        let _busy = w.activity.request();
+        // A directory handle is a client too (-autoexit), as fuser's default.
+        w.activity.opened();
+        reply.opened(FileHandle(0), FopenFlags::empty());
+    }
+
+    fn releasedir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _flags: OpenFlags,
+        reply: ReplyEmpty,
+    ) {
+        let w = self.w();
+        let _busy = w.activity.request();
+        w.activity.released();
+        reply.ok();
     }
 
     fn read(
@@ -524,6 +556,7 @@ impl Filesystem for Fs {
         reply: ReplyData,
     ) {
         let w = self.w();
+        let _busy = w.activity.request();
         if w.failed() {
             return reply.error(Errno::EIO);
         }
@@ -552,6 +585,7 @@ impl Filesystem for Fs {
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
+        let _busy = self.w().activity.request();
         if ino.0 == tree::ZHEAD {
             self.w().zhead.unpark(Some(fh.0), Errno::EINTR);
         }
@@ -568,9 +602,12 @@ impl Filesystem for Fs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
+        let w = self.w();
+        let _busy = w.activity.request();
         if ino.0 == tree::ZHEAD {
-            self.w().zhead.release(fh.0);
+            w.zhead.release(fh.0);
         }
+        w.activity.released();
         reply.ok();
     }
 
@@ -583,6 +620,7 @@ impl Filesystem for Fs {
         mut reply: ReplyDirectory,
     ) {
         let w = self.w();
+        let _busy = w.activity.request();
         if w.failed() {
             return reply.error(Errno::EIO);
         }

@@ -17,6 +17,7 @@
 use super::super::Error;
 use crate::types::{Oid, Tid};
 use std::io;
+use std::mem::MaybeUninit;
 
 /// File magic of files written by Python 2's ZODB. The layout is the same
 /// for both magics; only the pickles inside differ.
@@ -35,6 +36,16 @@ pub const DATA_HDR_LEN: u64 = 42;
 pub trait ReadAt: Send + Sync {
     /// Fills `buf` from offset `off`; short data is an `UnexpectedEof` error.
     fn read_exact_at(&self, buf: &mut [u8], off: u64) -> io::Result<()>;
+    /// As [`ReadAt::read_exact_at`] into memory not initialized yet; on
+    /// success all of `buf` is initialized. Big loads read into fresh
+    /// buffers: zero-filling them first costs a quarter of the copy itself.
+    fn read_exact_at_uninit(&self, buf: &mut [MaybeUninit<u8>], off: u64) -> io::Result<()> {
+        buf.fill(MaybeUninit::new(0));
+        // SAFETY: every byte was just initialized, and MaybeUninit<u8> has
+        // the layout of u8.
+        let b = unsafe { &mut *(buf as *mut [MaybeUninit<u8>] as *mut [u8]) };
+        self.read_exact_at(b, off)
+    }
     /// The current size.
     fn size(&self) -> io::Result<u64>;
     /// Whether this is a real file worth watching with inotify.
@@ -52,6 +63,38 @@ pub struct FileReader {
 impl ReadAt for FileReader {
     fn read_exact_at(&self, buf: &mut [u8], off: u64) -> io::Result<()> {
         std::os::unix::fs::FileExt::read_exact_at(&self.file, buf, off)
+    }
+    fn read_exact_at_uninit(&self, buf: &mut [MaybeUninit<u8>], mut off: u64) -> io::Result<()> {
+        use std::os::fd::AsRawFd;
+        let mut done = 0;
+        while done < buf.len() {
+            let rest = &mut buf[done..];
+            let at = libc::off_t::try_from(off).map_err(|_| io::ErrorKind::InvalidInput)?;
+            // SAFETY: pread only writes, at most rest.len() bytes, into
+            // memory we borrow exclusively; writing uninitialized memory is
+            // fine, and we never read what it did not write.
+            let k = unsafe {
+                libc::pread(
+                    self.file.as_raw_fd(),
+                    rest.as_mut_ptr().cast(),
+                    rest.len(),
+                    at,
+                )
+            };
+            if k < 0 {
+                let e = io::Error::last_os_error();
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            if k == 0 {
+                return Err(io::ErrorKind::UnexpectedEof.into());
+            }
+            done += k as usize;
+            off += k as u64;
+        }
+        Ok(())
     }
     fn size(&self) -> io::Result<u64> {
         Ok(self.file.metadata()?.len())
@@ -469,9 +512,11 @@ pub fn read_bytes(
         ));
     }
     let n = usize::try_from(n).map_err(|_| ctx.corrupt(pos, format!("length {n} too big")))?;
-    let mut v = vec![0u8; n];
-    r.read_exact_at(&mut v, pos)
+    let mut v = Vec::with_capacity(n);
+    r.read_exact_at_uninit(&mut v.spare_capacity_mut()[..n], pos)
         .map_err(|e| ctx.io(pos, n as u64, e))?;
+    // SAFETY: read_exact_at_uninit initialized all n bytes: it succeeded.
+    unsafe { v.set_len(n) };
     Ok(v)
 }
 
