@@ -3,9 +3,12 @@
 //!
 //! - [`zdata`]: ZODB side — change tracking of served files and history.
 //! - [`fs`]: FUSE side — the filesystem tree, reads, cache invalidation.
+//! - `isolation`: the isolation protocol of `head/watch` (links, watches,
+//!   pins, killing faulty clients).
 //! - [`cli`]: the command line; [`log`]: timestamped logging on stderr.
 
 pub mod cli;
 pub mod fs;
+mod isolation;
 pub mod log;
 pub mod zdata;

@@ -47,7 +47,7 @@ fn layout_attrs_errno_and_views() {
         v
     };
     assert_eq!(names(""), [".wcfs", "head"]);
-    assert_eq!(names("head"), ["at", "bigfile"]);
+    assert_eq!(names("head"), ["at", "bigfile", "watch"]);
     assert_eq!(names(".wcfs"), ["pintimeout", "stats", "zurl"]);
     assert_eq!(
         std::fs::read_to_string(w.path(".wcfs/zurl")).unwrap(),
@@ -61,9 +61,10 @@ fn layout_attrs_errno_and_views() {
         std::fs::read_to_string(w.path("head/at")).unwrap(),
         t2.to_string()
     );
-    // head/watch is the next milestone.
-    let e = std::fs::metadata(w.path("head/watch")).unwrap_err();
-    assert_eq!(errno(&e), libc::ENOENT);
+    // head/watch (SPEC §6): a file every client may open read-write.
+    let m = std::fs::metadata(w.path("head/watch")).unwrap();
+    assert!(m.is_file());
+    assert_eq!(m.mode() & 0o7777, 0o666);
     assert_eq!(
         errno(&std::fs::metadata(w.path(".wcfs/debug")).unwrap_err()),
         libc::ENOENT

@@ -160,7 +160,6 @@ fn wait_stat(env: &Env, name: &str, want: i64) {
 }
 
 #[test]
-#[ignore = "head/watch not implemented yet"]
 fn faulty_clients_are_killed() {
     let (mut env, f, h0) = setup(&["-pintimeout", "1s"]);
     assert_eq!(
@@ -282,7 +281,6 @@ fn faulty_clients_are_killed() {
 /// A process blocked in read(2) of head/watch and killed with SIGKILL dies
 /// promptly: the daemon notices and answers the parked read (SPEC §9).
 #[test]
-#[ignore = "head/watch not implemented yet"]
 fn killed_blocked_reader_dies_promptly() {
     let (env, f, h0) = setup(&[]);
     let mut k = RoleChild::spawn(ENTRY, "blockread", &child_env(&env, f, h0));
@@ -310,7 +308,6 @@ fn killed_blocked_reader_dies_promptly() {
 /// The same for a thread of our own process: a link whose reader thread is
 /// parked is closed; the daemon answers the read on flush.
 #[test]
-#[ignore = "head/watch not implemented yet"]
 fn close_answers_the_parked_read() {
     let (env, _f, _h0) = setup(&[]);
     let l = WatchLink::open(&env.w().path("head/watch")).unwrap();

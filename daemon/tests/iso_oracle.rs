@@ -109,6 +109,13 @@ impl T {
             }
         }
         let tid = self.env.commit();
+        if Some(&tid) == self.tids.last() {
+            // Nothing really changed (e.g. a hole punched again): ZODB
+            // wrote no transaction.
+            self.log
+                .push(format!("commit: {}: no transaction", what.join(", ")));
+            return;
+        }
         let state = self.ids.get(&self.files, tid);
         let changed = self.m.commit(tid, state);
         self.tids.push(tid);
@@ -190,7 +197,6 @@ fn tail(s: &str, n: usize) -> String {
 }
 
 #[test]
-#[ignore = "head/watch not implemented yet"]
 fn pins_match_the_model() {
     let seed = testkit::seed("iso_oracle");
     let mut rng = Rng::new(seed);

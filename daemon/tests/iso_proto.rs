@@ -85,7 +85,6 @@ fn wait_stat(env: &Env, name: &str, want: i64) {
 }
 
 #[test]
-#[ignore = "head/watch not implemented yet"]
 fn watch_of_unopened_file_is_an_error() {
     let (env, f, h0) = setup(&[]);
     let l = link(&env);
@@ -99,7 +98,6 @@ fn watch_of_unopened_file_is_an_error() {
 }
 
 #[test]
-#[ignore = "head/watch not implemented yet"]
 fn watch_older_than_history_is_an_error() {
     let (env, f, h0) = setup(&[]);
     read_all(&env, f);
@@ -111,7 +109,6 @@ fn watch_older_than_history_is_an_error() {
 }
 
 #[test]
-#[ignore = "head/watch not implemented yet"]
 fn watch_going_back_is_an_error() {
     let (mut env, f, h0) = setup(&[]);
     read_all(&env, f);
@@ -133,7 +130,6 @@ fn watch_going_back_is_an_error() {
 /// Pins on setup, on moving forward (pin and unpin), and on reads, with
 /// the exact revisions (SPEC §6 + blkrev of §5).
 #[test]
-#[ignore = "head/watch not implemented yet"]
 fn pins_on_setup_move_and_read() {
     let (mut env, f, h0) = setup(&[]);
     read_all(&env, f);
@@ -178,7 +174,6 @@ fn pins_on_setup_move_and_read() {
 }
 
 #[test]
-#[ignore = "head/watch not implemented yet"]
 fn stop_watching() {
     let (mut env, f, h0) = setup(&[]);
     read_all(&env, f);
@@ -208,7 +203,6 @@ fn stop_watching() {
 /// Lines that are not `<stream> <message>` at all, or that claim to answer
 /// a pin the daemon never sent: `0 error …`, then the link is closed.
 #[test]
-#[ignore = "head/watch not implemented yet"]
 fn malformed_lines_close_the_link() {
     let (env, f, h0) = setup(&[]);
     let _fh = std::fs::File::open(env.w().head_file(f)).unwrap();
@@ -253,7 +247,6 @@ fn malformed_lines_close_the_link() {
 /// malformed line (`0 error …`, link closed); either is accepted, never
 /// `ok` nor silence.
 #[test]
-#[ignore = "head/watch not implemented yet"]
 fn bad_requests_error() {
     let (env, f, h0) = setup(&[]);
     let _fh = std::fs::File::open(env.w().head_file(f)).unwrap();
@@ -295,7 +288,6 @@ fn bad_requests_error() {
 }
 
 #[test]
-#[ignore = "head/watch not implemented yet"]
 fn bye_closes_the_link() {
     let (env, f, h0) = setup(&[]);
     read_all(&env, f);
@@ -314,7 +306,6 @@ fn bye_closes_the_link() {
 /// A watch with an `at` in the future waits for head (ok only once
 /// head/at ≥ at); `bye` meanwhile closes the link without `ok`.
 #[test]
-#[ignore = "head/watch not implemented yet"]
 fn watch_in_the_future() {
     let (mut env, f, h0) = setup(&[]);
     read_all(&env, f);
@@ -367,7 +358,6 @@ fn watch_in_the_future() {
 
 /// Several watches on one link (two files), and the stats that count them.
 #[test]
-#[ignore = "head/watch not implemented yet"]
 fn two_files_one_link() {
     let (mut env, f, h0) = setup(&[]);
     let g = env.py.new_file(BS);

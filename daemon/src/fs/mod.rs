@@ -4,7 +4,7 @@
 //! # The tree
 //!
 //! ```text
-//! head/at  head/bigfile/<oid>  @<tid>/bigfile/<oid>
+//! head/at  head/watch  head/bigfile/<oid>  @<tid>/bigfile/<oid>
 //! .wcfs/{zurl,pintimeout,stats}  .wcfs/debug/zhead (-debug)
 //! ```
 //!
@@ -91,11 +91,25 @@
 //! access with ENOTCONN. Stale data is never served. A corrupt object
 //! behind one block only fails the reads touching that block.
 //!
+//! # head/watch
+//!
+//! The isolation protocol lives in [`crate::isolation`]; the hooks here
+//! are small: open/read/write/flush/release of `head/watch` go to it, a
+//! read of `head/bigfile` calls `Isolation::pin_read` after loading its
+//! blocks and before replying — still under the tracker's read side, so a
+//! commit waits for the pins (bounded by the pin timeout) — and is served
+//! on a thread of its own when the file has watchers (acks are FUSE
+//! writes: workers blocked on pins must not starve them). The watcher
+//! trims history no further than the oldest watched `at`. [`reaper`]
+//! answers parked stream reads (zhead, watch) of dying readers.
+//!
 //! # Locking order
 //!
 //! `tracker` (RwLock) → `tree` (Mutex) → `cache` (Mutex) → `zhead` (Mutex);
-//! `published` (head/at) is taken alone. No lock but `tracker`'s read side
-//! is held while loading from storage, and none while notifying the kernel.
+//! `tracker` → the locks of [`crate::isolation`] (never together with
+//! `tree`, `cache` or `zhead`); `published` (head/at) is taken alone. No
+//! lock but `tracker`'s read side is held while loading from storage or
+//! waiting for pin acks, and none while notifying the kernel.
 
 mod autoexit;
 mod cache;
@@ -113,6 +127,7 @@ use std::sync::{Arc, Once, OnceLock};
 use std::time::{Duration, Instant};
 use zodb::{Storage, Tid};
 
+use crate::isolation::{Host, Isolation};
 use crate::zdata::Tracker;
 
 /// Why the daemon could not start or stopped.
@@ -158,6 +173,8 @@ pub(crate) struct Wcfs {
     tree: Mutex<tree::Tree>,
     cache: cache::BlockCache,
     zhead: zhead::ZHeads,
+    /// head/watch links and watches.
+    iso: Arc<Isolation>,
     notifier: OnceLock<fuser::Notifier>,
     /// Where we are mounted (canonical), to find our bdi.
     mnt: PathBuf,
@@ -202,6 +219,32 @@ impl Wcfs {
     }
 }
 
+impl Host for Wcfs {
+    fn tracker(&self) -> &RwLock<Tracker> {
+        &self.tracker
+    }
+    fn wait_head(&self, at: Tid, timeout: Duration) -> bool {
+        Wcfs::wait_head(self, at, timeout)
+    }
+    fn failed(&self) -> bool {
+        Wcfs::failed(self)
+    }
+    fn fail(&self, why: &str) {
+        zwatch::fail(self, why)
+    }
+}
+
+/// Answers the parked reads of stream files (zhead, head/watch) whose
+/// reading thread is dying, forever: fuser cannot receive FUSE interrupts
+/// (SPEC §9), so the kernel would keep a killed reader waiting for us.
+fn reaper(wcfs: Arc<Wcfs>) {
+    loop {
+        std::thread::sleep(crate::isolation::REAP_EVERY);
+        wcfs.zhead.reap();
+        wcfs.iso.reap();
+    }
+}
+
 /// Serves `zurl` at `mountpoint` until unmounted or signalled (SIGINT,
 /// SIGTERM: clean unmount, `Ok`). A watcher failure exits the process.
 pub fn serve(zurl: &str, mountpoint: &Path, opts: Options) -> Result<(), Error> {
@@ -224,6 +267,7 @@ pub fn serve(zurl: &str, mountpoint: &Path, opts: Options) -> Result<(), Error> 
         tree: Mutex::new(tree::Tree::new(opts.debug)),
         cache: cache::BlockCache::new(cache::CAPACITY),
         zhead: zhead::ZHeads::default(),
+        iso: Arc::new(Isolation::new(opts.pintimeout)),
         notifier: OnceLock::new(),
         mnt: mountpoint
             .canonicalize()
@@ -272,6 +316,8 @@ pub fn serve(zurl: &str, mountpoint: &Path, opts: Options) -> Result<(), Error> 
             }
         })?;
     let _ = wcfs.notifier.set(session.notifier());
+    let host: Arc<dyn Host> = wcfs.clone();
+    wcfs.iso.set_host(Arc::downgrade(&host));
     let mut unmounter = session.unmount_callable();
     mount_fusectl();
 
@@ -281,11 +327,11 @@ pub fn serve(zurl: &str, mountpoint: &Path, opts: Options) -> Result<(), Error> 
             .name("zwatcher".into())
             .spawn(move || zwatch::run(wcfs, watcher))?;
     }
-    if wcfs.opts.debug {
+    {
         let wcfs = wcfs.clone();
         std::thread::Builder::new()
-            .name("zhead-reaper".into())
-            .spawn(move || zhead::reaper(wcfs))?;
+            .name("reaper".into())
+            .spawn(move || reaper(wcfs))?;
     }
     let mnt = mountpoint.display().to_string();
     let w = wcfs.clone();

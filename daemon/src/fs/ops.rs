@@ -13,7 +13,7 @@ use bytes::Bytes;
 use fuser::{
     Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
     KernelConfig, LockOwner, OpenAccMode, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory,
-    ReplyEmpty, ReplyEntry, ReplyOpen, Request,
+    ReplyEmpty, ReplyEntry, ReplyOpen, ReplyWrite, Request, WriteFlags,
 };
 use std::ffi::OsStr;
 use std::io;
@@ -129,11 +129,11 @@ impl Fs {
                     ("BigFile", nbigfile),
                     ("RevHead", nrev),
                     ("ZHeadLink", w.zhead.count()),
-                    ("WatchLink", 0),
-                    ("Watch", 0),
-                    ("PinnedBlk", 0),
-                    ("pin", 0),
-                    ("pinkill", 0),
+                    ("WatchLink", w.iso.nlinks()),
+                    ("Watch", w.iso.nwatch()),
+                    ("PinnedBlk", w.iso.npinned()),
+                    ("pin", w.iso.npin() as usize),
+                    ("pinkill", w.iso.npinkill() as usize),
                 ];
                 stats
                     .iter()
@@ -156,7 +156,11 @@ impl Fs {
                 FileType::Directory => 0,
                 _ => self.text(ino).map_or(0, |t| t.len() as u64),
             };
-            return Some((attr(ino, kind, size, head_time(), 4096), TTL_NONE));
+            let mut a = attr(ino, kind, size, head_time(), 4096);
+            if ino == tree::HEAD_WATCH {
+                a.perm = 0o666; // every client opens it read-write
+            }
+            return Some((a, TTL_NONE));
         }
         match tree.get(ino)? {
             Node::RevDir { at, .. } | Node::RevBigfileDir { at, .. } => Some((
@@ -306,6 +310,12 @@ impl Fs {
                 .get(key, || t.load_block(oid, blk).map(|b| b.data))
                 .map_err(|e| (blk, e))
         });
+        if r.is_ok() && off < info.size && size > 0 && info.blksize > 0 {
+            // Before the reply: watchers must not see this head data.
+            let end = info.size.min(off + size as u64);
+            w.iso
+                .pin_read(&t, oid, off / info.blksize..=(end - 1) / info.blksize);
+        }
         match r {
             Ok(data) => reply.data(&data),
             Err((blk, e)) => {
@@ -488,12 +498,23 @@ impl Filesystem for Fs {
         }
     }
 
-    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+    fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let w = self.w();
         let _busy = w.activity.request();
         w.tune_bdi();
         if w.failed() {
             return reply.error(Errno::EIO);
+        }
+        if ino.0 == tree::HEAD_WATCH {
+            // One open, one link: a stream, never cached.
+            let fh = w.iso.open(req.pid());
+            w.activity.opened();
+            return reply.opened(
+                FileHandle(fh),
+                FopenFlags::FOPEN_DIRECT_IO
+                    | FopenFlags::FOPEN_NONSEEKABLE
+                    | FopenFlags::FOPEN_STREAM,
+            );
         }
         if flags.acc_mode() != OpenAccMode::O_RDONLY {
             return reply.error(Errno::EPERM);
@@ -563,6 +584,9 @@ impl Filesystem for Fs {
         if ino.0 == tree::ZHEAD {
             return w.zhead.read(fh.0, size as usize, req.pid(), reply);
         }
+        if ino.0 == tree::HEAD_WATCH {
+            return w.iso.read(fh.0, size, req.pid(), reply);
+        }
         if let Some(text) = self.text(ino.0) {
             let off = (offset as usize).min(text.len());
             let end = (off + size as usize).min(text.len());
@@ -570,6 +594,18 @@ impl Filesystem for Fs {
         }
         let node = w.tree.lock().get(ino.0).cloned();
         match node {
+            Some(Node::HeadFile { oid }) if w.iso.has_watchers(oid) => {
+                // It may wait for pin acks: not on a FUSE worker (see the
+                // module doc of `super`). A watch appearing right after
+                // this check pins on the worker: still correct, bounded.
+                let fs = Fs(self.0.clone());
+                let r = std::thread::Builder::new()
+                    .name("read-pin".into())
+                    .spawn(move || fs.read_head(oid, offset, size, reply));
+                if let Err(e) = r {
+                    log::error!("read head/bigfile/{oid}: spawn: {e}");
+                }
+            }
             Some(Node::HeadFile { oid }) => self.read_head(oid, offset, size, reply),
             Some(Node::RevFile { .. }) => self.read_rev(ino.0, offset, size, reply),
             Some(_) => reply.error(Errno::EISDIR),
@@ -589,6 +625,9 @@ impl Filesystem for Fs {
         if ino.0 == tree::ZHEAD {
             self.w().zhead.unpark(Some(fh.0), Errno::EINTR);
         }
+        if ino.0 == tree::HEAD_WATCH {
+            self.w().iso.flush(fh.0);
+        }
         reply.ok();
     }
 
@@ -607,8 +646,37 @@ impl Filesystem for Fs {
         if ino.0 == tree::ZHEAD {
             w.zhead.release(fh.0);
         }
+        if ino.0 == tree::HEAD_WATCH {
+            w.iso.release(fh.0);
+        }
         w.activity.released();
         reply.ok();
+    }
+
+    fn write(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        _offset: u64,
+        data: &[u8],
+        _write_flags: WriteFlags,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        let w = self.w();
+        let _busy = w.activity.request();
+        if w.failed() {
+            return reply.error(Errno::EIO);
+        }
+        if ino.0 != tree::HEAD_WATCH {
+            return reply.error(Errno::EBADF);
+        }
+        match w.iso.write(fh.0, data) {
+            Ok(n) => reply.written(n),
+            Err(e) => reply.error(e),
+        }
     }
 
     fn readdir(

@@ -1,6 +1,6 @@
 //! The inode table.
 //!
-//! Fixed nodes (root, head/, head/at, head/bigfile/, .wcfs/…) have fixed
+//! Fixed nodes (root, head/, head/at, head/watch, head/bigfile/, .wcfs/…) have fixed
 //! inode numbers below [`FIRST_DYNAMIC`] and live forever. Dynamic nodes get
 //! numbers from a counter that never goes back, so an inode number names one
 //! node for the life of the mount (generation 0 is always right).
@@ -31,6 +31,7 @@ pub(crate) const PINTIMEOUT: u64 = 7;
 pub(crate) const STATS: u64 = 8;
 pub(crate) const DEBUG: u64 = 9;
 pub(crate) const ZHEAD: u64 = 10;
+pub(crate) const HEAD_WATCH: u64 = 11;
 pub(crate) const FIRST_DYNAMIC: u64 = 16;
 
 #[derive(Debug, Clone)]
@@ -77,7 +78,7 @@ pub(crate) struct Tree {
 impl Tree {
     pub(crate) fn new(debug: bool) -> Tree {
         let mut nodes = HashMap::new();
-        for ino in ROOT..=ZHEAD {
+        for ino in ROOT..=HEAD_WATCH {
             nodes.insert(
                 ino,
                 Entry {
@@ -105,7 +106,7 @@ impl Tree {
         match ino {
             ROOT | HEAD | HEAD_BIGFILE | WCFS => Some(FileType::Directory),
             DEBUG if self.debug => Some(FileType::Directory),
-            HEAD_AT | ZURL | PINTIMEOUT | STATS => Some(FileType::RegularFile),
+            HEAD_AT | HEAD_WATCH | ZURL | PINTIMEOUT | STATS => Some(FileType::RegularFile),
             ZHEAD if self.debug => Some(FileType::RegularFile),
             _ => None,
         }
@@ -116,7 +117,11 @@ impl Tree {
     pub(crate) fn fixed_children(&self, ino: u64) -> Vec<(&'static str, u64)> {
         let all: &[(&'static str, u64)] = match ino {
             ROOT => &[("head", HEAD), (".wcfs", WCFS)],
-            HEAD => &[("at", HEAD_AT), ("bigfile", HEAD_BIGFILE)],
+            HEAD => &[
+                ("at", HEAD_AT),
+                ("watch", HEAD_WATCH),
+                ("bigfile", HEAD_BIGFILE),
+            ],
             WCFS => &[
                 ("zurl", ZURL),
                 ("pintimeout", PINTIMEOUT),

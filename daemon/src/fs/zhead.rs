@@ -4,18 +4,16 @@
 //! A read with nothing to deliver is parked — its reply kept — and answered
 //! when the next line comes, when the handle is flushed, or when the reader
 //! dies. fuser cannot receive FUSE interrupts (SPEC §9), so the kernel
-//! would wait for a parked read even of a `kill -9`ed process; [`reaper`]
-//! therefore checks parked readers every 200 ms and answers EINTR for those
+//! would wait for a parked read even of a `kill -9`ed process; [`super::reaper`]
+//! therefore checks parked readers every 100 ms and answers EINTR for those
 //! that are gone or have SIGKILL pending. Replies are sent after the lock is
 //! released: direct-I/O replies touch no page cache, but there is no reason
 //! to make other links wait on the kernel.
 
-use super::Wcfs;
+use crate::isolation::thread_dying;
 use fuser::{Errno, ReplyData};
 use parking_lot::Mutex;
 use std::collections::HashMap;
-use std::sync::Arc;
-use std::time::Duration;
 use zodb::Tid;
 
 #[derive(Default)]
@@ -134,40 +132,17 @@ impl ZHeads {
         self.inner.lock().links.len()
     }
 
-    fn reap(&self) {
+    /// Answers parked reads of dying readers (see [`super::reaper`]).
+    pub(crate) fn reap(&self) {
         let mut g = self.inner.lock();
         let answers: Vec<_> = g
             .links
             .values_mut()
-            .filter(|l| l.parked.as_ref().is_some_and(|p| dying(p.tid)))
+            .filter(|l| l.parked.as_ref().is_some_and(|p| thread_dying(p.tid)))
             .filter_map(|l| l.parked.take())
             .map(|p| Answer::Err(p.reply, Errno::EINTR))
             .collect();
         drop(g);
         send(answers);
-    }
-}
-
-/// Whether thread `tid` is gone or has SIGKILL pending (a fatal signal the
-/// kernel cannot deliver while the thread waits for our reply).
-fn dying(tid: u32) -> bool {
-    let Ok(status) = std::fs::read_to_string(format!("/proc/{tid}/status")) else {
-        return true;
-    };
-    const SIGKILL_BIT: u64 = 1 << (libc::SIGKILL - 1);
-    status.lines().any(|l| {
-        let v = l
-            .strip_prefix("SigPnd:")
-            .or_else(|| l.strip_prefix("ShdPnd:"));
-        v.and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
-            .is_some_and(|m| m & SIGKILL_BIT != 0)
-    })
-}
-
-/// Answers parked zhead reads of dying readers, forever (-debug only).
-pub(crate) fn reaper(wcfs: Arc<Wcfs>) {
-    loop {
-        std::thread::sleep(Duration::from_millis(200));
-        wcfs.zhead.reap();
     }
 }

@@ -19,7 +19,8 @@ use std::sync::Arc;
 use std::time::Duration;
 use zodb::{Commit, Tid, Watcher};
 
-/// History the tracker keeps behind head (SPEC §5: at least a minute).
+/// History the tracker keeps behind head (SPEC §5: at least a minute; and
+/// back to the oldest `at` a watch holds).
 /// A tid's high 32 bits count minutes.
 const KEEP_MINUTES: u64 = 2;
 
@@ -45,7 +46,9 @@ fn handle(wcfs: &Wcfs, c: &Commit) -> Result<(), String> {
             wcfs.cache
                 .forget_head(d.file, if d.reset { None } else { Some(&d.blocks) });
         }
-        t.trim(Tid(c.tid.0.saturating_sub(KEEP_MINUTES << 32)));
+        // Keep history back to the oldest watched at (SPEC §5).
+        let keep = Tid(c.tid.0.saturating_sub(KEEP_MINUTES << 32));
+        t.trim(wcfs.iso.oldest_at().map_or(keep, |o| o.min(keep)));
         deltas
             .into_iter()
             .map(|d| (t.file_info(d.file).map_or(0, |i| i.blksize), d))
@@ -103,7 +106,7 @@ fn handle(wcfs: &Wcfs, c: &Commit) -> Result<(), String> {
 }
 
 /// EIO mode, drop every head page the kernel holds, exit.
-fn fail(wcfs: &Wcfs, why: &str) {
+pub(super) fn fail(wcfs: &Wcfs, why: &str) {
     log::error!("zwatcher failed: {why}");
     log::error!("switching filesystem to EIO mode");
     {
@@ -114,6 +117,7 @@ fn fail(wcfs: &Wcfs, why: &str) {
     }
     wcfs.published_cond.notify_all();
     wcfs.zhead.unpark(None, fuser::Errno::EIO);
+    wcfs.iso.fail_all();
     if let Some(n) = wcfs.notifier.get() {
         let inos = wcfs.tree.lock().head_file_inos();
         for ino in inos {

@@ -1,0 +1,334 @@
+//! One open of `head/watch`: a stream of lines `<stream> <message>\n`.
+//!
+//! Client → daemon: FUSE writes, split into lines (a line may span writes;
+//! one longer than [`MAX_LINE`] is malformed). Odd streams are client
+//! requests (`watch`, `bye`), even ones replies to our pins. Each line is
+//! handled on the writing FUSE worker, quickly: an ack completes its pin,
+//! `bye` shuts the link down, a `watch` is handed to a thread of its own.
+//!
+//! Daemon → client: lines are queued; a FUSE read takes what is queued, or
+//! is parked (its reply kept) until a line comes, the link goes down
+//! (then: what is still queued, then EOF), its handle is flushed or
+//! released (EINTR), or its thread is found dying (EINTR, see
+//! [`Link::reap`]). One read may be parked per link.
+//!
+//! A malformed line — not `<decimal stream> <message>`, stream 0, a reply
+//! to a pin we did not send or that is no longer in flight — gets
+//! `0 error <why>` and the link is shut down; pins in flight on it then
+//! count as failed (the client is faulty). A well-framed odd request we do
+//! not understand gets `<stream> error <why>` and the link stays usable.
+
+use super::pin::PinSlot;
+use super::{watch, Isolation};
+use fuser::{Errno, ReplyData};
+use parking_lot::Mutex;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use zodb::{Oid, Tid};
+
+/// Longest line accepted from a client (a `watch` is ~50 bytes).
+pub(crate) const MAX_LINE: usize = 1024;
+
+pub(crate) struct Link {
+    pub(crate) fh: u64,
+    /// The opener's thread group: the process to kill if it fails a pin.
+    pub(crate) pid: i32,
+    down: AtomicBool,
+    /// Set once the link was found faulty (decided once).
+    pub(super) faulted: AtomicBool,
+    io: Mutex<Io>,
+    /// Serializes watch requests of this link (they may wait for acks).
+    pub(super) setup: Mutex<()>,
+    pub(super) watches: Mutex<HashMap<Oid, Arc<watch::Watch>>>,
+    pub(super) pins: Mutex<Pins>,
+}
+
+#[derive(Default)]
+struct Io {
+    out: Vec<u8>,
+    inbuf: Vec<u8>,
+    parked: Option<Parked>,
+}
+
+struct Parked {
+    reply: ReplyData,
+    size: usize,
+    tid: u32,
+}
+
+#[derive(Default)]
+pub(super) struct Pins {
+    /// Last even stream used.
+    last: u64,
+    pub(super) inflight: HashMap<u64, Arc<PinSlot>>,
+}
+
+impl Pins {
+    pub(super) fn next_stream(&mut self) -> u64 {
+        self.last += 2;
+        self.last
+    }
+}
+
+enum Answer {
+    Data(ReplyData, Vec<u8>),
+    Err(ReplyData, Errno),
+}
+
+impl Answer {
+    fn send(self) {
+        match self {
+            Answer::Data(r, d) => r.data(&d),
+            Answer::Err(r, e) => r.error(e),
+        }
+    }
+}
+
+impl Io {
+    fn take(&mut self, size: usize) -> Vec<u8> {
+        let n = size.min(self.out.len());
+        self.out.drain(..n).collect()
+    }
+}
+
+impl Link {
+    pub(super) fn new(fh: u64, pid: i32) -> Link {
+        Link {
+            fh,
+            pid,
+            down: AtomicBool::new(false),
+            faulted: AtomicBool::new(false),
+            io: Mutex::new(Io::default()),
+            setup: Mutex::new(()),
+            watches: Mutex::new(HashMap::new()),
+            pins: Mutex::new(Pins::default()),
+        }
+    }
+
+    pub(crate) fn is_down(&self) -> bool {
+        self.down.load(Ordering::Acquire)
+    }
+
+    pub(super) fn read(&self, size: usize, tid: u32, reply: ReplyData) {
+        let mut io = self.io.lock();
+        if !io.out.is_empty() {
+            let data = io.take(size);
+            drop(io);
+            return reply.data(&data);
+        }
+        if self.is_down() {
+            drop(io);
+            return reply.data(&[]); // EOF
+        }
+        if io.parked.is_some() {
+            drop(io);
+            return reply.error(Errno::EBUSY);
+        }
+        io.parked = Some(Parked { reply, size, tid });
+    }
+
+    /// Queues `line` (without its `\n`); false if the link is down.
+    pub(super) fn send(&self, line: &str) -> bool {
+        self.push(line, false)
+    }
+
+    fn push(&self, line: &str, last: bool) -> bool {
+        let mut io = self.io.lock();
+        if self.is_down() {
+            return false;
+        }
+        io.out.extend_from_slice(line.as_bytes());
+        io.out.push(b'\n');
+        if last {
+            // Under io: no line can be queued after the last one.
+            self.down.store(true, Ordering::Release);
+        }
+        let answer = io.parked.take().map(|p| {
+            let d = io.take(p.size);
+            Answer::Data(p.reply, d)
+        });
+        drop(io);
+        if let Some(a) = answer {
+            a.send();
+        }
+        true
+    }
+
+    /// Marks the link down, with an optional last line; answers a parked
+    /// read (EOF when nothing is left). Whether it was up.
+    pub(super) fn close(&self, last: Option<&str>) -> bool {
+        if let Some(l) = last {
+            if self.push(l, true) {
+                return true;
+            }
+        }
+        let mut io = self.io.lock();
+        let was_up = !self.down.swap(true, Ordering::AcqRel);
+        let answer = io.parked.take().map(|p| {
+            let d = io.take(p.size);
+            Answer::Data(p.reply, d)
+        });
+        drop(io);
+        if let Some(a) = answer {
+            a.send();
+        }
+        was_up
+    }
+
+    /// Answers the parked read, if any, with `err`.
+    pub(super) fn unpark(&self, err: Errno) {
+        let p = self.io.lock().parked.take();
+        if let Some(p) = p {
+            p.reply.error(err);
+        }
+    }
+
+    /// Answers the parked read with EINTR if its thread is dying: fuser
+    /// cannot receive FUSE interrupts, and the kernel would keep a killed
+    /// process waiting for our reply forever.
+    pub(super) fn reap(&self) {
+        let tid = match &self.io.lock().parked {
+            Some(p) => p.tid,
+            None => return,
+        };
+        if !super::thread_dying(tid) {
+            return;
+        }
+        let mut io = self.io.lock();
+        if io.parked.as_ref().is_some_and(|p| p.tid == tid) {
+            let p = io.parked.take().expect("just checked");
+            drop(io);
+            Answer::Err(p.reply, Errno::EINTR).send();
+        }
+    }
+}
+
+/// Splits `data` into lines and handles them.
+pub(super) fn write(iso: &Arc<Isolation>, l: &Arc<Link>, data: &[u8]) -> Result<(), Errno> {
+    if l.is_down() {
+        return Err(Errno::EPIPE);
+    }
+    let lines = {
+        let mut io = l.io.lock();
+        io.inbuf.extend_from_slice(data);
+        let mut lines = Vec::new();
+        while let Some(i) = io.inbuf.iter().position(|&b| b == b'\n') {
+            let raw: Vec<u8> = io.inbuf.drain(..=i).collect();
+            lines.push(raw);
+        }
+        if io.inbuf.len() > MAX_LINE {
+            io.inbuf.clear();
+            lines.push(Vec::new()); // reported below, after the full lines
+            (lines, true)
+        } else {
+            (lines, false)
+        }
+    };
+    let (lines, too_long) = lines;
+    let n = lines.len();
+    for (i, raw) in lines.into_iter().enumerate() {
+        let r = if too_long && i == n - 1 {
+            Err(format!("line longer than {MAX_LINE} bytes"))
+        } else {
+            handle_line(iso, l, &raw[..raw.len() - 1])
+        };
+        if let Err(why) = r {
+            log::warn!("head/watch link {} (pid {}): {why}", l.fh, l.pid);
+            let inflight = iso.shutdown(l, Some(format!("0 error {why}")));
+            if inflight > 0 {
+                iso.fault(l, &format!("{why}, with {inflight} pin(s) in flight"));
+            }
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// A parsed client request on an odd stream.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Request {
+    Watch { file: Oid, at: Option<Tid> },
+    Bye,
+}
+
+/// Parses the message of an odd stream; Err: `<stream> error <why>`.
+pub(crate) fn parse_request(msg: &str) -> Result<Request, String> {
+    let w: Vec<&str> = msg.split(' ').collect();
+    match w.as_slice() {
+        ["bye"] => Ok(Request::Bye),
+        ["watch", oid, at] => {
+            let file: Oid = oid.parse().map_err(|e| format!("watch: {e}"))?;
+            let at = match *at {
+                "-" => None,
+                a => Some(
+                    a.strip_prefix('@')
+                        .ok_or_else(|| format!("watch: {a:?}: want @<tid> or -"))?
+                        .parse::<Tid>()
+                        .map_err(|e| format!("watch: {e}"))?,
+                ),
+            };
+            Ok(Request::Watch { file, at })
+        }
+        ["watch", ..] => Err("want watch <oid> @<at> | watch <oid> -".into()),
+        [word, ..] => Err(format!("unknown request {word:?}")),
+        [] => Err("empty request".into()),
+    }
+}
+
+/// Splits `<stream> <message>`; Err: the line is malformed.
+pub(crate) fn parse_frame(raw: &[u8]) -> Result<(u64, &str), String> {
+    let line = std::str::from_utf8(raw).map_err(|_| "line is not UTF-8".to_string())?;
+    let (s, msg) = line
+        .split_once(' ')
+        .ok_or_else(|| format!("{line:?}: want \"<stream> <message>\""))?;
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!("{line:?}: stream is not a decimal number"));
+    }
+    let stream: u64 = s.parse().map_err(|_| format!("{line:?}: stream too big"))?;
+    if stream == 0 {
+        return Err(format!("{line:?}: stream 0 is the daemon's"));
+    }
+    Ok((stream, msg))
+}
+
+fn handle_line(iso: &Arc<Isolation>, l: &Arc<Link>, raw: &[u8]) -> Result<(), String> {
+    let (stream, msg) = parse_frame(raw)?;
+    if stream % 2 == 0 {
+        // A reply to one of our pins.
+        let slot = l.pins.lock().inflight.remove(&stream);
+        let Some(slot) = slot else {
+            return Err(format!(
+                "{stream} {msg:?}: no pin in flight on stream {stream}"
+            ));
+        };
+        if msg == "ack" {
+            slot.finish(Ok(()));
+        } else {
+            let why = format!("pin {stream} answered {msg:?} instead of ack");
+            slot.finish(Err(why.clone()));
+            iso.fault(l, &why);
+        }
+        return Ok(());
+    }
+    match parse_request(msg) {
+        Ok(Request::Bye) => {
+            // A clean close: pins still in flight are dropped, not failed.
+            iso.shutdown(l, None);
+        }
+        Ok(Request::Watch { file, at }) => {
+            let (iso2, l2) = (iso.clone(), l.clone());
+            let spawned = std::thread::Builder::new()
+                .name("watch".into())
+                .spawn(move || watch::serve(&iso2, &l2, stream, file, at));
+            if let Err(e) = spawned {
+                log::error!("head/watch: spawn: {e}");
+                l.send(&format!("{stream} error cannot start: {e}"));
+            }
+        }
+        Err(why) => {
+            l.send(&format!("{stream} error {why}"));
+        }
+    }
+    Ok(())
+}

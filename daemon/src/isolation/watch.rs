@@ -1,0 +1,276 @@
+//! Watches: setting one up or moving it forward (`watch <oid> @<at>`),
+//! stopping it (`watch <oid> -`), the pins a read of `head/` owes the
+//! watchers of its file, and taking everything of a link down.
+//!
+//! A watch's state (`at`, pinned blocks) is behind its own mutex, taken
+//! under the tracker's read side (so head does not move meanwhile) and
+//! released before waiting for acks. A pin is recorded in `pinned` when it
+//! is sent, together with its slot: a read of the same block that comes
+//! while it is in flight waits for that slot instead of pinning again.
+
+use super::pin::{Pending, PinSlot};
+use super::{Host, Isolation, Link};
+use parking_lot::Mutex;
+use std::collections::{BTreeSet, HashMap};
+use std::ops::RangeInclusive;
+use std::sync::Arc;
+use std::time::Duration;
+use zodb::{Oid, Tid};
+
+use crate::zdata::Tracker;
+
+pub(crate) struct Watch {
+    pub(super) link: Arc<Link>,
+    file: Oid,
+    st: Mutex<State>,
+}
+
+struct State {
+    at: Tid,
+    /// blk → revision the client takes it from (absent: head).
+    pinned: HashMap<u64, Pinned>,
+    /// Stopped or its link went down: no more pins.
+    gone: bool,
+}
+
+struct Pinned {
+    rev: Tid,
+    slot: Arc<PinSlot>,
+}
+
+impl Watch {
+    pub(super) fn at(&self) -> Tid {
+        self.st.lock().at
+    }
+
+    pub(super) fn npinned(&self) -> usize {
+        self.st.lock().pinned.len()
+    }
+}
+
+/// How often a watch waiting for head checks whether its link went down.
+const HEAD_POLL: Duration = Duration::from_millis(50);
+
+/// Handles `<stream> watch <file> @<at>|-` on its own thread and replies
+/// (nothing when the link went down meanwhile).
+pub(super) fn serve(iso: &Isolation, l: &Arc<Link>, stream: u64, file: Oid, at: Option<Tid>) {
+    let Some(host) = iso.host() else { return };
+    let r = match at {
+        None => {
+            iso.unwatch(l, file);
+            Ok(())
+        }
+        Some(at) => iso.watch(&*host, l, file, at),
+    };
+    match r {
+        Ok(()) => {
+            l.send(&format!("{stream} ok"));
+        }
+        Err(Some(why)) => {
+            log::debug!("head/watch link {}: watch {file}: {why}", l.fh);
+            l.send(&format!("{stream} error {why}"));
+        }
+        Err(None) => {}
+    }
+}
+
+impl Isolation {
+    /// `watch <file> @<at>`. Err(None): the link went down (no reply).
+    fn watch(
+        &self,
+        host: &dyn Host,
+        l: &Arc<Link>,
+        file: Oid,
+        at: Tid,
+    ) -> Result<(), Option<String>> {
+        let never_opened = || Some(format!("{file} was never opened under head/bigfile"));
+        if host.tracker().read().file_info(file).is_none() {
+            return Err(never_opened());
+        }
+        let back = |cur: Tid| Some(format!("at {at} is older than the watch's at {cur}"));
+        if let Some(cur) = l.watches.lock().get(&file).map(|w| w.at()) {
+            if at < cur {
+                return Err(back(cur));
+            }
+        }
+        while !host.wait_head(at, HEAD_POLL) {
+            if l.is_down() {
+                return Err(None);
+            }
+            if host.failed() {
+                return Err(Some("filesystem in EIO mode".into()));
+            }
+        }
+
+        let _setup = l.setup.lock();
+        let t = host.tracker().read();
+        if host.failed() {
+            return Err(Some("filesystem in EIO mode".into()));
+        }
+        if t.file_info(file).is_none() {
+            return Err(never_opened());
+        }
+        if at < t.history_start() {
+            return Err(Some(format!(
+                "at {at} is older than the kept history (from {})",
+                t.history_start()
+            )));
+        }
+        let fw = self.file(file);
+        let w = l
+            .watches
+            .lock()
+            .entry(file)
+            .or_insert_with(|| {
+                Arc::new(Watch {
+                    link: l.clone(),
+                    file,
+                    st: Mutex::new(State {
+                        at,
+                        pinned: HashMap::new(),
+                        gone: false,
+                    }),
+                })
+            })
+            .clone();
+        let mut pending = Vec::new();
+        {
+            let mut st = w.st.lock();
+            if st.gone || l.is_down() {
+                drop(st);
+                // Do not leave it behind on a link that is down.
+                l.watches.lock().remove(&file);
+                return Err(None);
+            }
+            if at < st.at {
+                return Err(back(st.at));
+            }
+            let blks: BTreeSet<u64> = {
+                let mut f = fw.inner.lock();
+                if !f.watches.iter().any(|x| Arc::ptr_eq(x, &w)) {
+                    f.watches.push(w.clone());
+                }
+                f.read_blocks().chain(st.pinned.keys().copied()).collect()
+            };
+            st.at = at;
+            let head = t.head();
+            for blk in blks {
+                let want = (t.blkrev(file, blk, head) > at).then(|| t.blkrev(file, blk, at));
+                let have = st.pinned.get(&blk);
+                if let Some(p) = have.filter(|p| Some(p.rev) == want) {
+                    // Pinned already (maybe by a read, still in flight).
+                    pending.push((l.clone(), p.slot.clone()));
+                    continue;
+                }
+                if have.is_none() && want.is_none() {
+                    continue;
+                }
+                let Some(slot) = self.send_pin(l, file, blk, want) else {
+                    return Err(None);
+                };
+                match want {
+                    Some(rev) => {
+                        st.pinned.insert(
+                            blk,
+                            Pinned {
+                                rev,
+                                slot: slot.clone(),
+                            },
+                        );
+                    }
+                    None => {
+                        st.pinned.remove(&blk);
+                    }
+                }
+                pending.push((l.clone(), slot));
+            }
+        }
+        self.await_pins(pending);
+        drop(t);
+        if l.is_down() {
+            return Err(None);
+        }
+        Ok(())
+    }
+
+    /// `watch <file> -`: the watch goes, with its pins (no messages).
+    fn unwatch(&self, l: &Link, file: Oid) {
+        let _setup = l.setup.lock();
+        let w = l.watches.lock().remove(&file);
+        if let Some(w) = w {
+            self.drop_watch(&w);
+        }
+    }
+
+    fn drop_watch(&self, w: &Arc<Watch>) {
+        {
+            let mut st = w.st.lock();
+            st.gone = true;
+            st.pinned.clear();
+        }
+        if let Some(f) = self.files.read().get(&w.file) {
+            f.inner.lock().watches.retain(|x| !Arc::ptr_eq(x, w));
+        }
+    }
+
+    /// Before a read of blocks `blks` of head/bigfile/`file` is answered
+    /// (tracker read side held, blocks loaded): marks them read, sends
+    /// every watcher that must not see their head data a pin, and waits
+    /// for the acks (each at most the pin timeout).
+    pub(crate) fn pin_read(&self, t: &Tracker, file: Oid, blks: RangeInclusive<u64>) {
+        let fw = self.file(file);
+        let watches = {
+            let mut f = fw.inner.lock();
+            for blk in blks.clone() {
+                f.mark_read(blk);
+            }
+            if f.watches.is_empty() {
+                return;
+            }
+            f.watches.clone()
+        };
+        let head = t.head();
+        let mut pending: Vec<Pending> = Vec::new();
+        for blk in blks {
+            let rev_head = t.blkrev(file, blk, head);
+            for w in &watches {
+                let mut st = w.st.lock();
+                if st.gone || rev_head <= st.at {
+                    continue;
+                }
+                let want = t.blkrev(file, blk, st.at);
+                if let Some(p) = st.pinned.get(&blk).filter(|p| p.rev == want) {
+                    pending.push((w.link.clone(), p.slot.clone()));
+                    continue;
+                }
+                if let Some(slot) = self.send_pin(&w.link, file, blk, Some(want)) {
+                    st.pinned.insert(
+                        blk,
+                        Pinned {
+                            rev: want,
+                            slot: slot.clone(),
+                        },
+                    );
+                    pending.push((w.link.clone(), slot));
+                }
+            }
+        }
+        self.await_pins(pending);
+    }
+
+    /// Takes link `l` down: last line `last` (if any), parked read
+    /// answered, watches dropped, pins in flight failed (their waiters stop
+    /// waiting). Returns how many pins were in flight.
+    pub(super) fn shutdown(&self, l: &Link, last: Option<String>) -> usize {
+        l.close(last.as_deref());
+        let watches: Vec<_> = l.watches.lock().drain().map(|(_, w)| w).collect();
+        for w in &watches {
+            self.drop_watch(w);
+        }
+        let inflight: Vec<_> = l.pins.lock().inflight.drain().map(|(_, s)| s).collect();
+        for s in &inflight {
+            s.finish(Err("link down".into()));
+        }
+        inflight.len()
+    }
+}
