@@ -10,7 +10,9 @@
 //! is parked (its reply kept) until a line comes, the link goes down
 //! (then: what is still queued, then EOF), its handle is flushed or
 //! released (EINTR), or its thread is found dying (EINTR, see
-//! [`Link::reap`]). One read may be parked per link.
+//! [`Link::reap`]). One read may be parked per link. A flush that finds
+//! no parked read makes the next read that would park return EINTR: the
+//! reader of a closing client may be between two reads.
 //!
 //! A malformed line — not `<decimal stream> <message>`, stream 0, a reply
 //! to a pin we did not send or that is no longer in flight — gets
@@ -49,6 +51,10 @@ struct Io {
     out: Vec<u8>,
     inbuf: Vec<u8>,
     parked: Option<Parked>,
+    /// A flush found no parked read: the next read that would park gets
+    /// EINTR instead. The closing thread's reader may be just between two
+    /// reads; without this it would park for good.
+    flushed: bool,
 }
 
 struct Parked {
@@ -125,6 +131,10 @@ impl Link {
             drop(io);
             return reply.error(Errno::EBUSY);
         }
+        if std::mem::take(&mut io.flushed) {
+            drop(io);
+            return reply.error(Errno::EINTR);
+        }
         io.parked = Some(Parked { reply, size, tid });
     }
 
@@ -181,6 +191,20 @@ impl Link {
         let p = self.io.lock().parked.take();
         if let Some(p) = p {
             p.reply.error(err);
+        }
+    }
+
+    /// A descriptor of the link is being closed: its reader, parked now
+    /// or about to park, gets EINTR (once; a reader that keeps the link
+    /// just reads again).
+    pub(super) fn flush(&self) {
+        let mut io = self.io.lock();
+        match io.parked.take() {
+            Some(p) => {
+                drop(io);
+                p.reply.error(Errno::EINTR);
+            }
+            None => io.flushed = true,
         }
     }
 

@@ -221,7 +221,7 @@ impl Isolation {
     /// read is answered, the link stays.
     pub(crate) fn flush(&self, fh: u64) {
         if let Some(l) = self.link(fh) {
-            l.unpark(Errno::EINTR);
+            l.flush();
         }
     }
 
