@@ -20,12 +20,39 @@ Reads one JSON object per line on stdin and answers one line on stdout
                                                                  low-level storage API
     {"op": "quit"}
 
+Added for the oracle/reset tests (daemon/tests/fs_oracle.rs, fs_reset.rs):
+
+    {"op": "sha", "file": OID, "at": TID|null}    -> "sha SIZE SHA1HEX"  sha1 of the whole file content
+                                                    (blktab items, holes zero-filled, blocks padded)
+    {"op": "content", "file": OID, "at": TID|null} -> "data LEN" then LEN raw bytes: the whole file
+    {"op": "shape", "file": OID, "at": TID|null}  -> "shape DEPTH INLINE NKEYS"  blktab levels (buckets
+                                                    count as one; 0: empty), INLINE 1 if the tree keeps
+                                                    its only bucket inline in its own record
+    {"op": "insrange", "file": OID, "lo": N, "n": N, "seed": N, "unique": P}
+                                                   -> "ok"  keys lo..lo+n-1 set to ZBlk0s from a small pool
+                                                    shared by the file's blocks (new own ZBlk0 with
+                                                    probability P)
+    {"op": "delrange", "file": OID, "lo": N, "n": N} -> "ok"  delete keys in lo..lo+n-1
+    {"op": "link", "file": OID, "src": N, "dst": N, "move": BOOL}
+                                                   -> "ok"  blktab[dst] = blktab[src] (shared ZBlk), then
+                                                    del src if move (no-op if src is a hole)
+    {"op": "patch", "file": OID, "blk": N, "off": N, "data": HEX, "kind": K, "chunksize": N?}
+                                                   -> "ok"  block data with [off, off+len) replaced, stored
+                                                    as K (ZBlk1: only changed chunks are rewritten)
+    {"op": "newblktab", "file": OID, "nblk": N, "seed": N}
+                                                   -> "ok"  the ZBigFile gets a new LOBTree (every 3rd key
+                                                    a hole, new ZBlk0s of random bytes)
+    {"op": "setblksize", "file": OID, "blksize": N} -> "ok" the ZBigFile's blksize changes (blocks kept)
+    {"op": "touch"}                                -> "ok"  change an object that is no file (root counter)
+
 Reads "at" a tid go through a historical connection, so they are Python's
 own view of the database at that tid: the oracle for @<tid>/ views.
 """
 import binascii
+import hashlib
 import json
 import os
+import random
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'wcfs_testdata'))
@@ -34,9 +61,10 @@ import transaction  # noqa: E402
 import ZODB  # noqa: E402
 from ZODB.Connection import TransactionMetaData  # noqa: E402
 from ZODB.FileStorage import FileStorage  # noqa: E402
+from BTrees.LOBTree import LOBTree  # noqa: E402
 from ZODB.utils import p64, u64  # noqa: E402
 
-from wendelin.bigfile.file_zodb import ZBigFile  # noqa: E402
+from wendelin.bigfile.file_zodb import ZBigFile, ZBlk0  # noqa: E402
 
 
 def h(b):
@@ -118,6 +146,127 @@ class Driver:
             if conn is not None:
                 conn.close()
 
+    # --- added for fs_oracle.rs / fs_reset.rs ---
+
+    def _at(self, c, fn):
+        f, conn = self.file(c['file'], c.get('at'))
+        try:
+            return fn(f)
+        finally:
+            if conn is not None:
+                conn.close()
+
+    @staticmethod
+    def _content(f):
+        # Through the objects' own load paths: blktab items, ZBlk*.loadblkdata.
+        bs = f.blksize
+        parts = []
+        nxt = 0
+        for blk, zblk in f.blktab.items():
+            if blk > nxt:
+                parts.append(b'\0' * ((blk - nxt) * bs))
+            data = zblk.loadblkdata(bs)
+            parts.append(data)
+            parts.append(b'\0' * (bs - len(data)))
+            nxt = blk + 1
+        out = b''.join(parts)
+        assert len(out) == f.size(), (len(out), f.size())
+        return out
+
+    def content(self, c):
+        return self._at(c, self._content)
+
+    def op_sha(self, c):
+        def sha(f):
+            data = self._content(f)
+            return 'sha %d %s' % (len(data), hashlib.sha1(data).hexdigest())
+        return self._at(c, sha)
+
+    @staticmethod
+    def _shape(t):
+        st = t.__getstate__()
+        if st is None:
+            return 0, 0
+        items = st[0]
+        if len(st) == 1 and len(items) == 1 and isinstance(items[0], tuple):
+            return 1, 1  # one bucket, stored inline in the tree's record
+        depth, node = 1, items[0]
+        while isinstance(node, type(t)):
+            depth += 1
+            node = node.__getstate__()[0][0]
+        return depth + 1, 0  # + the bucket level
+
+    def op_shape(self, c):
+        def shape(f):
+            depth, inline = self._shape(f.blktab)
+            return 'shape %d %d %d' % (depth, inline, len(f.blktab))
+        return self._at(c, shape)
+
+    def _pool(self, f):
+        pools = self.__dict__.setdefault('pools', {})
+        pool = pools.get(f._p_oid)
+        if pool is None:
+            rng = random.Random(u64(f._p_oid))
+            pool = pools[f._p_oid] = [ZBlk0(bytes([i + 1]) + rng.randbytes(f.blksize - 1))
+                                      for i in range(8)]
+        return pool
+
+    def op_insrange(self, c):
+        f, _ = self.file(c['file'])
+        rng = random.Random(c.get('seed', 0))
+        pool = self._pool(f)
+        p = c.get('unique', 0.2)
+        for k in range(c['lo'], c['lo'] + c['n']):
+            if rng.random() < p:
+                f.blktab[k] = ZBlk0(rng.randbytes(rng.randrange(1, f.blksize + 1)))
+            else:
+                f.blktab[k] = rng.choice(pool)
+        return 'ok'
+
+    def op_delrange(self, c):
+        f, _ = self.file(c['file'])
+        for k in list(f.blktab.keys(min=c['lo'], max=c['lo'] + c['n'] - 1)):
+            del f.blktab[k]
+        return 'ok'
+
+    def op_link(self, c):
+        f, _ = self.file(c['file'])
+        z = f.blktab.get(c['src'])
+        if z is not None:
+            f.blktab[c['dst']] = z
+            if c.get('move') and c['src'] != c['dst']:
+                del f.blktab[c['src']]
+        return 'ok'
+
+    def op_patch(self, c):
+        f, _ = self.file(c['file'])
+        data = bytearray(f.readblk(c['blk']))
+        new = binascii.unhexlify(c['data'])
+        off = c['off']
+        data[off:off + len(new)] = new
+        f.setblk(c['blk'], bytes(data[:f.blksize]), kind=c.get('kind', 'zblk1'),
+                 chunksize=c.get('chunksize'))
+        return 'ok'
+
+    def op_newblktab(self, c):
+        f, _ = self.file(c['file'])
+        rng = random.Random(c.get('seed', 0))
+        t = LOBTree()
+        for k in range(c['nblk']):
+            if k % 3 != 1 or k == c['nblk'] - 1:
+                t[k] = ZBlk0(rng.randbytes(f.blksize))
+        f.blktab = t
+        return 'ok'
+
+    def op_touch(self, c):
+        self.root['counter'] = self.root.get('counter', 0) + 1
+        return 'ok'
+
+    def op_setblksize(self, c):
+        f, _ = self.file(c['file'])
+        f.blksize = c['blksize']
+        return 'ok'
+
 
 def main():
     if len(sys.argv) != 2:
@@ -133,8 +282,8 @@ def main():
         if op == 'quit':
             break
         try:
-            if op == 'block':
-                data = d.block(c)
+            if op in ('block', 'content'):
+                data = getattr(d, op)(c)
                 out.write(b'data %d\n' % len(data))
                 out.write(data)
             else:

@@ -440,3 +440,236 @@ impl Env {
 pub fn errno(e: &std::io::Error) -> i32 {
     e.raw_os_error().unwrap_or(0)
 }
+
+// --- Added for fs_oracle.rs, fs_reset.rs, fs_concurrent.rs ---
+
+/// The shape of a blktab as Python sees it (driver op "shape").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shape {
+    /// Levels, the bucket level included (0: empty tree).
+    pub depth: u32,
+    /// The tree keeps its only bucket inline in its own record.
+    pub inline: bool,
+    pub nkeys: u64,
+}
+
+impl Driver {
+    /// Size and sha1 (hex) of the whole file as Python sees it at `at`
+    /// (None: latest): every blktab item loaded through the ZBlk classes,
+    /// holes zero-filled, blocks padded.
+    pub fn sha(&mut self, file: Oid, at: Option<Tid>) -> (u64, String) {
+        let w = self.word(
+            &format!(
+                r#"{{"op":"sha","file":"{file}","at":{}}}"#,
+                Self::at_json(at)
+            ),
+            "sha",
+        );
+        let (size, sha) = w.split_once(' ').expect("sha SIZE HEX");
+        (size.parse().unwrap(), sha.to_string())
+    }
+
+    /// The whole file as Python sees it at `at` (None: latest).
+    pub fn content(&mut self, file: Oid, at: Option<Tid>) -> Vec<u8> {
+        let n: usize = self
+            .word(
+                &format!(
+                    r#"{{"op":"content","file":"{file}","at":{}}}"#,
+                    Self::at_json(at)
+                ),
+                "data",
+            )
+            .parse()
+            .unwrap();
+        let mut buf = vec![0; n];
+        self.out
+            .read_exact(&mut buf)
+            .expect("file content from driver");
+        buf
+    }
+
+    /// The blktab's shape (BTree levels via `__getstate__`).
+    pub fn shape(&mut self, file: Oid, at: Option<Tid>) -> Shape {
+        let w = self.word(
+            &format!(
+                r#"{{"op":"shape","file":"{file}","at":{}}}"#,
+                Self::at_json(at)
+            ),
+            "shape",
+        );
+        let v: Vec<u64> = w.split(' ').map(|x| x.parse().unwrap()).collect();
+        Shape {
+            depth: v[0] as u32,
+            inline: v[1] != 0,
+            nkeys: v[2],
+        }
+    }
+
+    /// Sets keys lo..lo+n to ZBlk0s from a pool shared by the file's blocks
+    /// (each a new ZBlk0 of its own with probability `unique`).
+    pub fn insrange(&mut self, file: Oid, lo: u64, n: u64, seed: u64, unique: f64) {
+        self.cmd(&format!(
+            r#"{{"op":"insrange","file":"{file}","lo":{lo},"n":{n},"seed":{seed},"unique":{unique}}}"#
+        ));
+    }
+
+    /// Deletes keys lo..lo+n.
+    pub fn delrange(&mut self, file: Oid, lo: u64, n: u64) {
+        self.cmd(&format!(
+            r#"{{"op":"delrange","file":"{file}","lo":{lo},"n":{n}}}"#
+        ));
+    }
+
+    /// blktab[dst] = blktab[src] (the ZBlk is then shared), and deletes src
+    /// if `mv`. Nothing if src is a hole.
+    pub fn link(&mut self, file: Oid, src: u64, dst: u64, mv: bool) {
+        self.cmd(&format!(
+            r#"{{"op":"link","file":"{file}","src":{src},"dst":{dst},"move":{mv}}}"#
+        ));
+    }
+
+    /// Replaces bytes [off, off+data.len()) of block `blk` and stores the
+    /// block as `kind` (a ZBlk1 of the same chunk size rewrites only the
+    /// changed chunks).
+    pub fn patch(
+        &mut self,
+        file: Oid,
+        blk: u64,
+        off: u64,
+        data: &[u8],
+        kind: &str,
+        chunksize: Option<u64>,
+    ) {
+        let hex: String = data.iter().map(|b| format!("{b:02x}")).collect();
+        let cs = chunksize.map_or("null".to_string(), |c| c.to_string());
+        self.cmd(&format!(
+            r#"{{"op":"patch","file":"{file}","blk":{blk},"off":{off},"data":"{hex}","kind":"{kind}","chunksize":{cs}}}"#
+        ));
+    }
+
+    /// Like [`Driver::write`] with a ZBlk1 chunk size.
+    pub fn write_chunked(&mut self, file: Oid, blk: u64, kind: &str, data: &[u8], chunksize: u64) {
+        let hex: String = data.iter().map(|b| format!("{b:02x}")).collect();
+        self.cmd(&format!(
+            r#"{{"op":"write","file":"{file}","blk":{blk},"kind":"{kind}","data":"{hex}","chunksize":{chunksize}}}"#
+        ));
+    }
+
+    /// The ZBigFile gets a new blktab: keys 0..nblk, every 3rd one a hole
+    /// (not the last), new ZBlk0s of random bytes from `seed`.
+    pub fn newblktab(&mut self, file: Oid, nblk: u64, seed: u64) {
+        self.cmd(&format!(
+            r#"{{"op":"newblktab","file":"{file}","nblk":{nblk},"seed":{seed}}}"#
+        ));
+    }
+
+    /// The ZBigFile's blksize changes; its blocks stay.
+    pub fn setblksize(&mut self, file: Oid, blksize: u64) {
+        self.cmd(&format!(
+            r#"{{"op":"setblksize","file":"{file}","blksize":{blksize}}}"#
+        ));
+    }
+
+    /// Changes an object that belongs to no file.
+    pub fn touch(&mut self) {
+        self.cmd(r#"{"op":"touch"}"#);
+    }
+}
+
+/// SHA-1 (FIPS 180-4), to compare with Python's hashlib.
+pub struct Sha1 {
+    h: [u32; 5],
+    buf: [u8; 64],
+    nbuf: usize,
+    len: u64,
+}
+
+impl Default for Sha1 {
+    fn default() -> Self {
+        Sha1 {
+            h: [0x67452301, 0xEFCDAB89, 0x98BADCFE, 0x10325476, 0xC3D2E1F0],
+            buf: [0; 64],
+            nbuf: 0,
+            len: 0,
+        }
+    }
+}
+
+impl Sha1 {
+    fn compress(h: &mut [u32; 5], block: &[u8]) {
+        let mut w = [0u32; 80];
+        for i in 0..16 {
+            w[i] = u32::from_be_bytes(block[4 * i..4 * i + 4].try_into().unwrap());
+        }
+        for i in 16..80 {
+            w[i] = (w[i - 3] ^ w[i - 8] ^ w[i - 14] ^ w[i - 16]).rotate_left(1);
+        }
+        let [mut a, mut b, mut c, mut d, mut e] = *h;
+        for (i, wi) in w.iter().enumerate() {
+            let (f, k) = match i {
+                0..=19 => ((b & c) | (!b & d), 0x5A827999),
+                20..=39 => (b ^ c ^ d, 0x6ED9EBA1),
+                40..=59 => ((b & c) | (b & d) | (c & d), 0x8F1BBCDC),
+                _ => (b ^ c ^ d, 0xCA62C1D6),
+            };
+            let t = a
+                .rotate_left(5)
+                .wrapping_add(f)
+                .wrapping_add(e)
+                .wrapping_add(k)
+                .wrapping_add(*wi);
+            e = d;
+            d = c;
+            c = b.rotate_left(30);
+            b = a;
+            a = t;
+        }
+        for (x, y) in h.iter_mut().zip([a, b, c, d, e]) {
+            *x = x.wrapping_add(y);
+        }
+    }
+
+    pub fn update(&mut self, mut data: &[u8]) {
+        self.len = self.len.wrapping_add(data.len() as u64);
+        if self.nbuf > 0 {
+            let k = (64 - self.nbuf).min(data.len());
+            self.buf[self.nbuf..self.nbuf + k].copy_from_slice(&data[..k]);
+            self.nbuf += k;
+            data = &data[k..];
+            if self.nbuf < 64 {
+                return;
+            }
+            let buf = self.buf;
+            Self::compress(&mut self.h, &buf);
+            self.nbuf = 0;
+        }
+        let mut chunks = data.chunks_exact(64);
+        for block in &mut chunks {
+            Self::compress(&mut self.h, block);
+        }
+        let rest = chunks.remainder();
+        self.buf[..rest.len()].copy_from_slice(rest);
+        self.nbuf = rest.len();
+    }
+
+    pub fn hex(mut self) -> String {
+        let bitlen = self.len.wrapping_mul(8);
+        let mut pad = vec![0x80u8];
+        while (self.nbuf + pad.len()) % 64 != 56 {
+            pad.push(0);
+        }
+        pad.extend_from_slice(&bitlen.to_be_bytes());
+        let len = self.len;
+        self.update(&pad);
+        self.len = len;
+        debug_assert_eq!(self.nbuf, 0);
+        self.h.iter().map(|x| format!("{x:08x}")).collect()
+    }
+}
+
+/// sha1 of `data` in hex.
+pub fn sha1_hex(data: &[u8]) -> String {
+    let mut s = Sha1::default();
+    s.update(data);
+    s.hex()
+}
