@@ -7,7 +7,9 @@
 
 mod common;
 
-use common::watch::{pin_keys, pread_random, stats, Line, Msg, Rev, WatchLink, DEFAULT_TIMEOUT};
+use common::watch::{
+    pin_keys, pread_random, stats, Line, Msg, PinMode, Rev, WatchLink, DEFAULT_TIMEOUT,
+};
 use common::Env;
 use std::time::{Duration, Instant};
 use zodb::{Oid, Tid};
@@ -379,4 +381,62 @@ fn two_files_one_link() {
     assert_eq!(pins_of(&l), want);
     wait_stat(&env, "PinnedBlk", 2);
     assert_eq!(stat(&env, "pin"), 2);
+}
+
+/// Requests on one link are handled concurrently: while a watch of one
+/// file waits for the acks of its pins (or for head to reach its `at`),
+/// a watch of another file on the same link is answered, and so is
+/// `watch … -`.
+#[test]
+fn requests_on_one_link_are_concurrent() {
+    let (mut env, f, h0) = setup(&[]);
+    let g = env.py.new_file(BS);
+    env.py.fill(g, 0, "zblk0", 9, BS as usize);
+    env.py.fill(f, 1, "zblk0", 0xc1, BS as usize);
+    let t1 = env.commit();
+    read_all(&env, f);
+    read_head(&env, g, 0);
+
+    let l = WatchLink::open_with(&env.w().path("head/watch"), PinMode::Manual)
+        .expect("open head/watch");
+    // watch f @h0 needs a pin of f #1 (changed at t1); we hold its ack.
+    let s = l.new_stream();
+    let rx = l.expect_reply(s);
+    l.send_raw(&format!("{s} watch {f} @{h0}")).unwrap();
+    let pin = l.next_pin(DEFAULT_TIMEOUT).expect("pin for watch f @h0");
+    assert_eq!((pin.oid, pin.blk, pin.rev.clone()), (f, 1, Rev::At(h0)));
+    // Meanwhile the same link watches g (needs no pin) and stops again.
+    let t0 = Instant::now();
+    l.watch(g, t1)
+        .expect("watch of another file while one waits for acks");
+    l.unwatch(g).expect("unwatch while one waits for acks");
+    assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
+    assert!(
+        rx.try_recv().is_err(),
+        "watch f answered before its pin was acked"
+    );
+    // The ack completes the first watch.
+    l.ack(pin.stream).unwrap();
+    let r = l
+        .wait_reply(s, rx, DEFAULT_TIMEOUT)
+        .expect("reply after ack");
+    assert_eq!(r.msg, Msg::Ok, "{r:?}");
+
+    // Same while a watch waits for head to reach a future `at` (moving f
+    // forward unpins #1: answer pins by ourselves again).
+    l.set_mode(PinMode::Ack);
+    let future = Tid(t1.0 + 1);
+    let s = l.new_stream();
+    let rx = l.expect_reply(s);
+    l.send_raw(&format!("{s} watch {g} @{future}")).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    l.watch(f, t1)
+        .expect("watch of another file while one waits for head");
+    assert!(rx.try_recv().is_err(), "answered before head reached at");
+    env.py.fill(g, 0, "zblk0", 0xf1, BS as usize);
+    env.py.commit();
+    let r = l
+        .wait_reply(s, rx, DEFAULT_TIMEOUT)
+        .expect("reply after commit");
+    assert_eq!(r.msg, Msg::Ok, "{r:?}");
 }

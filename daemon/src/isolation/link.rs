@@ -40,8 +40,10 @@ pub(crate) struct Link {
     /// Set once the link was found faulty (decided once).
     pub(super) faulted: AtomicBool,
     io: Mutex<Io>,
-    /// Serializes watch requests of this link (they may wait for acks).
-    pub(super) setup: Mutex<()>,
+    /// Serializes watch requests of this link *for one file* (they may wait
+    /// for head and for acks); requests for different files proceed
+    /// concurrently (SPEC: requests on one link are handled concurrently).
+    setup: Mutex<HashMap<Oid, Arc<Mutex<()>>>>,
     pub(super) watches: Mutex<HashMap<Oid, Arc<watch::Watch>>>,
     pub(super) pins: Mutex<Pins>,
 }
@@ -99,6 +101,11 @@ impl Io {
 }
 
 impl Link {
+    /// The lock that serializes watch requests of this link for `file`.
+    pub(super) fn setup_lock(&self, file: Oid) -> Arc<Mutex<()>> {
+        self.setup.lock().entry(file).or_default().clone()
+    }
+
     pub(super) fn new(fh: u64, pid: i32) -> Link {
         Link {
             fh,
@@ -106,7 +113,7 @@ impl Link {
             down: AtomicBool::new(false),
             faulted: AtomicBool::new(false),
             io: Mutex::new(Io::default()),
-            setup: Mutex::new(()),
+            setup: Mutex::new(HashMap::new()),
             watches: Mutex::new(HashMap::new()),
             pins: Mutex::new(Pins::default()),
         }

@@ -50,11 +50,12 @@
 //! are FUSE writes, which need a free worker. So a head read of a file with
 //! watchers is served on a thread of its own (SPEC §9 "Reads that pin");
 //! a `watch` request is handled on its own thread too (it may wait for
-//! head and for acks; `bye` and acks on the same link must still get
-//! through). Parked reads of links cost no thread: their reply is kept and
-//! answered when a line is queued, on flush/release, on shutdown, or by the
-//! reaper when the reading thread is dying (fuser has no FUSE interrupts,
-//! SPEC §9).
+//! head and for acks; `bye`, acks and watch requests for other files on
+//! the same link must still get through — requests for the same file are
+//! serialized by [`Link::setup_lock`]). Parked reads of links cost no
+//! thread: their reply is kept and answered when a line is queued, on
+//! flush/release, on shutdown, or by the reaper when the reading thread is
+//! dying (fuser has no FUSE interrupts, SPEC §9).
 //!
 //! # Faulty clients
 //!
@@ -70,7 +71,8 @@
 //!
 //! # Locking order
 //!
-//! `tracker` (fs, RwLock) → [`Link::setup`] → [`Link::watches`] →
+//! [`Link::setup_lock`] (one per link × file) → `tracker` (fs, RwLock) →
+//! [`Link::watches`] →
 //! `Watch::st` → [`FileWatches`] / `Isolation::files` → [`Link::pins`] →
 //! `Link::io`. No lock of this module is held while waiting for an ack or
 //! replying to the kernel, except a watch's state mutex while a parked

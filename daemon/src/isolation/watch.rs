@@ -102,7 +102,8 @@ impl Isolation {
             }
         }
 
-        let _setup = l.setup.lock();
+        let setup = l.setup_lock(file);
+        let _setup = setup.lock();
         let t = host.tracker().read();
         if host.failed() {
             return Err(Some("filesystem in EIO mode".into()));
@@ -195,7 +196,8 @@ impl Isolation {
 
     /// `watch <file> -`: the watch goes, with its pins (no messages).
     fn unwatch(&self, l: &Link, file: Oid) {
-        let _setup = l.setup.lock();
+        let setup = l.setup_lock(file);
+        let _setup = setup.lock();
         let w = l.watches.lock().remove(&file);
         if let Some(w) = w {
             self.drop_watch(&w);
