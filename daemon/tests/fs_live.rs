@@ -195,3 +195,37 @@ fn invalidation_is_per_block() {
     );
     env.check_block(f, NBLK, BS, None);
 }
+
+/// Blocks smaller than a page: sizes are not page-aligned, and the kernel
+/// caches the page holding the end of file with zeros past it. When the
+/// file grows into that page — with blocks never read, so never tracked —
+/// the daemon must still drop that page, or head/ reads zeros where the
+/// database has data. (Found by fs_oracle.)
+#[test]
+fn growing_into_the_cached_eof_page() {
+    let mut env = Env::new();
+    let f = env.py.new_file(512);
+    env.py.write(f, 0, "zblk0", b"first");
+    env.py.commit();
+    env.mount(&[]);
+    let path = env.w().head_file(f);
+    let (_file, mm) = map(&path);
+    let got = std::fs::read(&path).unwrap();
+    assert_eq!(&got[..5], b"first");
+    assert!(mm.as_ref().unwrap()[..5] == *b"first");
+    for (blk, data) in [(1u64, &b"second"[..]), (3, &b"fourth"[..])] {
+        env.py.write(f, blk, "zblk0", data);
+        env.commit();
+        let got = std::fs::read(&path).unwrap();
+        assert_eq!(got.len() as u64, (blk + 1) * 512);
+        let off = (blk * 512) as usize;
+        assert_eq!(&got[off..off + data.len()], data, "blk #{blk} via read(2)");
+        env.check_block(f, blk, 512, None);
+    }
+    // Shrinking keeps what is left exact.
+    env.py.truncate(f, 2);
+    env.commit();
+    let got = std::fs::read(&path).unwrap();
+    assert_eq!(got.len(), 1024);
+    assert_eq!(&got[512..518], b"second");
+}

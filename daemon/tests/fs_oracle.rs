@@ -167,71 +167,12 @@ fn check_eof(path: &std::path::Path, size: u64, bs: u64) {
     }
 }
 
-fn page_size() -> u64 {
-    nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
-        .unwrap()
-        .unwrap() as u64
-}
-
-/// KNOWN DAEMON BUG (see the report of this test's commit): when blksize <
-/// page size the file size need not be page-aligned, and the kernel caches
-/// the page holding EOF with a zero tail. When the file grows into that
-/// page, wcfsd updates the size but does not invalidate the page (it
-/// invalidates changed blocks only, and the blocks past the old EOF were
-/// never read, so never tracked), and with FUSE_EXPLICIT_INVAL_DATA the
-/// kernel keeps it: head/ then reads zeros where Python has data.
-/// Reproduction: blksize 512, blk #0 written, mount, read head; commit data
-/// to blk #1; read head: blk #1 reads as zeros.
-///
-/// Until that is fixed the test drops exactly that page (our mapping of it,
-/// then the cache with fadvise) before checking a file that grew, so that
-/// everything else stays checked. `WCFS_TEST_EOF_WORKAROUND=0` turns this
-/// off and shows the bug.
-fn forget_eof_page(f: &File, path: &std::path::Path, old_size: u64) -> bool {
-    let ps = page_size();
-    if std::env::var("WCFS_TEST_EOF_WORKAROUND").as_deref() == Ok("0")
-        || old_size / ps * ps == old_size
-    {
-        return false;
-    }
-    let off = old_size / ps * ps;
-    if let Some((_, map)) = &f.map {
-        // SAFETY: the page lies inside our own read-only mapping; dropping
-        // our page-table entries for it only makes the next access fault.
-        let r = unsafe {
-            libc::madvise(
-                map.as_ptr().add(off as usize) as *mut libc::c_void,
-                ps as usize,
-                libc::MADV_DONTNEED,
-            )
-        };
-        assert_eq!(r, 0, "madvise: {}", std::io::Error::last_os_error());
-    }
-    let fd = std::fs::File::open(path).unwrap();
-    use std::os::fd::AsRawFd;
-    // SAFETY: a plain syscall on a descriptor we own.
-    let r = unsafe {
-        libc::posix_fadvise(
-            fd.as_raw_fd(),
-            off as libc::off_t,
-            ps as libc::off_t,
-            libc::POSIX_FADV_DONTNEED,
-        )
-    };
-    assert_eq!(r, 0, "posix_fadvise: {r}");
-    true
-}
 
 /// Every file through head/ (read(2) and mmap) vs Python's latest view.
-/// Returns how many times the EOF-page workaround was applied.
-fn check_head(env: &mut Env, files: &mut [File], tid: Tid) -> usize {
-    let mut nworkaround = 0;
+fn check_head(env: &mut Env, files: &mut [File], tid: Tid) {
     for f in files.iter_mut() {
         let want = env.py.sha(f.oid, None);
         let path = env.w().head_file(f.oid);
-        if want.0 > f.size && forget_eof_page(f, &path, f.size) {
-            nworkaround += 1;
-        }
         f.size = want.0;
         let m = std::fs::metadata(&path).unwrap();
         assert_eq!(m.size(), want.0, "file {} size at {tid}", f.name);
@@ -249,7 +190,6 @@ fn check_head(env: &mut Env, files: &mut [File], tid: Tid) -> usize {
         }
         check_eof(&path, want.0, f.bs);
     }
-    nworkaround
 }
 
 /// One file through @<at>/ vs Python's view at `at`.
@@ -270,9 +210,6 @@ struct Stats {
     commits: usize,
     ops: std::collections::BTreeMap<&'static str, usize>,
     at_checks: usize,
-    /// Times the page holding a grown file's old EOF was dropped by the
-    /// test (see `forget_eof_page`).
-    eof_workarounds: usize,
     max_depth: u32,
     min_keys: u64,
     max_keys: u64,
@@ -640,7 +577,7 @@ fn random_commits_match_python() {
         tids.push(tid);
 
         let th = Instant::now();
-        st.eof_workarounds += check_head(&mut env, &mut files, tid);
+        check_head(&mut env, &mut files, tid);
         let shape = env.py.shape(deep, None);
         nkeys = shape.nkeys;
         st.max_depth = st.max_depth.max(shape.depth);

@@ -404,7 +404,7 @@ fn requests_on_one_link_are_concurrent() {
     let rx = l.expect_reply(s);
     l.send_raw(&format!("{s} watch {f} @{h0}")).unwrap();
     let pin = l.next_pin(DEFAULT_TIMEOUT).expect("pin for watch f @h0");
-    assert_eq!((pin.oid, pin.blk, pin.rev.clone()), (f, 1, Rev::At(h0)));
+    assert_eq!((pin.oid, pin.blk, pin.rev), (f, 1, Rev::At(h0)));
     // Meanwhile the same link watches g (needs no pin) and stops again.
     let t0 = Instant::now();
     l.watch(g, t1)

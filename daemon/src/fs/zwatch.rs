@@ -14,10 +14,11 @@
 use super::Wcfs;
 use crate::zdata::FileDelta;
 use fuser::INodeNo;
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
-use zodb::{Commit, Tid, Watcher};
+use zodb::{Commit, Oid, Tid, Watcher};
 
 /// History the tracker keeps behind head (SPEC §5: at least a minute; and
 /// back to the oldest `at` a watch holds).
@@ -39,8 +40,13 @@ pub(crate) fn run(wcfs: Arc<Wcfs>, mut w: Box<dyn Watcher>) {
 
 fn handle(wcfs: &Wcfs, c: &Commit) -> Result<(), String> {
     // 1. Apply, excluding every head request.
-    let changes: Vec<(u64, FileDelta)> = {
+    let (changes, old_sizes): (Vec<(u64, FileDelta)>, HashMap<Oid, u64>) = {
         let mut t = wcfs.tracker.write();
+        let old_sizes: HashMap<Oid, u64> = t
+            .files()
+            .into_iter()
+            .filter_map(|f| Some((f, t.file_info(f)?.size)))
+            .collect();
         let deltas = t.apply(c).map_err(|e| format!("apply @{}: {e}", c.tid))?;
         for d in &deltas {
             wcfs.cache
@@ -49,10 +55,11 @@ fn handle(wcfs: &Wcfs, c: &Commit) -> Result<(), String> {
         // Keep history back to the oldest watched at (SPEC §5).
         let keep = Tid(c.tid.0.saturating_sub(KEEP_MINUTES << 32));
         t.trim(wcfs.iso.oldest_at().map_or(keep, |o| o.min(keep)));
-        deltas
+        let changes = deltas
             .into_iter()
             .map(|d| (t.file_info(d.file).map_or(0, |i| i.blksize), d))
-            .collect()
+            .collect();
+        (changes, old_sizes)
     };
 
     // 2. Invalidate, holding no lock (in-flight reads hold page locks).
@@ -76,6 +83,16 @@ fn handle(wcfs: &Wcfs, c: &Commit) -> Result<(), String> {
             }
             for &blk in &d.blocks {
                 inval(ino, (blk * blksize) as i64, *blksize as i64)?;
+            }
+            // When the size changes, the page holding the old end of file
+            // may be cached with zeros past that end (blocks smaller than a
+            // page, or any size not page-aligned); the blocks that now fill
+            // it were never read, so they are not tracked. Drop everything
+            // from the old (or new, when shrinking) end on: only data
+            // beyond the shorter size, which no reader could have seen.
+            if let Some(new) = d.size {
+                let old = old_sizes.get(&d.file).copied().unwrap_or(0);
+                inval(ino, old.min(new) as i64, 0)?;
             }
         }
         for ino in inos.iter().flatten() {
