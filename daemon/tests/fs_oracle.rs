@@ -167,7 +167,6 @@ fn check_eof(path: &std::path::Path, size: u64, bs: u64) {
     }
 }
 
-
 /// Every file through head/ (read(2) and mmap) vs Python's latest view.
 fn check_head(env: &mut Env, files: &mut [File], tid: Tid) {
     for f in files.iter_mut() {
