@@ -8,9 +8,10 @@
 
 mod common;
 
-use common::{sha1_hex, Env};
+use common::Env;
 use memmap2::{Mmap, MmapOptions};
 use std::os::unix::fs::MetadataExt;
+use testkit::sha1_hex;
 use zodb::{Oid, Tid};
 
 /// Mapping length: more than the file ever gets; only [0, size) is touched.

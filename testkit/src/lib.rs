@@ -66,6 +66,11 @@ pub fn seed(test: &str) -> u64 {
     seed
 }
 
+/// SHA-1 of `data` in hex, to compare with Python's `hashlib.sha1`.
+pub fn sha1_hex(data: &[u8]) -> String {
+    sha1_smol::Sha1::from(data).digest().to_string()
+}
+
 /// A small deterministic PRNG (xorshift64*). Not for anything but tests.
 #[derive(Debug, Clone)]
 pub struct Rng(u64);
@@ -105,6 +110,12 @@ mod tests {
             assert!(xs.contains(&d), "{d} never drawn in 100 tries");
         }
         assert_ne!(Rng::new(1).next_u64(), Rng::new(2).next_u64());
+    }
+
+    #[test]
+    fn sha1_matches_known_answers() {
+        assert_eq!(sha1_hex(b""), "da39a3ee5e6b4b0d3255bfef95601890afd80709");
+        assert_eq!(sha1_hex(b"abc"), "a9993e364706816aba3e25717850c26c9cd0d89d");
     }
 
     #[test]
