@@ -10,5 +10,11 @@
 pub mod cli;
 pub mod fs;
 mod isolation;
+
+/// The head/watch line parsers, public for the fuzz targets only.
+#[doc(hidden)]
+pub mod protocol {
+    pub use crate::isolation::{parse_frame, parse_request, Request};
+}
 pub mod log;
 pub mod zdata;

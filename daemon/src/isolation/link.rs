@@ -278,13 +278,13 @@ pub(super) fn write(iso: &Arc<Isolation>, l: &Arc<Link>, data: &[u8]) -> Result<
 
 /// A parsed client request on an odd stream.
 #[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Request {
+pub enum Request {
     Watch { file: Oid, at: Option<Tid> },
     Bye,
 }
 
 /// Parses the message of an odd stream; Err: `<stream> error <why>`.
-pub(crate) fn parse_request(msg: &str) -> Result<Request, String> {
+pub fn parse_request(msg: &str) -> Result<Request, String> {
     let w: Vec<&str> = msg.split(' ').collect();
     match w.as_slice() {
         ["bye"] => Ok(Request::Bye),
@@ -308,7 +308,7 @@ pub(crate) fn parse_request(msg: &str) -> Result<Request, String> {
 }
 
 /// Splits `<stream> <message>`; Err: the line is malformed.
-pub(crate) fn parse_frame(raw: &[u8]) -> Result<(u64, &str), String> {
+pub fn parse_frame(raw: &[u8]) -> Result<(u64, &str), String> {
     let line = std::str::from_utf8(raw).map_err(|_| "line is not UTF-8".to_string())?;
     let (s, msg) = line
         .split_once(' ')

@@ -81,6 +81,7 @@
 //! kill of a faulty client runs on its own thread, holding nothing.
 
 mod link;
+pub use link::{parse_frame, parse_request, Request};
 mod pin;
 mod watch;
 
