@@ -1,9 +1,6 @@
 //! head/watch, message by message (SPEC §6): every reply and error path,
 //! pins on watch setup, on moving a watch and on reads, stopping a watch,
 //! malformed lines, `bye`, and a watch blocked waiting for head.
-//!
-//! Ignored until the server side of head/watch exists; remove the
-//! `#[ignore]`s as it lands (see daemon/tests/common/watch.rs).
 
 mod common;
 

@@ -130,7 +130,7 @@ pub struct Block {
 
 impl Block {
     pub fn path_oids(&self) -> Vec<Oid> {
-        self.path.iter().map(|n| n.oid).collect()
+        btree::path_oids(&self.path)
     }
 }
 
@@ -151,7 +151,7 @@ pub struct FileSize {
 
 impl FileSize {
     pub fn path_oids(&self) -> Vec<Oid> {
-        self.path.iter().map(|n| n.oid).collect()
+        btree::path_oids(&self.path)
     }
 }
 

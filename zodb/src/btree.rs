@@ -234,6 +234,16 @@ pub fn max_serial(nodes: &[PathNode]) -> Tid {
     nodes.iter().map(|n| n.serial).max().unwrap_or(Tid::ZERO)
 }
 
+/// The key range of a path's last node (the full range for no path).
+pub fn path_range(nodes: &[PathNode]) -> KeyRange {
+    nodes.last().map_or(KeyRange::FULL, |n| n.range)
+}
+
+/// The oids of a path's nodes, root first.
+pub fn path_oids(nodes: &[PathNode]) -> Vec<Oid> {
+    nodes.iter().map(|n| n.oid).collect()
+}
+
 /// The result of [`BTree::lookup`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Lookup {
@@ -248,13 +258,13 @@ impl Lookup {
     /// The key range of the final node: every key in it would be decided by
     /// the same bucket.
     pub fn range(&self) -> KeyRange {
-        self.path.last().map(|n| n.range).unwrap_or(KeyRange::FULL)
+        path_range(&self.path)
     }
     pub fn max_serial(&self) -> Tid {
         max_serial(&self.path)
     }
     pub fn path_oids(&self) -> Vec<Oid> {
-        self.path.iter().map(|n| n.oid).collect()
+        path_oids(&self.path)
     }
 }
 
@@ -274,13 +284,13 @@ pub struct RightMost {
 
 impl RightMost {
     pub fn range(&self) -> KeyRange {
-        self.path.last().map(|n| n.range).unwrap_or(KeyRange::FULL)
+        path_range(&self.path)
     }
     pub fn max_serial(&self) -> Tid {
         max_serial(&self.path)
     }
     pub fn path_oids(&self) -> Vec<Oid> {
-        self.path.iter().map(|n| n.oid).collect()
+        path_oids(&self.path)
     }
 }
 

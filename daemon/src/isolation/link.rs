@@ -161,14 +161,7 @@ impl Link {
             // Under io: no line can be queued after the last one.
             self.down.store(true, Ordering::Release);
         }
-        let answer = io.parked.take().map(|p| {
-            let d = io.take(p.size);
-            Answer::Data(p.reply, d)
-        });
-        drop(io);
-        if let Some(a) = answer {
-            a.send();
-        }
+        answer_parked(io);
         true
     }
 
@@ -180,16 +173,9 @@ impl Link {
                 return true;
             }
         }
-        let mut io = self.io.lock();
+        let io = self.io.lock();
         let was_up = !self.down.swap(true, Ordering::AcqRel);
-        let answer = io.parked.take().map(|p| {
-            let d = io.take(p.size);
-            Answer::Data(p.reply, d)
-        });
-        drop(io);
-        if let Some(a) = answer {
-            a.send();
-        }
+        answer_parked(io);
         was_up
     }
 
@@ -274,6 +260,20 @@ pub(super) fn write(iso: &Arc<Isolation>, l: &Arc<Link>, data: &[u8]) -> Result<
         }
     }
     Ok(())
+}
+
+/// Gives a parked read (if any) what is queued — EOF when nothing is and
+/// the link is down — and answers it after releasing `io`: the reply goes to
+/// the kernel, and no lock of ours is held while talking to it.
+fn answer_parked(mut io: parking_lot::MutexGuard<'_, Io>) {
+    let answer = io.parked.take().map(|p| {
+        let d = io.take(p.size);
+        Answer::Data(p.reply, d)
+    });
+    drop(io);
+    if let Some(a) = answer {
+        a.send();
+    }
 }
 
 /// A parsed client request on an odd stream.

@@ -288,18 +288,7 @@ impl Wcfs {
 
     /// Block `blk` of `path` read with pread(2) (short at EOF).
     pub fn pread_block(path: &Path, blk: u64, blksize: u64) -> std::io::Result<Vec<u8>> {
-        let f = std::fs::File::open(path)?;
-        let mut buf = vec![0u8; blksize as usize];
-        let mut n = 0;
-        while n < buf.len() {
-            let k = f.read_at(&mut buf[n..], blk * blksize + n as u64)?;
-            if k == 0 {
-                break;
-            }
-            n += k;
-        }
-        buf.truncate(n);
-        Ok(buf)
+        read_block_of(&std::fs::File::open(path)?, blk, blksize)
     }
 
     /// Block `blk` of head/bigfile/<file> through read(2).
@@ -574,4 +563,19 @@ impl Driver {
     pub fn touch(&mut self) {
         self.cmd(r#"{"op":"touch"}"#);
     }
+}
+
+/// Block `blk` of an open file, read with pread(2) (short at EOF).
+pub fn read_block_of(f: &std::fs::File, blk: u64, blksize: u64) -> std::io::Result<Vec<u8>> {
+    let mut buf = vec![0u8; blksize as usize];
+    let mut n = 0;
+    while n < buf.len() {
+        let k = f.read_at(&mut buf[n..], blk * blksize + n as u64)?;
+        if k == 0 {
+            break;
+        }
+        n += k;
+    }
+    buf.truncate(n);
+    Ok(buf)
 }

@@ -832,24 +832,13 @@ pub fn pread_random(path: &Path, blk: u64, blksize: u64) -> std::io::Result<Vec<
 
 /// [`pread_random`] on an open file (advised again, which is harmless).
 pub fn pread_random_fd(f: &File, blk: u64, blksize: u64) -> std::io::Result<Vec<u8>> {
-    use std::os::unix::fs::FileExt;
     use std::os::unix::io::AsRawFd;
     // SAFETY: posix_fadvise only reads its integer arguments.
     let rc = unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_RANDOM) };
     if rc != 0 {
         return Err(std::io::Error::from_raw_os_error(rc));
     }
-    let mut buf = vec![0u8; blksize as usize];
-    let mut n = 0;
-    while n < buf.len() {
-        let k = f.read_at(&mut buf[n..], blk * blksize + n as u64)?;
-        if k == 0 {
-            break;
-        }
-        n += k;
-    }
-    buf.truncate(n);
-    Ok(buf)
+    super::read_block_of(f, blk, blksize)
 }
 
 /// Block identities as Python sees them (python/fs_testdata/iso_blkid.py).
