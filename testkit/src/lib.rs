@@ -96,6 +96,32 @@ impl Rng {
     }
 }
 
+/// The `wcfsd` binary built by this cargo invocation, for tests outside the
+/// daemon crate (inside it, use `env!("CARGO_BIN_EXE_wcfsd")`): found next
+/// to the running test executable (`target/<profile>/deps/x` →
+/// `target/<profile>/wcfsd`), built with cargo first when it is missing.
+pub fn wcfsd_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("test executables live in target/<profile>/deps");
+    let bin = profile_dir.join("wcfsd");
+    if !bin.exists() {
+        let release = profile_dir.file_name().is_some_and(|n| n == "release");
+        let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+        cmd.args(["build", "-q", "-p", "wcfsd", "--bin", "wcfsd"])
+            .current_dir(repo());
+        if release {
+            cmd.arg("--release");
+        }
+        let st = cmd.status().expect("running cargo build -p wcfsd");
+        assert!(st.success(), "cargo build -p wcfsd failed");
+    }
+    assert!(bin.exists(), "wcfsd not found at {}", bin.display());
+    bin
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
