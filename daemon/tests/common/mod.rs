@@ -23,21 +23,11 @@ use std::time::{Duration, Instant};
 use zodb::{Oid, Tid};
 
 pub fn python() -> PathBuf {
-    let p = match std::env::var_os("WCFS_PYTHON") {
-        Some(p) => PathBuf::from(p),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python"),
-    };
-    assert!(
-        p.exists(),
-        "Python for the test oracle not found at {} — set WCFS_PYTHON or create the venv \
-         (./dev/setup)",
-        p.display()
-    );
-    p
+    testkit::python()
 }
 
 fn driver_script() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../python/fs_testdata/driver.py")
+    testkit::repo().join("python/fs_testdata/driver.py")
 }
 
 /// A Python process committing to a data.fs (python/fs_testdata/driver.py).
@@ -191,8 +181,14 @@ pub struct Wcfs {
     pub logfile: PathBuf,
 }
 
-pub fn wcfsd_bin() -> &'static str {
-    env!("CARGO_BIN_EXE_wcfsd")
+/// The daemon under test: cargo's own path to it inside the daemon crate;
+/// elsewhere (the client library's tests include this module too) the one
+/// next to the test executable.
+pub fn wcfsd_bin() -> PathBuf {
+    match option_env!("CARGO_BIN_EXE_wcfsd") {
+        Some(p) => PathBuf::from(p),
+        None => testkit::wcfsd_bin(),
+    }
 }
 
 /// Whether `path` is a mount point now.

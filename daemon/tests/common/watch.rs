@@ -851,8 +851,7 @@ pub struct BlkIds {
 impl BlkIds {
     pub fn start(datafs: &Path) -> BlkIds {
         use std::process::{Command, Stdio};
-        let script =
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../python/fs_testdata/iso_blkid.py");
+        let script = testkit::repo().join("python/fs_testdata/iso_blkid.py");
         let mut child = Command::new(super::python())
             .arg(script)
             .arg(datafs)
