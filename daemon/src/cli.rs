@@ -12,9 +12,21 @@ use std::time::Duration;
 
 pub const USAGE: &str = "\
 usage: wcfsd [options] ZURL MOUNTPOINT   serve the ZBigFiles of ZURL over FUSE at MOUNTPOINT
+       wcfsd serve [options] ZURL        the same at ZURL's own mountpoint, in the foreground
+       wcfsd start [options] ZURL        the same in the background, unless already served;
+                                         prints the mountpoint once it serves
+       wcfsd status [-timeout D] ZURL    whether the daemon of ZURL is healthy (exit status 0),
+                                         absent (3), dead (1), stuck/unhealthy/foreign (4)
+       wcfsd stop [-timeout D] ZURL      unmount and end the daemon of ZURL (a stuck or dead
+                                         one too: its FUSE connection is aborted, it is killed
+                                         and its mount detached)
        wcfsd ls ZURL                     list the ZBigFiles of a database and check every block loads
 
 ZURL is file://PATH or a plain path to a data.fs (zeo://HOST:PORT: not supported yet).
+ZURL's own mountpoint is /dev/shm/wcfs/<sha1 hex of ZURL>: where clients joining ZURL
+(wcfs_join) look, and where they start `wcfsd -autoexit ZURL MOUNTPOINT` in the background
+when asked to. Background daemons log to /dev/shm/wcfs/<sha1>.log. The binary joining
+clients start is $WCFS_WCFSD, else wcfsd next to the program or to libwcfs.so, else on $PATH.
 
 options (single or double dash):
   -debug           enable debugging features (.wcfs/debug/) and debug logging
@@ -27,6 +39,9 @@ options (single or double dash):
                    (Go duration syntax: 30s, 1m, 500ms, 1h2m3.5s); default 30s
   -trace.fuse      log every FUSE request
   -h, -help        this help
+
+status and stop: -timeout D is how long the daemon has to answer before it is
+called stuck (default 5s).
 
 accepted and ignored (glog compatibility): -logtostderr, -alsologtostderr,
 -v N, -log_dir D.";
@@ -81,42 +96,151 @@ pub enum Command {
         mountpoint: PathBuf,
         opts: Options,
     },
+    /// `serve`: at the zurl's own mountpoint, in the foreground.
+    ServeZurl {
+        zurl: String,
+        opts: Options,
+    },
+    /// `start`: in the background; `args` are the options as given, for
+    /// the daemon started (validated here).
+    Start {
+        zurl: String,
+        args: Vec<String>,
+    },
+    Status {
+        zurl: String,
+        timeout: Option<Duration>,
+    },
+    Stop {
+        zurl: String,
+        timeout: Option<Duration>,
+    },
+}
+
+/// Options and positional arguments of a command line.
+struct Parsed {
+    opts: Options,
+    pos: Vec<String>,
+    /// The option arguments as given (flags with their values).
+    raw: Vec<String>,
+    help: bool,
 }
 
 /// Parses the arguments (without argv[0]).
 pub fn parse(args: &[String]) -> Result<Command, String> {
     if let [cmd, rest @ ..] = args {
-        if cmd == "ls" {
-            return match rest {
-                [zurl] => Ok(Command::Ls(zurl.clone())),
-                _ => Err("usage: wcfsd ls ZURL".into()),
-            };
+        match cmd.as_str() {
+            "ls" => {
+                return match rest {
+                    [zurl] => Ok(Command::Ls(zurl.clone())),
+                    _ => Err("usage: wcfsd ls ZURL".into()),
+                }
+            }
+            "serve" | "start" => {
+                let p = parse_opts(rest)?;
+                if p.help {
+                    return Ok(Command::Help);
+                }
+                let [zurl] = <[String; 1]>::try_from(p.pos)
+                    .map_err(|pos| format!("{cmd}: want ZURL, got {} argument(s)", pos.len()))?;
+                return Ok(if cmd == "serve" {
+                    Command::ServeZurl { zurl, opts: p.opts }
+                } else {
+                    Command::Start { zurl, args: p.raw }
+                });
+            }
+            "status" | "stop" => {
+                let (zurl, timeout) = parse_status_args(cmd, rest)?;
+                return Ok(if cmd == "status" {
+                    Command::Status { zurl, timeout }
+                } else {
+                    Command::Stop { zurl, timeout }
+                });
+            }
+            _ => {}
         }
     }
-    let mut opts = Options::default();
-    let mut pos = Vec::new();
+    let p = parse_opts(args)?;
+    if p.help {
+        return Ok(Command::Help);
+    }
+    match <[String; 2]>::try_from(p.pos) {
+        Ok([zurl, mountpoint]) => Ok(Command::Serve {
+            zurl,
+            mountpoint: PathBuf::from(mountpoint),
+            opts: p.opts,
+        }),
+        Err(pos) => Err(format!(
+            "want ZURL and MOUNTPOINT, got {} argument(s)",
+            pos.len()
+        )),
+    }
+}
+
+/// `status|stop [-timeout D] ZURL`.
+fn parse_status_args(cmd: &str, args: &[String]) -> Result<(String, Option<Duration>), String> {
+    let usage = || format!("usage: wcfsd {cmd} [-timeout D] ZURL");
+    let mut timeout = None;
+    let mut zurl = None;
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        let flag = arg.strip_prefix("--").or_else(|| arg.strip_prefix('-'));
+        match flag.map(|f| f.split_once('=').unwrap_or((f, ""))) {
+            Some(("timeout", inline)) => {
+                let v = if inline.is_empty() {
+                    it.next().ok_or_else(usage)?.as_str()
+                } else {
+                    inline
+                };
+                timeout = Some(
+                    parse_duration(v)
+                        .map_err(|e| format!("invalid value {v:?} for -timeout: {e}"))?,
+                );
+            }
+            Some(_) => return Err(usage()),
+            None if zurl.is_none() => zurl = Some(arg.clone()),
+            None => return Err(usage()),
+        }
+    }
+    Ok((zurl.ok_or_else(usage)?, timeout))
+}
+
+/// The daemon's options and the positional arguments.
+fn parse_opts(args: &[String]) -> Result<Parsed, String> {
+    let mut p = Parsed {
+        opts: Options::default(),
+        pos: Vec::new(),
+        raw: Vec::new(),
+        help: false,
+    };
     let mut it = args.iter();
     while let Some(arg) = it.next() {
         let Some(flag) = arg.strip_prefix("--").or_else(|| arg.strip_prefix('-')) else {
-            pos.push(arg.clone());
+            p.pos.push(arg.clone());
             continue;
         };
         if flag.is_empty() {
             // "--": the rest is positional (Go's flag package stops at "--").
-            pos.extend(it.by_ref().cloned());
+            p.pos.extend(it.by_ref().cloned());
             break;
         }
+        p.raw.push(arg.clone());
         let (name, inline) = match flag.split_once('=') {
             Some((n, v)) => (n, Some(v.to_string())),
             None => (flag, None),
         };
+        let raw = &mut p.raw;
         let mut value = |name: &str| -> Result<String, String> {
             match &inline {
                 Some(v) => Ok(v.clone()),
-                None => it
-                    .next()
-                    .cloned()
-                    .ok_or_else(|| format!("flag needs an argument: -{name}")),
+                None => {
+                    let v = it
+                        .next()
+                        .cloned()
+                        .ok_or_else(|| format!("flag needs an argument: -{name}"))?;
+                    raw.push(v.clone());
+                    Ok(v)
+                }
             }
         };
         let bool_value = |name: &str| -> Result<bool, String> {
@@ -126,8 +250,12 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
                 Some(v) => Err(format!("invalid boolean value {v:?} for -{name}")),
             }
         };
+        let opts = &mut p.opts;
         match name {
-            "h" | "help" => return Ok(Command::Help),
+            "h" | "help" => {
+                p.help = true;
+                break;
+            }
             "debug" => opts.debug = bool_value(name)?,
             "autoexit" => opts.autoexit = bool_value(name)?,
             "trace.fuse" => opts.trace_fuse = bool_value(name)?,
@@ -145,17 +273,7 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
             _ => return Err(format!("flag provided but not defined: -{name}")),
         }
     }
-    match <[String; 2]>::try_from(pos) {
-        Ok([zurl, mountpoint]) => Ok(Command::Serve {
-            zurl,
-            mountpoint: PathBuf::from(mountpoint),
-            opts,
-        }),
-        Err(pos) => Err(format!(
-            "want ZURL and MOUNTPOINT, got {} argument(s)",
-            pos.len()
-        )),
-    }
+    Ok(p)
 }
 
 /// Parses a Go duration: an optionally signed sequence of decimal numbers,
@@ -262,6 +380,46 @@ mod tests {
         assert!(!o.debug);
         assert_eq!(parse(&args("--help")), Ok(Command::Help));
         assert_eq!(parse(&args("ls z")), Ok(Command::Ls("z".into())));
+        assert_eq!(
+            parse(&args("serve -autoexit -pintimeout 1m z")),
+            Ok(Command::ServeZurl {
+                zurl: "z".into(),
+                opts: Options {
+                    autoexit: true,
+                    pintimeout: Duration::from_secs(60),
+                    ..Options::default()
+                }
+            })
+        );
+        assert_eq!(
+            parse(&args("start -autoexit z -pintimeout 1m -debug=true")),
+            Ok(Command::Start {
+                zurl: "z".into(),
+                args: args("-autoexit -pintimeout 1m -debug=true"),
+            })
+        );
+        assert_eq!(
+            parse(&args("status z")),
+            Ok(Command::Status {
+                zurl: "z".into(),
+                timeout: None
+            })
+        );
+        assert_eq!(
+            parse(&args("stop --timeout=2s z")),
+            Ok(Command::Stop {
+                zurl: "z".into(),
+                timeout: Some(Duration::from_secs(2))
+            })
+        );
+        assert_eq!(
+            parse(&args("status -timeout 500ms z")),
+            Ok(Command::Status {
+                zurl: "z".into(),
+                timeout: Some(Duration::from_millis(500))
+            })
+        );
+        assert_eq!(parse(&args("serve -h")), Ok(Command::Help));
         for bad in [
             "z",
             "z m x",
@@ -269,6 +427,16 @@ mod tests {
             "-pintimeout",
             "-pintimeout 3 z m",
             "ls",
+            "serve",
+            "serve z m",
+            "serve -nope z",
+            "start",
+            "start -pintimeout z",
+            "status",
+            "status z y",
+            "status -debug z",
+            "stop -timeout z",
+            "stop -timeout 3 z",
         ] {
             assert!(parse(&args(bad)).is_err(), "{bad:?}");
         }

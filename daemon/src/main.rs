@@ -1,13 +1,28 @@
 //! wcfsd — the WCFS daemon.
 //!
 //! `wcfsd [options] ZURL MOUNTPOINT` serves the ZBigFiles of a database over
-//! FUSE (SPEC §4–§5; see [`wcfsd::fs`] for the design). `wcfsd ls ZURL`
+//! FUSE (SPEC §4–§5; see [`wcfsd::fs`] for the design).
+//!
+//! `wcfsd serve|start|status|stop ZURL` work by zurl, at the mountpoint
+//! clients joining that zurl look at (see the `wcfs_lifecycle` crate, which
+//! the client library shares): `serve` runs the daemon there in the
+//! foreground, like upstream's `wcfs serve` (for a service manager or a
+//! terminal; the lock against concurrent starts is held until the mount
+//! answers); `start` runs it in the background (detached, logging to
+//! `/dev/shm/wcfs/<sha1>.log`) unless one serves already, and returns once
+//! it serves — with exactly the options given: unlike a joining client it
+//! adds no `-autoexit`; `status` exits 0 only for a healthy daemon;
+//! `stop` ends it, however stuck.
+//!
+//! `wcfsd ls ZURL`
 //! opens the storage exactly as the daemon does, finds every ZBigFile, and
 //! loads every block of each as of head — a quick way to see what would be
 //! served and to check that all of it is readable.
 
+use std::path::Path;
 use std::process::ExitCode;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+use wcfs_lifecycle as lifecycle;
 use wcfsd::cli::{self, Command};
 use zodb::bigfile::ZBigFile;
 use zodb::storage::filestorage::FileStorage;
@@ -31,22 +46,88 @@ fn main() -> ExitCode {
         Ok(Command::Serve {
             zurl,
             mountpoint,
-            mut opts,
-        }) => {
-            let env = std::env::var(cli::AUTOEXIT_IDLE_ENV).ok();
-            match cli::autoexit_idle(env.as_deref()) {
-                Ok(idle) => opts.autoexit_idle = idle,
+            opts,
+        }) => serve(&zurl, &mountpoint, opts),
+        Ok(Command::ServeZurl { zurl, opts }) => {
+            let cfg = lifecycle::Config::default();
+            match lifecycle::prepare_serve(&zurl, &cfg) {
+                Ok(slot) => {
+                    let mountpoint = slot.mountpoint.clone();
+                    slot.release_when_ready(&zurl, Duration::from_secs(120));
+                    serve(&zurl, &mountpoint, opts)
+                }
                 Err(e) => {
-                    eprintln!("wcfsd: {e}");
-                    return ExitCode::from(2);
+                    eprintln!("wcfsd: serve: {e}");
+                    ExitCode::FAILURE
                 }
             }
-            wcfsd::log::init(opts.debug, opts.trace_fuse);
-            match wcfsd::fs::serve(&zurl, &mountpoint, opts) {
-                Ok(()) => ExitCode::SUCCESS,
+        }
+        Ok(Command::Start { zurl, args }) => {
+            let cfg = lifecycle::Config {
+                // This very binary: `wcfsd start` starts itself.
+                wcfsd: std::env::current_exe().ok(),
+                daemon_args: args,
+                ..lifecycle::Config::default()
+            };
+            match lifecycle::start(&zurl, &cfg) {
+                Ok(s) => {
+                    let pid = s.pid.map_or(String::new(), |p| format!(" (pid {p})"));
+                    let what = if s.already {
+                        "already served"
+                    } else if s.cleaned_dead {
+                        "started (over the dead mount of a previous daemon)"
+                    } else {
+                        "started"
+                    };
+                    eprintln!("wcfsd: {zurl}: {what}{pid}");
+                    println!("{}", s.mountpoint.display());
+                    ExitCode::SUCCESS
+                }
                 Err(e) => {
-                    log::error!("{e}");
-                    eprintln!("wcfsd: {e}");
+                    eprintln!("wcfsd: start: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Ok(Command::Status { zurl, timeout }) => {
+            let timeout = timeout.unwrap_or(lifecycle::Config::default().probe_timeout);
+            match lifecycle::status_with(&zurl, timeout) {
+                Ok(st) => {
+                    println!("{}", st.summary());
+                    ExitCode::from(status_code(&st.state))
+                }
+                Err(e) => {
+                    println!("{zurl}: unknown: {e}");
+                    ExitCode::from(4)
+                }
+            }
+        }
+        Ok(Command::Stop { zurl, timeout }) => {
+            let mut cfg = lifecycle::Config::default();
+            if let Some(t) = timeout {
+                cfg.probe_timeout = t;
+            }
+            match lifecycle::stop(&zurl, &cfg) {
+                Ok(s) => {
+                    let pid = s.pid.map_or(String::new(), |p| format!(" pid {p}"));
+                    let mnt = s.mountpoint.display();
+                    println!(
+                        "{zurl}: {}",
+                        match s.how {
+                            lifecycle::StopHow::NotRunning => format!("not running ({mnt})"),
+                            lifecycle::StopHow::Graceful =>
+                                format!("stopped{pid}, unmounted {mnt}"),
+                            lifecycle::StopHow::Killed =>
+                                format!("stuck: connection aborted, killed{pid}, unmounted {mnt}"),
+                            lifecycle::StopHow::CleanedDead => {
+                                format!("was dead: unmounted its leftover mount at {mnt}")
+                            }
+                        }
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("wcfsd: stop: {e}");
                     ExitCode::FAILURE
                 }
             }
@@ -55,6 +136,41 @@ fn main() -> ExitCode {
             eprintln!("wcfsd: {e}\n\n{}", cli::USAGE);
             ExitCode::from(2)
         }
+    }
+}
+
+/// Serves in this process until unmounted (SPEC §4).
+fn serve(zurl: &str, mountpoint: &Path, mut opts: cli::Options) -> ExitCode {
+    let env = std::env::var(cli::AUTOEXIT_IDLE_ENV).ok();
+    match cli::autoexit_idle(env.as_deref()) {
+        Ok(idle) => opts.autoexit_idle = idle,
+        Err(e) => {
+            eprintln!("wcfsd: {e}");
+            return ExitCode::from(2);
+        }
+    }
+    wcfsd::log::init(opts.debug, opts.trace_fuse);
+    match wcfsd::fs::serve(zurl, mountpoint, opts) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            log::error!("{e}");
+            eprintln!("wcfsd: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Exit status of `wcfsd status`, after the LSB init-script convention:
+/// 0 running and healthy, 1 dead with leftovers (the mount), 3 not
+/// running, 4 anything else (stuck, unhealthy, something foreign mounted).
+fn status_code(state: &lifecycle::State) -> u8 {
+    match state {
+        lifecycle::State::Healthy => 0,
+        lifecycle::State::Dead => 1,
+        lifecycle::State::Absent => 3,
+        lifecycle::State::Stuck(_)
+        | lifecycle::State::Unhealthy(_)
+        | lifecycle::State::Foreign(_) => 4,
     }
 }
 

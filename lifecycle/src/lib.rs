@@ -1,19 +1,817 @@
-//! Where the wcfsd serving a zurl lives, and how to start, check and stop it.
+//! Where the wcfsd serving a zurl lives, and how to join, start, check and
+//! stop it.
 //!
-//! Shared by the client library (`wcfs_join`) and by `wcfsd serve|status|stop`,
-//! so that both agree on the one place a zurl is served: the mountpoint
-//! `/dev/shm/wcfs/<sha1 hex of the zurl>` (SPEC §7), its parent created with
-//! mode 1777 so that every user can join.
+//! Shared by the client library (`wcfs_join`) and by `wcfsd
+//! serve|start|status|stop`, so that both agree on the one place a zurl is
+//! served: the mountpoint `/dev/shm/wcfs/<sha1 hex of the zurl>` (SPEC §7),
+//! its parent created with mode 1777 so that every user can join. Next to
+//! the mountpoint live `<sha1>.lock` (serializes starting and stopping)
+//! and `<sha1>.log` (the log of daemons started in the background).
+//!
+//! # What is there
+//!
+//! [`status`] looks, without changing anything, and classifies what it
+//! finds ([`State`]):
+//!
+//! - nothing mounted at the mountpoint: *absent*;
+//! - a mount that is not `fuse.wcfs` with source exactly the zurl (SPEC
+//!   §4): *foreign* — never touched;
+//! - ours, and `.wcfs/zurl` reads back the zurl: *healthy*;
+//! - ours, reads fail with `ENOTCONN`: *dead* — the daemon crashed or was
+//!   killed and left its mount behind;
+//! - ours, no answer within the probe timeout, or the daemon process is
+//!   stopped (SIGSTOP): *stuck*;
+//! - ours, answering something else or failing otherwise: *unhealthy*.
+//!
+//! The daemon process is found through its `/dev/fuse` descriptors (SPEC
+//! §4: the daemon keeps them itself): the FUSE connection number is the
+//! kernel encoding of the mount's `major:minor`, which the fdinfo of each
+//! `/dev/fuse` descriptor names (`fuse_connection`); on kernels that don't
+//! say, the process holding `/dev/fuse` whose arguments include the zurl.
+//!
+//! # Starting
+//!
+//! [`start`] (and [`join`] with autostart) runs under the lock, so that of
+//! many processes joining at once exactly one starts the daemon and the
+//! others find it healthy once they get the lock. Under the lock it
+//! re-checks: healthy → done; dead → lazy-unmount the leftover (and kill
+//! the process if one still holds the aborted connection); stuck,
+//! unhealthy or foreign → error (a daemon that is slow is not ours to kill
+//! behind its clients' backs: `wcfsd stop` does that on request). Then it
+//! starts `wcfsd [args] ZURL MOUNTPOINT` detached — double fork, `setsid`,
+//! cwd `/`, stdin `/dev/null`, stdout and stderr appended to `<sha1>.log`
+//! — so that the daemon outlives the caller, is not its child (no zombie
+//! in a long-lived application) and keeps no terminal. It waits until
+//! `.wcfs/zurl` reads back the zurl, the daemon exits (error with the tail
+//! of its log), or the start timeout passes (the daemon is killed, error).
+//!
+//! Which binary: [`Config::wcfsd`] if given; else `$WCFS_WCFSD`; else
+//! `wcfsd` next to the running executable; else `wcfsd` next to the
+//! shared object holding this code (libwcfs.so) or in `../bin` from it;
+//! else the first `wcfsd` on `$PATH`.
+//!
+//! Autostarted daemons (join) run with `-autoexit`: nobody asked for a
+//! long-lived server, so it goes away once its last client has been idle
+//! for the idle period (30 s by default), and a later join starts a new
+//! one. `wcfsd start` passes exactly the options it was given.
+//!
+//! # Stopping
+//!
+//! [`stop`]: a healthy (or unhealthy but answering) daemon gets SIGTERM,
+//! after which it unmounts and exits by itself; if it has not within the
+//! grace period, or it is stuck or dead to begin with, the FUSE connection
+//! is aborted (`/sys/fs/fuse/connections/<N>/abort`, mounting fusectl if
+//! needed — every request in flight then fails with ENOTCONN instead of
+//! hanging), the process is SIGKILLed (which also ends a SIGSTOPped one)
+//! and the mount is detached lazily.
+//!
+//! # Foreground serving
+//!
+//! `wcfsd serve ZURL` runs the daemon in the calling process, as upstream's
+//! `wcfs serve` does: [`prepare_serve`] does the same checks and cleanup
+//! as a start, under the lock, and [`ServeSlot::release_when_ready`] keeps
+//! the lock until the new mount answers, so that a concurrent join waits
+//! for it instead of starting a second daemon.
+//!
+//! # Blocking
+//!
+//! Every wait is bounded (see [`Config`]); the one filesystem call on the
+//! mount — the probe — runs on a thread that is abandoned at its deadline
+//! (see [`sys`]).
 
-use std::path::PathBuf;
+mod error;
+pub mod sys;
+
+pub use error::Error;
+
+use std::ffi::{CStr, OsStr, OsString};
+use std::fs;
+use std::io::{self, Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant, SystemTime};
+use sys::{FileLock, Probe};
 
 /// The directory under which joined daemons are mounted.
 pub const MOUNT_ROOT: &str = "/dev/shm/wcfs";
+
+/// Environment variable naming the wcfsd binary to start.
+pub const WCFSD_ENV: &str = "WCFS_WCFSD";
 
 /// The mountpoint at which the daemon serving `zurl` is expected.
 pub fn mountpoint_for(zurl: &str) -> PathBuf {
     let hex = sha1_smol::Sha1::from(zurl.as_bytes()).digest().to_string();
     PathBuf::from(MOUNT_ROOT).join(hex)
+}
+
+/// The lock serializing starts and stops of the daemon of `zurl`.
+pub fn lock_path(zurl: &str) -> PathBuf {
+    sibling(zurl, "lock")
+}
+
+/// The log of daemons of `zurl` started in the background.
+pub fn log_path(zurl: &str) -> PathBuf {
+    sibling(zurl, "log")
+}
+
+fn sibling(zurl: &str, ext: &str) -> PathBuf {
+    let mut p = mountpoint_for(zurl).into_os_string();
+    p.push(".");
+    p.push(ext);
+    PathBuf::from(p)
+}
+
+/// How to start the daemon and how long to wait for things.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// The wcfsd to start; None: looked up (see the module doc).
+    pub wcfsd: Option<PathBuf>,
+    /// Options given to a started daemon, before ZURL and MOUNTPOINT.
+    pub daemon_args: Vec<String>,
+    /// How long a started daemon has to serve.
+    pub start_timeout: Duration,
+    /// How long a daemon has to answer a probe before it is called stuck.
+    pub probe_timeout: Duration,
+    /// How long `stop` waits after SIGTERM before killing, and after
+    /// killing for the process to be gone.
+    pub stop_grace: Duration,
+}
+
+impl Default for Config {
+    /// No daemon options (`wcfsd start`); 30 s to start, 5 s to answer,
+    /// 10 s to stop.
+    fn default() -> Config {
+        Config {
+            wcfsd: None,
+            daemon_args: Vec::new(),
+            start_timeout: Duration::from_secs(30),
+            probe_timeout: Duration::from_secs(5),
+            stop_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+impl Config {
+    /// What [`join`] uses: the defaults, the daemon started with
+    /// `-autoexit`.
+    pub fn for_join() -> Config {
+        Config {
+            daemon_args: vec!["-autoexit".into()],
+            ..Config::default()
+        }
+    }
+
+    /// Longest a start can hold the lock: others wait this long for it.
+    fn lock_timeout(&self) -> Duration {
+        self.start_timeout + self.probe_timeout + self.stop_grace + Duration::from_secs(5)
+    }
+}
+
+/// What is at a zurl's mountpoint (see the module doc).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum State {
+    Absent,
+    Healthy,
+    Dead,
+    Stuck(String),
+    Unhealthy(String),
+    Foreign(String),
+}
+
+/// The daemon of a zurl as [`status`] found it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Status {
+    pub zurl: String,
+    pub mountpoint: PathBuf,
+    pub state: State,
+    /// The daemon process, when one holds the mount's FUSE connection.
+    pub pid: Option<u32>,
+    /// The FUSE connection number of the mount, when ours is mounted.
+    pub conn: Option<u64>,
+}
+
+impl Status {
+    pub fn is_healthy(&self) -> bool {
+        self.state == State::Healthy
+    }
+
+    /// One line saying what was found.
+    pub fn summary(&self) -> String {
+        let mnt = self.mountpoint.display();
+        let pid = self.pid.map_or(String::new(), |p| format!(" (pid {p})"));
+        match &self.state {
+            State::Absent => format!("{}: not running (nothing mounted at {mnt})", self.zurl),
+            State::Healthy => format!("{}: healthy: served at {mnt}{pid}", self.zurl),
+            State::Dead => format!(
+                "{}: dead: the daemon is gone, its mount at {mnt} answers ENOTCONN",
+                self.zurl
+            ),
+            State::Stuck(why) => format!("{}: stuck{pid}: {why}", self.zurl),
+            State::Unhealthy(why) => format!("{}: unhealthy{pid}: {why}", self.zurl),
+            State::Foreign(what) => format!("{}: {mnt} has {what} mounted on it", self.zurl),
+        }
+    }
+
+    /// The error a join gets for this state (not meaningful for healthy).
+    fn to_error(&self) -> Error {
+        let (zurl, mountpoint) = (self.zurl.clone(), self.mountpoint.clone());
+        match &self.state {
+            State::Absent | State::Healthy => Error::NotServing { zurl, mountpoint },
+            State::Dead => Error::Dead { zurl, mountpoint },
+            State::Stuck(why) => Error::Stuck {
+                zurl,
+                mountpoint,
+                why: why.clone(),
+            },
+            State::Unhealthy(why) => Error::Unhealthy {
+                zurl,
+                mountpoint,
+                why: why.clone(),
+            },
+            State::Foreign(what) => Error::Foreign {
+                zurl,
+                mountpoint,
+                what: what.clone(),
+            },
+        }
+    }
+}
+
+/// Whether `m` is the mount of the wcfsd of `zurl` (SPEC §4: type
+/// `fuse.wcfs`, source exactly the zurl).
+fn is_ours(m: &sys::MountEntry, zurl: &str) -> bool {
+    m.fstype == "fuse.wcfs" && m.source == zurl
+}
+
+/// Looks at the mountpoint of `zurl` and says what serves there, probing
+/// the daemon with the default timeout.
+pub fn status(zurl: &str) -> Result<Status, Error> {
+    status_with(zurl, Config::default().probe_timeout)
+}
+
+/// [`status`] with a probe timeout.
+pub fn status_with(zurl: &str, probe_timeout: Duration) -> Result<Status, Error> {
+    let mountpoint = mountpoint_for(zurl);
+    let mut st = Status {
+        zurl: zurl.to_string(),
+        mountpoint: mountpoint.clone(),
+        state: State::Absent,
+        pid: None,
+        conn: None,
+    };
+    let mount = sys::mount_at(&mountpoint).map_err(|e| Error::io("/proc/self/mountinfo", e))?;
+    let Some(m) = mount else {
+        return Ok(st);
+    };
+    if !is_ours(&m, zurl) {
+        st.state = State::Foreign(format!("a {} mount of {:?}", m.fstype, m.source));
+        return Ok(st);
+    }
+    let conn = m.fuse_conn();
+    st.conn = Some(conn);
+    st.pid = sys::find_server(conn, zurl, &mountpoint);
+    if let Some(pid) = st.pid {
+        if sys::stopped(pid) {
+            st.state = State::Stuck(format!("daemon pid {pid} is stopped (SIGSTOP?)"));
+            return Ok(st);
+        }
+    }
+    st.state = match sys::probe(&mountpoint, probe_timeout) {
+        Probe::Answer(s) if s == zurl => State::Healthy,
+        Probe::Answer(s) => State::Unhealthy(format!(".wcfs/zurl reads {s:?}")),
+        Probe::Failed(e) if e.raw_os_error() == Some(libc::ENOTCONN) => State::Dead,
+        Probe::Failed(e) => State::Unhealthy(format!("reading .wcfs/zurl: {e}")),
+        Probe::NoAnswer => State::Stuck(format!(
+            "no answer to a read of .wcfs/zurl within {:.1}s",
+            probe_timeout.as_secs_f64()
+        )),
+    };
+    Ok(st)
+}
+
+/// Joins the daemon serving `zurl`: the mountpoint of a healthy one,
+/// started (with `-autoexit`) when none serves and `autostart` is set,
+/// also over a dead mount. See the module doc.
+pub fn join(zurl: &str, autostart: bool) -> Result<PathBuf, Error> {
+    join_with(zurl, autostart, &Config::for_join())
+}
+
+/// [`join`] with a configuration.
+pub fn join_with(zurl: &str, autostart: bool, cfg: &Config) -> Result<PathBuf, Error> {
+    // The common case needs no lock: a daemon already serving.
+    let st = status_with(zurl, cfg.probe_timeout)?;
+    if st.is_healthy() {
+        return Ok(st.mountpoint);
+    }
+    if !autostart {
+        return Err(st.to_error());
+    }
+    start(zurl, cfg).map(|s| s.mountpoint)
+}
+
+/// What [`start`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Started {
+    pub mountpoint: PathBuf,
+    /// The serving daemon (when found).
+    pub pid: Option<u32>,
+    /// Whether it was already serving (we started nothing).
+    pub already: bool,
+    /// Whether a dead mount was cleaned up first.
+    pub cleaned_dead: bool,
+}
+
+/// Makes sure a daemon serves `zurl` at its mountpoint: returns the one
+/// that does, or starts one in the background and waits until it serves.
+pub fn start(zurl: &str, cfg: &Config) -> Result<Started, Error> {
+    let prep = prepare(zurl, cfg)?;
+    let mountpoint = prep.mountpoint.clone();
+    if let Some(pid) = prep.healthy {
+        return Ok(Started {
+            mountpoint,
+            pid,
+            already: true,
+            cleaned_dead: false,
+        });
+    }
+    let bin = wcfsd_binary(cfg)?;
+    let logpath = log_path(zurl);
+    let (log, log_from) = open_log(&logpath, &bin, cfg, zurl);
+    let mut args: Vec<OsString> = cfg.daemon_args.iter().map(OsString::from).collect();
+    args.push(zurl.into());
+    args.push(mountpoint.clone().into_os_string());
+    let pid = spawn_detached(&bin, &args, log)
+        .map_err(|e| Error::io(format!("starting {}", bin.display()), e))?;
+    let failed = |why: String, timed_out: bool| Error::StartFailed {
+        zurl: zurl.to_string(),
+        why,
+        log: logpath.clone(),
+        log_tail: sys::tail(&logpath, log_from, 20),
+        timed_out,
+    };
+    let deadline = Instant::now() + cfg.start_timeout;
+    loop {
+        let mount = sys::mount_at(&mountpoint).map_err(|e| Error::io("/proc/self/mountinfo", e))?;
+        if let Some(m) = mount.filter(|m| is_ours(m, zurl)) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match sys::probe(&mountpoint, left.max(Duration::from_millis(100))) {
+                Probe::Answer(s) if s == zurl => {
+                    return Ok(Started {
+                        mountpoint,
+                        pid: Some(pid),
+                        already: false,
+                        cleaned_dead: prep.cleaned_dead,
+                    })
+                }
+                Probe::Answer(s) => {
+                    kill_and_detach(Some(pid), Some(m.fuse_conn()), &mountpoint);
+                    return Err(failed(format!(".wcfs/zurl reads {s:?}"), false));
+                }
+                Probe::Failed(_) | Probe::NoAnswer => {}
+            }
+        }
+        if !sys::alive(pid) {
+            // It may have mounted and died: leave no dead mount behind.
+            if sys::mount_at(&mountpoint)
+                .ok()
+                .flatten()
+                .is_some_and(|m| is_ours(&m, zurl))
+            {
+                let _ = sys::lazy_unmount(&mountpoint);
+            }
+            return Err(failed(
+                format!("wcfsd (pid {pid}) exited before serving"),
+                false,
+            ));
+        }
+        if Instant::now() >= deadline {
+            let conn = sys::mount_at(&mountpoint)
+                .ok()
+                .flatten()
+                .filter(|m| is_ours(m, zurl))
+                .map(|m| m.fuse_conn());
+            kill_and_detach(Some(pid), conn, &mountpoint);
+            return Err(failed(
+                format!(
+                    "not serving after {:.0}s; killed it",
+                    cfg.start_timeout.as_secs_f64()
+                ),
+                true,
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The outcome of the checks before serving, done under the lock.
+struct Prepared {
+    mountpoint: PathBuf,
+    /// Some(pid) when a healthy daemon already serves.
+    healthy: Option<Option<u32>>,
+    cleaned_dead: bool,
+    lock: FileLock,
+}
+
+/// Under the lock: a healthy daemon → report it; dead → clean up; stuck,
+/// unhealthy, foreign → error; then the mountpoint exists and is free.
+fn prepare(zurl: &str, cfg: &Config) -> Result<Prepared, Error> {
+    ensure_root()?;
+    let lock = take_lock(zurl, cfg.lock_timeout())?.ok_or(Error::LockTimeout {
+        lock: lock_path(zurl),
+    })?;
+    let st = status_with(zurl, cfg.probe_timeout)?;
+    let mut cleaned_dead = false;
+    match st.state {
+        State::Healthy => {
+            return Ok(Prepared {
+                mountpoint: st.mountpoint,
+                healthy: Some(st.pid),
+                cleaned_dead,
+                lock,
+            })
+        }
+        State::Dead => {
+            clean_dead(&st)?;
+            cleaned_dead = true;
+        }
+        State::Absent => {}
+        State::Stuck(_) | State::Unhealthy(_) | State::Foreign(_) => return Err(st.to_error()),
+    }
+    match fs::create_dir(&st.mountpoint) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(Error::io(format!("mkdir {}", st.mountpoint.display()), e)),
+    }
+    Ok(Prepared {
+        mountpoint: st.mountpoint,
+        healthy: None,
+        cleaned_dead,
+        lock,
+    })
+}
+
+/// The lock of `zurl`, waiting at most `timeout` (None: timed out).
+fn take_lock(zurl: &str, timeout: Duration) -> Result<Option<FileLock>, Error> {
+    let path = lock_path(zurl);
+    FileLock::acquire(&path, timeout).map_err(|e| Error::io(path.display(), e))
+}
+
+/// A dead mount: whatever process still holds the aborted connection is
+/// killed, and the mount detached.
+fn clean_dead(st: &Status) -> Result<(), Error> {
+    if let Some(pid) = st.pid {
+        let _ = sys::signal(pid, libc::SIGKILL);
+    }
+    match sys::lazy_unmount(&st.mountpoint) {
+        Ok(()) => Ok(()),
+        // Someone else detached it meanwhile.
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => Ok(()),
+        Err(e) => Err(Error::io(
+            format!("unmounting the dead mount at {}", st.mountpoint.display()),
+            e,
+        )),
+    }
+}
+
+/// The blunt end: abort the connection (requests in flight fail instead of
+/// hanging), kill the process, detach the mount. Best effort, each step.
+fn kill_and_detach(pid: Option<u32>, conn: Option<u64>, mountpoint: &Path) -> Vec<String> {
+    let mut trouble = Vec::new();
+    if let Some(conn) = conn {
+        if let Err(e) = sys::abort_conn(conn) {
+            trouble.push(format!("abort connection {conn}: {e}"));
+        }
+    }
+    if let Some(pid) = pid {
+        if let Err(e) = sys::signal(pid, libc::SIGKILL) {
+            trouble.push(format!("kill {pid}: {e}"));
+        }
+    }
+    if sys::mount_at(mountpoint).ok().flatten().is_some() {
+        if let Err(e) = sys::lazy_unmount(mountpoint) {
+            trouble.push(format!("unmount {}: {e}", mountpoint.display()));
+        }
+    }
+    trouble
+}
+
+/// Creates [`MOUNT_ROOT`] with mode 1777 if missing (every user can join;
+/// the sticky bit keeps them from removing each other's mountpoints).
+pub fn ensure_root() -> Result<(), Error> {
+    match fs::create_dir(MOUNT_ROOT) {
+        Ok(()) => fs::set_permissions(MOUNT_ROOT, fs::Permissions::from_mode(0o1777))
+            .map_err(|e| Error::io(format!("chmod 1777 {MOUNT_ROOT}"), e)),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            if Path::new(MOUNT_ROOT).is_dir() {
+                Ok(())
+            } else {
+                Err(Error::io(
+                    MOUNT_ROOT,
+                    io::Error::from_raw_os_error(libc::ENOTDIR),
+                ))
+            }
+        }
+        Err(e) => Err(Error::io(format!("mkdir {MOUNT_ROOT}"), e)),
+    }
+}
+
+/// The wcfsd binary to start (see the module doc for the order).
+pub fn wcfsd_binary(cfg: &Config) -> Result<PathBuf, Error> {
+    if let Some(p) = &cfg.wcfsd {
+        return if is_executable(p) {
+            Ok(p.clone())
+        } else {
+            Err(Error::NoDaemonBinary {
+                tried: format!("{} (given)", p.display()),
+            })
+        };
+    }
+    if let Some(p) = std::env::var_os(WCFSD_ENV).filter(|p| !p.is_empty()) {
+        let p = PathBuf::from(p);
+        return if is_executable(&p) {
+            Ok(p)
+        } else {
+            Err(Error::NoDaemonBinary {
+                tried: format!("${WCFSD_ENV}={}, not an executable file", p.display()),
+            })
+        };
+    }
+    let mut tried = Vec::new();
+    let mut candidates = Vec::new();
+    if let Some(dir) = std::env::current_exe().ok().and_then(|e| parent(&e)) {
+        candidates.push(dir.join("wcfsd"));
+    }
+    if let Some(dir) = this_object_dir() {
+        candidates.push(dir.join("wcfsd"));
+        candidates.push(dir.join("../bin/wcfsd"));
+    }
+    for p in candidates {
+        if is_executable(&p) {
+            return Ok(p);
+        }
+        tried.push(p.display().to_string());
+    }
+    if let Some(path) = std::env::var_os("PATH") {
+        for dir in std::env::split_paths(&path) {
+            let p = dir.join("wcfsd");
+            if is_executable(&p) {
+                return Ok(p);
+            }
+        }
+    }
+    tried.push("wcfsd on $PATH".into());
+    Err(Error::NoDaemonBinary {
+        tried: format!("${WCFSD_ENV} (unset), {}", tried.join(", ")),
+    })
+}
+
+fn parent(p: &Path) -> Option<PathBuf> {
+    p.parent().map(Path::to_path_buf)
+}
+
+fn is_executable(p: &Path) -> bool {
+    fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+/// The directory of the shared object (or executable) this code is in:
+/// libwcfs.so loaded by Python finds the wcfsd installed with it.
+fn this_object_dir() -> Option<PathBuf> {
+    // SAFETY: Dl_info is plain data; all-zero is a valid value.
+    let mut info: libc::Dl_info = unsafe { std::mem::zeroed() };
+    // SAFETY: dladdr only reads the address and fills `info`; the name it
+    // returns is a NUL-terminated string owned by the loader, valid while
+    // the object is loaded (we are in it), and copied at once.
+    let name = unsafe {
+        if libc::dladdr(this_object_dir as *const libc::c_void, &mut info) == 0
+            || info.dli_fname.is_null()
+        {
+            return None;
+        }
+        CStr::from_ptr(info.dli_fname).to_bytes().to_vec()
+    };
+    let path = PathBuf::from(OsStr::from_bytes(&name));
+    if !path.is_absolute() {
+        return None;
+    }
+    parent(&path)
+}
+
+/// Opens the log for a started daemon (appending) and writes a header;
+/// returns it with the offset the new daemon's lines start at. None (the
+/// daemon's output is dropped) when the log cannot be opened — a log is
+/// not worth failing the start for.
+fn open_log(path: &Path, bin: &Path, cfg: &Config, zurl: &str) -> (Option<fs::File>, u64) {
+    let opened = fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(0o644)
+        .open(path)
+        .or_else(|_| fs::OpenOptions::new().append(true).open(path));
+    let Ok(mut f) = opened else {
+        return (None, 0);
+    };
+    let from = f.metadata().map(|m| m.len()).unwrap_or(0);
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs();
+    let _ = writeln!(
+        f,
+        "--- unix time {now}: pid {} starts {} {} {zurl} {}",
+        std::process::id(),
+        bin.display(),
+        cfg.daemon_args.join(" "),
+        mountpoint_for(zurl).display()
+    );
+    (Some(f), from)
+}
+
+/// Starts `bin args` detached from us: a double fork (the daemon is the
+/// grandchild, so it is not our child and never our zombie), in a session
+/// of its own, cwd `/`, stdin `/dev/null`, stdout/stderr to `log`.
+/// Returns the daemon's pid.
+fn spawn_detached(bin: &Path, args: &[OsString], log: Option<fs::File>) -> io::Result<u32> {
+    let mut fds = [0 as libc::c_int; 2];
+    // SAFETY: pipe2 fills the two-element array with new descriptors.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: both descriptors are new and owned by nobody else.
+    let (rd, wr) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    let wr_raw = wr.as_raw_fd();
+    let mut cmd = Command::new(bin);
+    cmd.args(args).current_dir("/").stdin(Stdio::null());
+    match log {
+        Some(f) => {
+            cmd.stdout(f.try_clone()?).stderr(f);
+        }
+        None => {
+            cmd.stdout(Stdio::null()).stderr(Stdio::null());
+        }
+    }
+    // SAFETY: runs between fork and exec in the child of a possibly
+    // multi-threaded process, so only async-signal-safe calls: fork,
+    // setsid, getpid, write, _exit. The intermediate child exits at once;
+    // the grandchild reports its pid through the (close-on-exec) pipe and
+    // goes on to exec. An exec failure still reaches `spawn` through std's
+    // own close-on-exec pipe, which the grandchild holds.
+    unsafe {
+        cmd.pre_exec(move || match libc::fork() {
+            -1 => Err(io::Error::last_os_error()),
+            0 => {
+                libc::setsid();
+                let pid = libc::getpid().to_ne_bytes();
+                libc::write(wr_raw, pid.as_ptr().cast(), pid.len());
+                Ok(())
+            }
+            _ => libc::_exit(0),
+        });
+    }
+    let mut intermediate = cmd.spawn()?;
+    drop(wr);
+    let _ = intermediate.wait();
+    let mut pid = [0u8; 4];
+    fs::File::from(rd).read_exact(&mut pid)?;
+    Ok(i32::from_ne_bytes(pid) as u32)
+}
+
+/// What [`stop`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StopHow {
+    /// Nothing was mounted there.
+    NotRunning,
+    /// The daemon unmounted and exited on SIGTERM.
+    Graceful,
+    /// It was stuck (or ignored SIGTERM): connection aborted, killed,
+    /// mount detached.
+    Killed,
+    /// It was dead already: its mount was detached.
+    CleanedDead,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stopped {
+    pub mountpoint: PathBuf,
+    pub pid: Option<u32>,
+    pub how: StopHow,
+}
+
+/// Stops the daemon of `zurl` (see the module doc): afterwards nothing is
+/// mounted at its mountpoint and the daemon process is gone.
+pub fn stop(zurl: &str, cfg: &Config) -> Result<Stopped, Error> {
+    // The lock keeps a starter from racing us; but a stop must work even
+    // when whoever holds it is stuck, so after the wait we go on without.
+    let _lock = take_lock(zurl, cfg.lock_timeout()).ok().flatten();
+    let st = status_with(zurl, cfg.probe_timeout)?;
+    let done = |how| Stopped {
+        mountpoint: st.mountpoint.clone(),
+        pid: st.pid,
+        how,
+    };
+    let ours_mounted = || {
+        sys::mount_at(&st.mountpoint)
+            .ok()
+            .flatten()
+            .is_some_and(|m| is_ours(&m, zurl))
+    };
+    let gone = |pid: Option<u32>| !pid.is_some_and(sys::alive) && !ours_mounted();
+    match &st.state {
+        State::Absent => return Ok(done(StopHow::NotRunning)),
+        State::Foreign(_) => return Err(st.to_error()),
+        State::Dead => {
+            clean_dead(&st)?;
+            if !sys::wait_until(cfg.stop_grace, || gone(st.pid)) {
+                return Err(Error::io(
+                    format!("stopping the dead daemon of {zurl}"),
+                    io::Error::other("its process or mount is still there"),
+                ));
+            }
+            return Ok(done(StopHow::CleanedDead));
+        }
+        State::Healthy | State::Unhealthy(_) => {
+            let asked = match st.pid {
+                Some(pid) => sys::signal(pid, libc::SIGTERM).is_ok(),
+                // No process to ask: detaching ends the session once unused.
+                None => sys::lazy_unmount(&st.mountpoint).is_ok(),
+            };
+            if asked && sys::wait_until(cfg.stop_grace, || gone(st.pid)) {
+                return Ok(done(StopHow::Graceful));
+            }
+        }
+        State::Stuck(_) => {}
+    }
+    let trouble = kill_and_detach(st.pid, st.conn, &st.mountpoint);
+    if sys::wait_until(cfg.stop_grace, || gone(st.pid)) {
+        Ok(done(StopHow::Killed))
+    } else {
+        Err(Error::io(
+            format!("stopping the daemon of {zurl} (pid {:?})", st.pid),
+            io::Error::other(format!(
+                "still there after abort+kill+unmount{}",
+                if trouble.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", trouble.join("; "))
+                }
+            )),
+        ))
+    }
+}
+
+/// A free mountpoint for a daemon about to serve in this process, with
+/// the lock held (see [`prepare_serve`]).
+pub struct ServeSlot {
+    pub mountpoint: PathBuf,
+    lock: FileLock,
+}
+
+/// Before `wcfsd serve ZURL` mounts in the foreground: under the lock, a
+/// healthy daemon → [`Error::AlreadyServed`]; dead → cleaned up; stuck,
+/// unhealthy, foreign → error; else the mountpoint, free, with the lock
+/// still held.
+pub fn prepare_serve(zurl: &str, cfg: &Config) -> Result<ServeSlot, Error> {
+    let prep = prepare(zurl, cfg)?;
+    if let Some(pid) = prep.healthy {
+        return Err(Error::AlreadyServed {
+            zurl: zurl.to_string(),
+            mountpoint: prep.mountpoint,
+            pid,
+        });
+    }
+    Ok(ServeSlot {
+        mountpoint: prep.mountpoint,
+        lock: prep.lock,
+    })
+}
+
+impl ServeSlot {
+    /// Keeps the lock, on a thread of its own, until this process's mount
+    /// answers (or `timeout` passes), then releases it.
+    pub fn release_when_ready(self, zurl: &str, timeout: Duration) {
+        let zurl = zurl.to_string();
+        let spawned = std::thread::Builder::new()
+            .name("serve-lock".into())
+            .spawn(move || {
+                let mnt = &self.mountpoint;
+                sys::wait_until(timeout, || {
+                    sys::mount_at(mnt)
+                        .ok()
+                        .flatten()
+                        .is_some_and(|m| is_ours(&m, &zurl))
+                        && matches!(sys::probe(mnt, Duration::from_secs(1)),
+                                    Probe::Answer(s) if s == zurl)
+                });
+                drop(self.lock);
+            });
+        // Without a thread the lock goes now: a concurrent join might then
+        // start a daemon of its own, whose mount the kernel would stack
+        // over ours — unlikely enough not to fail serving for.
+        drop(spawned);
+    }
 }
 
 #[cfg(test)]
@@ -27,5 +825,40 @@ mod tests {
             mountpoint_for("abc"),
             PathBuf::from("/dev/shm/wcfs/a9993e364706816aba3e25717850c26c9cd0d89d")
         );
+        assert_eq!(
+            lock_path("abc"),
+            PathBuf::from("/dev/shm/wcfs/a9993e364706816aba3e25717850c26c9cd0d89d.lock")
+        );
+        assert_eq!(
+            log_path("abc"),
+            PathBuf::from("/dev/shm/wcfs/a9993e364706816aba3e25717850c26c9cd0d89d.log")
+        );
+    }
+
+    #[test]
+    fn binary_given_must_be_executable() {
+        let cfg = Config {
+            wcfsd: Some("/nonexistent/wcfsd".into()),
+            ..Config::default()
+        };
+        let e = wcfsd_binary(&cfg).unwrap_err();
+        assert_eq!(e.errno(), libc::ENOENT);
+        assert!(e.to_string().contains("/nonexistent/wcfsd"), "{e}");
+        let cfg = Config {
+            wcfsd: Some("/bin/sh".into()),
+            ..Config::default()
+        };
+        assert_eq!(wcfsd_binary(&cfg).unwrap(), PathBuf::from("/bin/sh"));
+    }
+
+    #[test]
+    fn status_of_a_zurl_nobody_serves() {
+        let zurl = format!("file:///nonexistent/{}/data.fs", std::process::id());
+        let st = status(&zurl).unwrap();
+        assert_eq!(st.state, State::Absent);
+        assert!(st.summary().contains("not running"), "{}", st.summary());
+        let e = join_with(&zurl, false, &Config::default()).unwrap_err();
+        assert_eq!(e.errno(), libc::ENOENT);
+        assert!(e.to_string().contains("no wcfsd serves"), "{e}");
     }
 }
