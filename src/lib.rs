@@ -16,6 +16,7 @@
 
 pub mod conn;
 pub mod error;
+pub mod ffi;
 pub mod fileh;
 pub mod mapping;
 pub mod wcfs;

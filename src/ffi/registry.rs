@@ -1,0 +1,116 @@
+//! The table behind the C handles.
+//!
+//! A C handle is never a pointer to Rust memory: it is an id, cast to the
+//! opaque pointer type of its kind, that names an entry in one process-wide
+//! table. Ids come from a counter and are never reused, so every handle the
+//! C side can hold is in one of three states, told apart without touching
+//! memory the handle might point to:
+//!
+//! - live: in the table, with its kind (a Conn handle passed where a FileH is
+//!   wanted is an `EINVAL`, not a reinterpretation);
+//! - released: below the counter but no longer in the table (`EBADF`-like,
+//!   reported as `EINVAL` "already released");
+//! - never issued (NULL, garbage): `EINVAL`.
+//!
+//! Locking: one `Mutex` around the table, held only to look up, insert or
+//! remove — never across a call into the library, which may block (a
+//! connect waits for the daemon, a resync for pins). A call therefore
+//! clones the object out (the library's handles are cheap shared clones) and
+//! works on the clone; a concurrent close of the same handle then makes the
+//! library answer `ENOTCONN` rather than leaving a dangling reference.
+
+use crate::{Conn, Error, FileH, Mapping, Result, Wcfs};
+use parking_lot::Mutex;
+use std::collections::BTreeMap;
+use std::ffi::CString;
+
+/// One live handle's object.
+pub(crate) enum Object {
+    /// The mountpoint is kept as a C string so that `wcfs_mountpoint` can
+    /// hand out a pointer that stays valid until the handle is released.
+    Wcfs(Wcfs, CString),
+    Conn(Conn),
+    FileH(FileH),
+    Mapping(Mapping),
+}
+
+impl Object {
+    fn kind(&self) -> &'static str {
+        match self {
+            Object::Wcfs(..) => "wcfs_WCFS",
+            Object::Conn(_) => "wcfs_Conn",
+            Object::FileH(_) => "wcfs_FileH",
+            Object::Mapping(_) => "wcfs_Mapping",
+        }
+    }
+}
+
+struct Table {
+    next_id: usize,
+    live: BTreeMap<usize, Object>,
+}
+
+/// Ids start well above 0 (NULL) and small integers a confused caller might
+/// pass, and advance by 16 so that they never look like a neighbouring
+/// valid handle after an off-by-one.
+const FIRST_ID: usize = 0x10_0000;
+const ID_STEP: usize = 16; // a power of two
+
+static TABLE: Mutex<Table> = Mutex::new(Table {
+    next_id: FIRST_ID,
+    live: BTreeMap::new(),
+});
+
+/// Registers `obj` and returns its new handle id.
+pub(crate) fn insert(obj: Object) -> usize {
+    let mut t = TABLE.lock();
+    let id = t.next_id;
+    t.next_id += ID_STEP;
+    t.live.insert(id, obj);
+    id
+}
+
+fn unknown(t: &Table, id: usize, want: &str) -> Error {
+    if id == 0 {
+        Error::invalid(format!("{want} handle is NULL"))
+    } else if id >= FIRST_ID && id < t.next_id && (id - FIRST_ID) & (ID_STEP - 1) == 0 {
+        Error::invalid(format!("{want} handle {id:#x} was already released"))
+    } else {
+        Error::invalid(format!("{id:#x} is not a {want} handle"))
+    }
+}
+
+fn wrong_kind(id: usize, got: &Object, want: &str) -> Error {
+    Error::invalid(format!("handle {id:#x} is a {}, not a {want}", got.kind()))
+}
+
+/// Runs `f` on the live object `id` under the table lock; `f` must only
+/// clone or read (see the module doc).
+pub(crate) fn with<T>(id: usize, want: &str, f: impl FnOnce(&Object) -> Option<T>) -> Result<T> {
+    let t = TABLE.lock();
+    match t.live.get(&id) {
+        None => Err(unknown(&t, id, want)),
+        Some(obj) => f(obj).ok_or_else(|| wrong_kind(id, obj, want)),
+    }
+}
+
+/// Removes the live object `id` if it is of the wanted kind (`pick`), so that
+/// it is released exactly once; the caller then closes it outside the lock.
+pub(crate) fn remove<T>(
+    id: usize,
+    want: &str,
+    pick: impl FnOnce(&Object) -> Option<T>,
+) -> Result<T> {
+    let mut t = TABLE.lock();
+    let picked = match t.live.get(&id) {
+        None => return Err(unknown(&t, id, want)),
+        Some(obj) => pick(obj).ok_or_else(|| wrong_kind(id, obj, want))?,
+    };
+    t.live.remove(&id);
+    Ok(picked)
+}
+
+/// How many handles are live now (for tests and leak checks).
+pub(crate) fn live_count() -> usize {
+    TABLE.lock().live.len()
+}
