@@ -22,7 +22,7 @@ usage: wcfsd [options] ZURL MOUNTPOINT   serve the ZBigFiles of ZURL over FUSE a
                                          and its mount detached)
        wcfsd ls ZURL                     list the ZBigFiles of a database and check every block loads
 
-ZURL is file://PATH or a plain path to a data.fs (zeo://HOST:PORT: not supported yet).
+ZURL is file://PATH or a plain path to a data.fs, or zeo://HOST:PORT for a ZEO server.
 ZURL's own mountpoint is /dev/shm/wcfs/<sha1 hex of ZURL>: where clients joining ZURL
 (wcfs_join) look, and where they start `wcfsd -autoexit ZURL MOUNTPOINT` in the background
 when asked to. Background daemons log to /dev/shm/wcfs/<sha1>.log. The binary joining

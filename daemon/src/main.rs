@@ -178,9 +178,13 @@ fn ls(url: &str) -> Result<(), Box<dyn std::error::Error>> {
     let path = match zurl::parse(url)? {
         ZUrl::File(path) => path,
         ZUrl::Zeo { .. } => {
-            // Let zurl::open give its "not supported yet" error.
-            zurl::open(url)?;
-            unreachable!("zeo storage opened");
+            // Listing needs every oid: a FileStorage's index has them, a
+            // ZEO server does not say.
+            return Err(format!(
+                "{url}: ls lists the objects of a FileStorage; for a ZEO server, \
+                 run it on the server's data.fs"
+            )
+            .into());
         }
     };
     let t0 = Instant::now();

@@ -22,10 +22,12 @@ Subcommands (all paths are directories holding data.fs):
       for every oid in the file and every tid in the file (and the one
       before the first).
 
-  writer DIR N OUT
+  writer DIR N OUT [--zeo HOST:PORT]
       Commit N transactions, each touching a varied set of objects, and
       after each commit returned write "<tid> <oid,oid,...> <unix time>" to
-      OUT (flushed). A line "done" ends the file.
+      OUT (flushed). A line "done" ends the file. With --zeo, commit through
+      a ZEO ClientStorage connected to that server (which serves DIR/data.fs)
+      instead of opening the file.
 
 Tids and oids are written as 16 hex digits; crc is zlib's crc32 of the data.
 """
@@ -207,10 +209,15 @@ def dump(d, out):
     st.close()
 
 
-def writer(d, ntxn, out):
+def writer(d, ntxn, out, zeo=None):
     path = os.path.join(d, "data.fs")
     rng = random.Random(ntxn)
-    db = ZODB.DB(ZODB.FileStorage.FileStorage(path))
+    if zeo:
+        import ZEO.ClientStorage
+        host, port = zeo.rsplit(":", 1)
+        db = ZODB.DB(ZEO.ClientStorage.ClientStorage((host, int(port))))
+    else:
+        db = ZODB.DB(ZODB.FileStorage.FileStorage(path))
     conn = db.open()
     holder = conn.root()["holder"]
     objs = list(holder.values())
@@ -256,6 +263,7 @@ def main():
     w.add_argument("dir")
     w.add_argument("n", type=int)
     w.add_argument("out")
+    w.add_argument("--zeo")
     a = ap.parse_args()
     if a.cmd == "gen":
         global TINY
@@ -266,7 +274,7 @@ def main():
     elif a.cmd == "dump":
         dump(a.dir, a.out)
     elif a.cmd == "writer":
-        writer(a.dir, a.n, a.out)
+        writer(a.dir, a.n, a.out, a.zeo)
 
 
 if __name__ == "__main__":

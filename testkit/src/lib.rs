@@ -122,6 +122,99 @@ pub fn wcfsd_bin() -> PathBuf {
     bin
 }
 
+/// A real ZEO server (`python -m ZEO.runzeo`) serving a FileStorage on a
+/// free loopback port; killed when dropped. Its log is `<data.fs>.zeo.log`.
+pub struct ZeoServer {
+    child: Option<std::process::Child>,
+    pub port: u16,
+    pub log: PathBuf,
+}
+
+impl ZeoServer {
+    /// Starts `runzeo -a 127.0.0.1:PORT -f datafs` and waits until it
+    /// accepts connections. A free port is picked by binding port 0; should
+    /// another process take it first, the server fails and we retry.
+    pub fn start(datafs: &Path) -> ZeoServer {
+        let mut log = datafs.as_os_str().to_owned();
+        log.push(".zeo.log");
+        let log = PathBuf::from(log);
+        for _ in 0..5 {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .expect("pick a free port")
+                .port();
+            let logf = std::fs::File::create(&log).expect("create zeo log");
+            let mut child = Command::new(python())
+                .args(["-m", "ZEO.runzeo", "-a"])
+                .arg(format!("127.0.0.1:{port}"))
+                .arg("-f")
+                .arg(datafs)
+                .stdin(std::process::Stdio::null())
+                .stdout(logf.try_clone().unwrap())
+                .stderr(logf)
+                .spawn()
+                .expect("start runzeo");
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+            loop {
+                if let Ok(Some(_)) = child.try_wait() {
+                    break; // port taken, or worse: retry, then report
+                }
+                if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                    return ZeoServer {
+                        child: Some(child),
+                        port,
+                        log,
+                    };
+                }
+                if std::time::Instant::now() > deadline {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+        }
+        panic!(
+            "runzeo did not start; its log:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+    }
+
+    /// `zeo://127.0.0.1:PORT`.
+    pub fn zurl(&self) -> String {
+        format!("zeo://127.0.0.1:{}", self.port)
+    }
+
+    /// `127.0.0.1:PORT`, as the Python scripts take it.
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// The server's pid (None once stopped).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    /// Kills the server (SIGKILL) and waits for it.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// The server's log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for ZeoServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -11,7 +11,7 @@
 //!   tid encodes.
 //! - [`storage`]: the [`storage::Storage`] trait (load an object as of a tid,
 //!   last committed tid, watch for new commits) and its drivers, chosen by
-//!   [`zurl::open`]: FileStorage (`data.fs`) now, ZEO later.
+//!   [`zurl::open`]: FileStorage (`data.fs`) and ZEO (`zeo://`).
 //! - [`pickle`]: a decoder for the pickle byte code written by Python 2 and 3,
 //!   built to survive hostile input (no panics, bounded allocation and depth).
 //! - [`serialize`]: ZODB's record format on top of pickles: class

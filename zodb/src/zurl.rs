@@ -58,9 +58,9 @@ pub fn open(zurl: &str) -> Result<Arc<dyn Storage>, Error> {
         ZUrl::File(path) => Ok(Arc::new(crate::storage::filestorage::FileStorage::open(
             &path, zurl,
         )?)),
-        ZUrl::Zeo { host, port } => Err(Error::NotSupported(format!(
-            "{zurl}: ZEO storage (zeo://{host}:{port}) is not supported yet"
-        ))),
+        ZUrl::Zeo { host, port } => Ok(Arc::new(crate::storage::zeo::ZeoStorage::open(
+            &host, port, zurl,
+        )?)),
     }
 }
 
@@ -103,9 +103,10 @@ mod tests {
     }
 
     #[test]
-    fn zeo_not_supported_yet() {
+    fn zeo_nobody_listening_is_a_clear_error() {
+        // Port 1 on loopback: connection refused.
         let err = open("zeo://127.0.0.1:1").err().unwrap();
-        assert!(matches!(err, Error::NotSupported(_)));
-        assert!(err.to_string().contains("not supported yet"), "{err}");
+        assert!(matches!(err, Error::Io { .. }), "{err}");
+        assert!(err.to_string().contains("connect"), "{err}");
     }
 }

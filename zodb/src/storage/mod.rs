@@ -11,6 +11,7 @@
 //! storage is corrupt, or the storage could not be reached.
 
 pub mod filestorage;
+pub mod zeo;
 
 use crate::types::{Oid, Tid};
 use bytes::Bytes;
