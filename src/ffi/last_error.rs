@@ -70,3 +70,51 @@ pub extern "C" fn wcfs_last_error() -> *const c_char {
     // lives as long as the thread.
     LAST_ERROR.with(|e| e.borrow().as_ptr())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::ffi::CStr;
+
+    fn last() -> String {
+        // SAFETY: wcfs_last_error returns this thread's valid C string.
+        unsafe { CStr::from_ptr(wcfs_last_error()) }
+            .to_string_lossy()
+            .into_owned()
+    }
+
+    #[test]
+    fn a_panic_becomes_eio_with_its_text() {
+        assert_eq!(call("wcfs_x", || panic!("boom {}", 7)), -libc::EIO);
+        assert_eq!(last(), "wcfs_x: internal error: boom 7");
+        assert_eq!(call_value("wcfs_y", 42u64, || panic!("static")), 42);
+        assert_eq!(last(), "wcfs_y: internal error: static");
+    }
+
+    #[test]
+    fn errors_are_negative_errno_and_success_keeps_the_text() {
+        assert_eq!(
+            call("wcfs_z", || Err(Error::not_connected("gone"))),
+            -libc::ENOTCONN
+        );
+        assert_eq!(call("wcfs_ok", || Ok(())), 0);
+        assert_eq!(last(), "wcfs_z: gone");
+        // An errno of 0 must not look like success.
+        assert_eq!(call("wcfs_w", || Err(Error::new(0, "odd"))), -libc::EIO);
+        // Interior NULs do not truncate or lose the message.
+        call("wcfs_n", || Err(Error::invalid("a\0b")));
+        assert_eq!(last(), "wcfs_n: a\\0b");
+    }
+
+    #[test]
+    fn the_text_is_per_thread() {
+        call("wcfs_main", || Err(Error::invalid("main")));
+        std::thread::spawn(|| {
+            assert_eq!(last(), "");
+            call("wcfs_other", || Err(Error::invalid("other")));
+        })
+        .join()
+        .unwrap();
+        assert_eq!(last(), "wcfs_main: main");
+    }
+}

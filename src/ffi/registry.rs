@@ -114,3 +114,30 @@ pub(crate) fn remove<T>(
 pub(crate) fn live_count() -> usize {
     TABLE.lock().live.len()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn released_wrong_kind_and_bogus_ids_are_told_apart() {
+        // Objects of the library cannot be made without a daemon here, so
+        // exercise the table with its error paths: an id that was never
+        // issued, NULL, and (below) one that was.
+        let e = with(0, "wcfs_Conn", |_| Some(())).unwrap_err();
+        assert_eq!(e.errno(), libc::EINVAL);
+        assert!(e.message().contains("NULL"), "{e}");
+        let e = with(12345, "wcfs_Conn", |_| Some(())).unwrap_err();
+        assert!(e.message().contains("not a wcfs_Conn"), "{e}");
+        let issued_then_released = {
+            let mut t = TABLE.lock();
+            let id = t.next_id;
+            t.next_id += ID_STEP;
+            id
+        };
+        let e = remove(issued_then_released, "wcfs_FileH", |_| Some(())).unwrap_err();
+        assert!(e.message().contains("already released"), "{e}");
+        let e = with(issued_then_released + 1, "wcfs_FileH", |_| Some(())).unwrap_err();
+        assert!(e.message().contains("not a wcfs_FileH"), "{e}");
+    }
+}
