@@ -1,26 +1,508 @@
 //! `FileH`: one ZBigFile opened under a Conn.
+//!
+//! The file's state (under `FileInner::st`) decides, for every block, where
+//! a Mapping takes that block's memory from ([`Src`]):
+//!
+//! - closed (file closed, Conn down, …) → inaccessible (`PROT_NONE`);
+//! - at or beyond the file's size as of `at` → anonymous zeros (never
+//!   SIGBUS: head may be longer or shorter than the file as of `at`);
+//! - pinned to `@<rev>` → `@<rev>/bigfile/<oid>`;
+//! - inside head's size → `head/bigfile/<oid>` (the shared page cache);
+//! - otherwise (head shrank below the size as of `at`: a block of ours that
+//!   head no longer has, never read by us, so the daemon does not pin it)
+//!   → `@<at>/bigfile/<oid>`, the frozen view of our own `at`.
+//!
+//! A file source is mapped only up to the file's page-rounded size, the
+//! rest of the block is anonymous zeros: a mapping of a file past its end
+//! would SIGBUS. The size as of `at` is the size of `@<at>/bigfile/<oid>`.
+//!
+//! Remaining gap: head's size is sampled when the file is opened or
+//! resynced. If a later commit shrinks head below a block that the process
+//! maps from head and has never touched, touching it raises SIGBUS in the
+//! kernel without the daemon being asked (so no pin can prevent it):
+//! [`crate::sigbus`] catches that fault and re-maps the block from `@<at>`.
+//!
+//! Locking: see [`crate::conn`]. `st` is taken after the Conn's locks; while
+//! it is held only `mmap`-family system calls are made (no FUSE request).
 
-use crate::{Mapping, Oid, Result};
+use crate::conn::ConnInner;
+use crate::mapping::{self, MapRec};
+use crate::{Error, Mapping, Oid, Result, Tid};
+use parking_lot::Mutex;
+use std::collections::HashMap;
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 /// A file handle. Cheap to clone (shared handle).
 #[derive(Clone)]
-pub struct FileH {}
+pub struct FileH {
+    pub(crate) inner: Arc<FileInner>,
+    /// This open (shared by clones): `close` releases it once.
+    open: Arc<AtomicBool>,
+}
+
+pub(crate) struct FileInner {
+    pub(crate) conn: Arc<ConnInner>,
+    pub(crate) oid: Oid,
+    pub(crate) blksize: usize,
+    head: File,
+    pub(crate) st: Mutex<FileState>,
+}
+
+/// A frozen view of the file: `@<rev>/bigfile/<oid>`.
+pub(crate) struct RevFile {
+    file: File,
+    size: u64,
+}
+
+pub(crate) struct FileState {
+    /// Opens not yet closed.
+    nopen: usize,
+    /// Why the file can no longer be used (its memory faults).
+    pub(crate) closed: Option<Error>,
+    at: Tid,
+    /// Size as of `at`.
+    size: u64,
+    /// Size of head when last sampled.
+    head_size: u64,
+    /// blk → rev the daemon pinned it to (absent: head).
+    pinned: HashMap<u64, Tid>,
+    /// Open `@<rev>` files: every pinned rev, and `at`.
+    revs: HashMap<Tid, Arc<RevFile>>,
+    pub(crate) maps: HashMap<u64, MapRec>,
+    next_map: u64,
+}
+
+/// Where the memory of one block comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Src {
+    Fault,
+    Zero,
+    Head,
+    Rev(Tid),
+}
+
+/// What the file looks like as of a new `at` (see [`FileInner::probe`]).
+pub(crate) struct Probe {
+    at_file: Arc<RevFile>,
+    head_size: u64,
+}
+
+/// The parameters of [`FileState::src`] that resync changes.
+#[derive(Clone, Copy)]
+struct View {
+    closed: bool,
+    at: Tid,
+    size: u64,
+    head_size: u64,
+}
+
+impl FileState {
+    fn view(&self) -> View {
+        View {
+            closed: self.closed.is_some(),
+            at: self.at,
+            size: self.size,
+            head_size: self.head_size,
+        }
+    }
+
+    fn src_in(&self, v: View, blk: u64, blksize: usize) -> Src {
+        let off = blk.saturating_mul(blksize as u64);
+        if v.closed {
+            Src::Fault
+        } else if off >= v.size {
+            Src::Zero
+        } else if let Some(&rev) = self.pinned.get(&blk) {
+            Src::Rev(rev)
+        } else if off < v.head_size {
+            Src::Head
+        } else {
+            Src::Rev(v.at)
+        }
+    }
+
+    pub(crate) fn src(&self, blk: u64, blksize: usize) -> Src {
+        self.src_in(self.view(), blk, blksize)
+    }
+
+    /// Drops `@<rev>` files nothing refers to any more.
+    fn prune(&mut self) {
+        let at = self.at;
+        let pinned = &self.pinned;
+        if self.revs.len() > 1 + pinned.len() / 2 || self.revs.len() > 16 {
+            self.revs
+                .retain(|r, _| *r == at || pinned.values().any(|p| p == r));
+        }
+    }
+}
+
+fn stat_err(what: &str, path: &std::path::Path, e: std::io::Error) -> Error {
+    Error::io(format!("wcfs: {what} {}", path.display()), e)
+}
+
+impl RevFile {
+    fn open(path: PathBuf) -> Result<RevFile> {
+        let file = File::open(&path).map_err(|e| stat_err("open", &path, e))?;
+        let size = file
+            .metadata()
+            .map_err(|e| stat_err("stat", &path, e))?
+            .len();
+        Ok(RevFile { file, size })
+    }
+}
+
+impl FileInner {
+    /// Opens head/bigfile/<oid> and @<at>/bigfile/<oid>; no lock held.
+    pub(crate) fn open(conn: Arc<ConnInner>, oid: Oid, at: Tid) -> Result<Arc<FileInner>> {
+        let mnt = conn.wcfs.mountpoint.clone();
+        let hpath = mnt.join(format!("head/bigfile/{oid}"));
+        let head = File::open(&hpath).map_err(|e| stat_err("open", &hpath, e))?;
+        let meta = head.metadata().map_err(|e| stat_err("stat", &hpath, e))?;
+        let blksize = meta.blksize() as usize;
+        let page = mapping::page_size();
+        if blksize == 0 || !blksize.is_multiple_of(page) {
+            return Err(Error::invalid(format!(
+                "wcfs: {}: blksize {blksize} is not a multiple of the page size {page}: \
+                 blocks cannot be mapped one by one",
+                hpath.display()
+            )));
+        }
+        let at_file = Arc::new(RevFile::open(mnt.join(format!("@{at}/bigfile/{oid}")))?);
+        let mut revs = HashMap::new();
+        let size = at_file.size;
+        revs.insert(at, at_file);
+        Ok(Arc::new(FileInner {
+            conn,
+            oid,
+            blksize,
+            head,
+            st: Mutex::new(FileState {
+                nopen: 1,
+                closed: None,
+                at,
+                size,
+                head_size: meta.len(),
+                pinned: HashMap::new(),
+                revs,
+                maps: HashMap::new(),
+                next_map: 1,
+            }),
+        }))
+    }
+
+    fn rev_path(&self, rev: Tid) -> PathBuf {
+        self.conn
+            .wcfs
+            .mountpoint
+            .join(format!("@{rev}/bigfile/{}", self.oid))
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.st.lock().closed.is_some()
+    }
+
+    /// Another open of the same file; false if it is closed.
+    pub(crate) fn reopen(&self) -> bool {
+        let mut st = self.st.lock();
+        if st.closed.is_some() {
+            return false;
+        }
+        st.nopen += 1;
+        true
+    }
+
+    /// The `@<rev>` file, opened if needed (with no lock held: a FUSE lookup).
+    fn rev_file(&self, rev: Tid) -> Result<Arc<RevFile>> {
+        if let Some(rf) = self.st.lock().revs.get(&rev) {
+            return Ok(rf.clone());
+        }
+        Ok(Arc::new(RevFile::open(self.rev_path(rev))?))
+    }
+
+    /// Applies a pin from the daemon: `rev` None is `@head`.
+    pub(crate) fn pin(&self, blk: u64, rev: Option<Tid>) -> Result<()> {
+        let rf = match rev {
+            Some(r) => Some(self.rev_file(r)?),
+            None => None,
+        };
+        let mut st = self.st.lock();
+        if st.closed.is_some() {
+            return Ok(());
+        }
+        match (rev, rf) {
+            (Some(r), Some(rf)) => {
+                st.revs.entry(r).or_insert(rf);
+                st.pinned.insert(blk, r);
+            }
+            _ => {
+                st.pinned.remove(&blk);
+            }
+        }
+        st.prune();
+        let bs = self.blksize;
+        let covering: Vec<usize> = st
+            .maps
+            .values()
+            .filter_map(|m| m.block_addr(blk, bs))
+            .collect();
+        for addr in covering {
+            self.map_block(&st, addr, blk)?;
+        }
+        Ok(())
+    }
+
+    /// Maps block `blk` at `addr` from its source.
+    pub(crate) fn map_block(&self, st: &FileState, addr: usize, blk: u64) -> Result<()> {
+        let bs = self.blksize;
+        let off = blk * bs as u64;
+        match st.src(blk, bs) {
+            Src::Fault => mapping::fixed_anon(addr, bs, libc::PROT_NONE),
+            Src::Zero => mapping::fixed_anon(addr, bs, libc::PROT_READ),
+            Src::Head => mapping::fixed_file(addr, bs, self.head.as_raw_fd(), off, st.head_size),
+            Src::Rev(r) => {
+                let rf = st.revs.get(&r).ok_or_else(|| {
+                    Error::new(
+                        libc::EIO,
+                        format!("wcfs: {}: @{r} not open for #{blk}", self.oid),
+                    )
+                })?;
+                mapping::fixed_file(addr, bs, rf.file.as_raw_fd(), off, rf.size)
+            }
+        }
+    }
+
+    /// Lays out blocks `[blk_start, blk_start+n)` at `addr` (reserved zeros):
+    /// runs of head blocks in one `mmap` each, the others one by one.
+    fn layout(&self, st: &FileState, addr: usize, blk_start: u64, n: u64) -> Result<()> {
+        let bs = self.blksize;
+        let mut blk = blk_start;
+        let end = blk_start + n;
+        let whole_head = |st: &FileState, b: u64| {
+            st.src(b, bs) == Src::Head && (b + 1) * bs as u64 <= st.head_size
+        };
+        while blk < end {
+            let a = addr + ((blk - blk_start) as usize) * bs;
+            if whole_head(st, blk) {
+                let mut run_end = blk + 1;
+                while run_end < end && whole_head(st, run_end) {
+                    run_end += 1;
+                }
+                let len = (run_end - blk) as usize * bs;
+                mapping::fixed_file(a, len, self.head.as_raw_fd(), blk * bs as u64, st.head_size)?;
+                blk = run_end;
+                continue;
+            }
+            if st.src(blk, bs) != Src::Zero {
+                self.map_block(st, a, blk)?;
+            }
+            blk += 1;
+        }
+        Ok(())
+    }
+
+    /// Closes the file with reason `why`: its memory faults from now on.
+    pub(crate) fn fault(&self, why: Error) {
+        let mut st = self.st.lock();
+        if st.closed.is_some() {
+            return;
+        }
+        st.closed = Some(why);
+        for m in st.maps.values() {
+            let _ = mapping::fixed_anon(m.addr, m.len, libc::PROT_NONE);
+        }
+    }
+
+    /// SIGBUS at `addr` in the Mapping at `map_addr` (first block
+    /// `blk_start`): if that block comes from head, head shrank below it —
+    /// take it, and every block after it, from `@<at>` (see
+    /// [`crate::sigbus`]). Whether the block was re-mapped.
+    pub(crate) fn head_gone(&self, map_addr: usize, blk_start: u64, addr: usize) -> bool {
+        let bs = self.blksize;
+        let blk = blk_start + ((addr - map_addr) / bs) as u64;
+        let mut st = self.st.lock();
+        if st.src(blk, bs) != Src::Head {
+            return false;
+        }
+        let old = st.view();
+        st.head_size = st.head_size.min(blk * bs as u64);
+        let new = st.view();
+        self.remap_changed(&st, old, new).is_ok()
+    }
+
+    /// Re-maps the Mapping blocks whose source differs between views.
+    fn remap_changed(&self, st: &FileState, old: View, new: View) -> Result<()> {
+        let bs = self.blksize;
+        for m in st.maps.values() {
+            for i in 0..m.blk_len {
+                let blk = m.blk_start + i;
+                if st.src_in(old, blk, bs) != st.src_in(new, blk, bs) {
+                    self.map_block(st, m.addr + i as usize * bs, blk)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Samples the file as of `at` (no lock held: FUSE requests).
+    pub(crate) fn probe(&self, at: Tid) -> Result<Probe> {
+        let at_file = self.rev_file(at)?;
+        let head_size = self
+            .head
+            .metadata()
+            .map_err(|e| Error::io(format!("wcfs: stat head/bigfile/{}", self.oid), e))?
+            .len();
+        Ok(Probe { at_file, head_size })
+    }
+
+    /// Switches the file to `at` once the daemon acknowledged the watch
+    /// (all its pins applied): sizes change, blocks whose source changed
+    /// are re-mapped.
+    pub(crate) fn advance(&self, at: Tid, p: Probe) -> Result<()> {
+        let mut st = self.st.lock();
+        if st.closed.is_some() {
+            return Ok(());
+        }
+        let old = st.view();
+        st.revs.insert(at, p.at_file.clone());
+        st.at = at;
+        st.size = p.at_file.size;
+        st.head_size = p.head_size;
+        let new = st.view();
+        self.remap_changed(&st, old, new)?;
+        let (pinned, at) = (&st.pinned, st.at);
+        let keep: Vec<Tid> = st
+            .revs
+            .keys()
+            .copied()
+            .filter(|r| *r == at || pinned.values().any(|p| p == r))
+            .collect();
+        st.revs.retain(|r, _| keep.contains(r));
+        Ok(())
+    }
+
+    /// Maps `[blk_start, blk_start+blk_len)`.
+    fn mmap(self: &Arc<Self>, blk_start: i64, blk_len: i64) -> Result<Mapping> {
+        if self.conn.detached() {
+            return Err(Error::not_connected(
+                "wcfs: forked child: handle belongs to the parent",
+            ));
+        }
+        if blk_start < 0 || blk_len <= 0 {
+            return Err(Error::invalid(format!(
+                "wcfs: mmap: bad block range [{blk_start}, +{blk_len})"
+            )));
+        }
+        let bs = self.blksize as u64;
+        let (start, n) = (blk_start as u64, blk_len as u64);
+        let len = n
+            .checked_mul(bs)
+            .filter(|l| {
+                start
+                    .checked_add(n)
+                    .and_then(|e| e.checked_mul(bs))
+                    .is_some_and(|e| e <= i64::MAX as u64)
+                    && *l <= isize::MAX as u64
+            })
+            .ok_or_else(|| {
+                Error::invalid(format!(
+                    "wcfs: mmap: block range [{blk_start}, +{blk_len}) too large"
+                ))
+            })? as usize;
+        let mut st = self.st.lock();
+        if let Some(e) = &st.closed {
+            return Err(Error::not_connected(e.message()));
+        }
+        let addr = mapping::reserve(len, Arc::downgrade(self), start)?;
+        let id = st.next_map;
+        st.next_map += 1;
+        let rec = MapRec {
+            addr,
+            len,
+            blk_start: start,
+            blk_len: n,
+        };
+        st.maps.insert(id, rec);
+        if let Err(e) = self.layout(&st, addr, start, n) {
+            st.maps.remove(&id);
+            mapping::release(addr, len);
+            return Err(e);
+        }
+        drop(st);
+        Ok(Mapping::new(self.clone(), id, rec))
+    }
+
+    /// Releases one open; the last one closes the file.
+    fn close_one(self: &Arc<Self>) -> Result<()> {
+        let conn = self.conn.clone();
+        let _op = conn.op_lock();
+        {
+            let mut st = self.st.lock();
+            st.nopen = st.nopen.saturating_sub(1);
+            if st.nopen > 0 {
+                return Ok(());
+            }
+        }
+        self.fault(Error::not_connected(format!(
+            "wcfs: file {} closed",
+            self.oid
+        )));
+        conn.forget(self.oid, self);
+        if conn.check().is_ok() {
+            // Best effort: the daemon stops pinning it; failure is harmless
+            // (pins for files we do not have are acked).
+            let _ = conn.link.request(&format!("watch {} -", self.oid));
+        }
+        Ok(())
+    }
+}
 
 impl FileH {
+    pub(crate) fn new(inner: Arc<FileInner>) -> FileH {
+        FileH {
+            inner,
+            open: Arc::new(AtomicBool::new(true)),
+        }
+    }
+
     pub fn oid(&self) -> Oid {
-        todo!("libwcfs: FileH::oid")
+        self.inner.oid
     }
 
     pub fn blksize(&self) -> usize {
-        todo!("libwcfs: FileH::blksize")
+        self.inner.blksize
     }
 
     /// Maps blocks `[blk_start, blk_start + blk_len)` read-only.
-    pub fn mmap(&self, _blk_start: i64, _blk_len: i64) -> Result<Mapping> {
-        todo!("libwcfs: FileH::mmap")
+    pub fn mmap(&self, blk_start: i64, blk_len: i64) -> Result<Mapping> {
+        if !self.open.load(Ordering::Acquire) {
+            return Err(Error::not_connected("wcfs: file handle closed"));
+        }
+        self.inner.mmap(blk_start, blk_len)
     }
 
+    /// Releases this open of the file; when it was the last, the file is
+    /// closed and its Mappings fault until they are unmapped.
     pub fn close(&self) -> Result<()> {
-        todo!("libwcfs: FileH::close")
+        if self.inner.conn.detached() {
+            return Ok(());
+        }
+        if !self.open.swap(false, Ordering::AcqRel) {
+            return Err(Error::invalid("wcfs: file handle already closed"));
+        }
+        self.inner.close_one()
+    }
+}
+
+impl std::fmt::Debug for FileH {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FileH")
+            .field("oid", &self.inner.oid)
+            .field("blksize", &self.inner.blksize)
+            .finish_non_exhaustive()
     }
 }

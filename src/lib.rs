@@ -18,7 +18,10 @@ pub mod conn;
 pub mod error;
 pub mod ffi;
 pub mod fileh;
+mod fork;
 pub mod mapping;
+mod sigbus;
+mod watchlink;
 pub mod wcfs;
 
 pub use conn::Conn;

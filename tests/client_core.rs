@@ -1,0 +1,383 @@
+//! The client library's core against a real daemon and real Python commits:
+//! Mappings show the file as of the Conn's `at` (oracle: Python ZODB's view
+//! of the same data.fs), pins while the process itself reads, resync,
+//! sizes, closing, going down, fork.
+
+#[path = "../daemon/tests/common/mod.rs"]
+mod common;
+
+use common::Env;
+use std::sync::Arc;
+use wcfs::{Mapping, Oid, Tid, Wcfs};
+
+const BS: usize = 64 * 1024;
+
+/// Block `blk` of the mapping's memory (touching it: may pin).
+fn mem_block(m: &Mapping, blk: u64) -> Vec<u8> {
+    // SAFETY: the mapping is alive for the call and readable (tests that
+    // expect a fault probe with `readable` instead).
+    let s = unsafe { m.as_slice() };
+    let i = (blk - m.blk_start() as u64) as usize * BS;
+    s[i..i + BS].to_vec()
+}
+
+/// Whether `[addr, addr+len)` can be read, probed without faulting:
+/// process_vm_readv on ourselves fails with EFAULT where a read would fault.
+fn readable(addr: *const u8, len: usize) -> bool {
+    let mut buf = vec![0u8; len];
+    let local = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: len,
+    };
+    let remote = libc::iovec {
+        iov_base: addr as *mut libc::c_void,
+        iov_len: len,
+    };
+    // SAFETY: reads from our own address space into `buf`; the kernel checks
+    // the remote range.
+    let n = unsafe { libc::process_vm_readv(libc::getpid(), &local, 1, &remote, 1, 0) };
+    n == len as isize
+}
+
+fn block_readable(m: &Mapping, blk: u64) -> bool {
+    let i = (blk - m.blk_start() as u64) as usize * BS;
+    // SAFETY: pointer arithmetic inside the mapping's range.
+    readable(unsafe { m.mem_start().add(i) }, BS)
+}
+
+/// Asserts that block `blk` of `m` equals Python's block as of `at` (zeros
+/// beyond the file's size as of `at`).
+fn check(env: &mut Env, m: &Mapping, f: Oid, blk: u64, at: Tid) {
+    let size = env.py.size(f, Some(at));
+    let want = if blk * (BS as u64) < size {
+        env.py.block(f, blk, Some(at))
+    } else {
+        vec![0; BS]
+    };
+    let got = mem_block(m, blk);
+    assert!(
+        got == want,
+        "file {f} blk #{blk} as of {at}: got {:?}…, want {:?}…",
+        &got[..8],
+        &want[..8]
+    );
+}
+
+fn setup(nblk: u64) -> (Env, Oid, Tid, Wcfs) {
+    let mut env = Env::new();
+    let f = env.py.new_file(BS as u64);
+    for b in 0..nblk {
+        env.py.fill(f, b, "zblk0", 0x10 + b as u8, BS);
+    }
+    let at = env.py.commit();
+    env.mount(&[]);
+    let wc = Wcfs::attach(&env.w().mnt).expect("attach");
+    (env, f, at, wc)
+}
+
+#[test]
+fn view_pins_and_resync() {
+    let (mut env, f, at1, wc) = setup(4);
+    assert_eq!(wc.head_at().unwrap(), at1);
+    let conn = wc.connect(at1).unwrap();
+    assert_eq!(conn.at(), at1);
+    let fh = conn.open(f).unwrap();
+    assert_eq!(fh.blksize(), BS);
+    assert_eq!(fh.oid(), f);
+    let m = fh.mmap(0, 8).unwrap();
+    assert_eq!(m.mem_stop() as usize - m.mem_start() as usize, 8 * BS);
+    for b in 0..8 {
+        check(&mut env, &m, f, b, at1); // 4..8: beyond EOF, zeros
+    }
+
+    // Change blocks 1 and 2, grow to 6 blocks: the view stays at at1 —
+    // blocks 1 and 2 were cached from head and are pinned when re-read.
+    env.py.fill(f, 1, "zblk1", 0xa1, BS);
+    env.py.fill(f, 2, "zblk0", 0xa2, 100);
+    env.py.fill(f, 5, "zblk0", 0xa5, BS);
+    let at2 = env.commit();
+    for b in 0..8 {
+        check(&mut env, &m, f, b, at1);
+    }
+    // Head (a plain read) shows at2.
+    env.check_block(f, 1, BS as u64, None);
+
+    // Another Conn at at2 in the same process sees at2, while the first
+    // one keeps at1.
+    let conn2 = wc.connect(at2).unwrap();
+    let fh2 = conn2.open(f).unwrap();
+    let m2 = fh2.mmap(0, 8).unwrap();
+    for b in 0..8 {
+        check(&mut env, &m2, f, b, at2);
+        check(&mut env, &m, f, b, at1);
+    }
+
+    // A third commit; then resync the first Conn to at2 (not latest):
+    // blocks changed only by at3 are pinned, size grows to at2's.
+    env.py.fill(f, 0, "zblk0", 0xb0, BS);
+    env.py.fill(f, 2, "zblk0", 0xb2, BS);
+    env.py.truncate(f, 3);
+    let at3 = env.commit();
+    conn.resync(at2).unwrap();
+    assert_eq!(conn.at(), at2);
+    for b in 0..8 {
+        check(&mut env, &m, f, b, at2);
+        check(&mut env, &m2, f, b, at2);
+    }
+    conn.resync(at3).unwrap();
+    for b in 0..8 {
+        check(&mut env, &m, f, b, at3);
+        check(&mut env, &m2, f, b, at2);
+    }
+    // A Mapping made after resync, over a sub-range.
+    let m3 = fh.mmap(2, 3).unwrap();
+    assert_eq!(m3.blk_start(), 2);
+    for b in 2..5 {
+        check(&mut env, &m3, f, b, at3);
+    }
+    // remmap_blk re-establishes the same view.
+    m.remmap_blk(1).unwrap();
+    check(&mut env, &m, f, 1, at3);
+    assert_eq!(m.remmap_blk(8).unwrap_err().errno(), libc::EINVAL);
+    assert_eq!(m3.remmap_blk(1).unwrap_err().errno(), libc::EINVAL);
+
+    m3.unmap().unwrap();
+    assert_eq!(m3.unmap().unwrap_err().errno(), libc::EINVAL);
+    m.unmap().unwrap();
+    fh.close().unwrap();
+    conn.close().unwrap();
+    assert_eq!(conn.close().unwrap_err().errno(), libc::EINVAL);
+    m2.unmap().unwrap();
+    fh2.close().unwrap();
+    conn2.close().unwrap();
+    wc.close().unwrap();
+}
+
+/// Many threads read blocks that changed after `at` for the first time
+/// since the commit: each read makes the daemon pin our own link while the
+/// reading thread is blocked in the fault, possibly on the very block the
+/// pinner re-maps.
+#[test]
+fn pin_while_blocked_on_same_block() {
+    let n = 16u64;
+    let (mut env, f, at1, wc) = setup(n);
+    let conn = wc.connect(at1).unwrap();
+    let fh = conn.open(f).unwrap();
+    let m = fh.mmap(0, n as i64).unwrap();
+    let want1: Vec<Vec<u8>> = (0..n).map(|b| env.py.block(f, b, Some(at1))).collect();
+    for round in 0..3u8 {
+        // Fill the page cache from head, then change every block.
+        for b in 0..n {
+            assert_eq!(mem_block(&m, b), want1[b as usize], "round {round} #{b}");
+        }
+        for b in 0..n {
+            env.py
+                .fill(f, b, "zblk0", 0x40 + round * 0x10 + b as u8, BS);
+        }
+        env.commit();
+        let m = Arc::new(m.clone());
+        let want = Arc::new(want1.clone());
+        let threads: Vec<_> = (0..8)
+            .map(|t| {
+                let (m, want) = (m.clone(), want.clone());
+                std::thread::spawn(move || {
+                    for i in 0..n {
+                        let b = (i + t) % n; // all threads hit all blocks
+                        assert_eq!(mem_block(&m, b), want[b as usize], "thread {t} #{b}");
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+    }
+    let st = common::watch::stats(&env.w().mnt);
+    assert!(st["pin"] >= n as i64, "pins: {st:?}");
+    assert_eq!(st["pinkill"], 0);
+    conn.close().unwrap();
+}
+
+#[test]
+fn going_back_takes_the_conn_down() {
+    let (mut env, f, at1, wc) = setup(2);
+    env.py.fill(f, 0, "zblk0", 0x77, BS);
+    let at2 = env.commit();
+    let conn = wc.connect(at2).unwrap();
+    let fh = conn.open(f).unwrap();
+    let m = fh.mmap(0, 2).unwrap();
+    check(&mut env, &m, f, 0, at2);
+    let e = conn.resync(at1).unwrap_err();
+    assert_eq!(e.errno(), libc::EINVAL, "{e}");
+    assert!(!block_readable(&m, 0), "memory of a downed Conn must fault");
+    assert_eq!(conn.open(f).unwrap_err().errno(), libc::ENOTCONN);
+    assert_eq!(conn.resync(at2).unwrap_err().errno(), libc::ENOTCONN);
+    assert_eq!(fh.mmap(0, 1).unwrap_err().errno(), libc::ENOTCONN);
+    assert_eq!(m.remmap_blk(0).unwrap_err().errno(), libc::ENOTCONN);
+    // Releasing still works.
+    m.unmap().unwrap();
+    fh.close().unwrap();
+    conn.close().unwrap();
+}
+
+#[test]
+fn closing_parents_first_faults_children() {
+    let (mut env, f, at1, wc) = setup(2);
+    let conn = wc.connect(at1).unwrap();
+    let fh = conn.open(f).unwrap();
+    let m = fh.mmap(0, 3).unwrap();
+    let m2 = fh.mmap(1, 1).unwrap();
+    check(&mut env, &m, f, 0, at1);
+    assert!(block_readable(&m, 2), "beyond EOF: zeros");
+
+    // Closing the FileH faults its Mappings.
+    fh.close().unwrap();
+    assert_eq!(fh.close().unwrap_err().errno(), libc::EINVAL);
+    for b in 0..3 {
+        assert!(!block_readable(&m, b), "#{b} readable after FileH close");
+    }
+    assert_eq!(m.remmap_blk(0).unwrap_err().errno(), libc::ENOTCONN);
+    m.unmap().unwrap();
+
+    // Opened again: fresh; then the WCFS is closed under it.
+    let fh = conn.open(f).unwrap();
+    let m = fh.mmap(0, 2).unwrap();
+    check(&mut env, &m, f, 1, at1);
+    assert!(!block_readable(&m2, 1), "old mapping stays faulting");
+    wc.close().unwrap();
+    assert!(!block_readable(&m, 0) && !block_readable(&m, 1));
+    assert_eq!(conn.open(f).unwrap_err().errno(), libc::ENOTCONN);
+    assert_eq!(wc.connect(at1).unwrap_err().errno(), libc::ENOTCONN);
+    assert_eq!(wc.head_at().unwrap_err().errno(), libc::ENOTCONN);
+    m.unmap().unwrap();
+    m2.unmap().unwrap();
+    fh.close().unwrap();
+    conn.close().unwrap();
+}
+
+/// Head shrinks below the size as of `at`: blocks we read before are
+/// pinned by the daemon; blocks we never read come from @at, never SIGBUS.
+#[test]
+fn head_shrinks_below_at() {
+    let (mut env, f, at1, wc) = setup(6);
+    env.py.truncate(f, 1);
+    let at2 = env.commit();
+    // Opened after the truncation: head has 1 block, at1 has 6.
+    let conn = wc.connect(at1).unwrap();
+    let fh = conn.open(f).unwrap();
+    let m = fh.mmap(0, 7).unwrap();
+    for b in 0..7 {
+        check(&mut env, &m, f, b, at1);
+    }
+    conn.resync(at2).unwrap();
+    for b in 0..7 {
+        check(&mut env, &m, f, b, at2);
+    }
+    // Grow back past the old size, then a view at at3 sees it.
+    env.py.fill(f, 3, "zblk0", 0x33, BS);
+    let at3 = env.commit();
+    conn.resync(at3).unwrap();
+    for b in 0..7 {
+        check(&mut env, &m, f, b, at3);
+    }
+    conn.close().unwrap();
+
+    // Read through head first, then head shrinks: the daemon pins them.
+    let conn = wc.connect(at3).unwrap();
+    let fh = conn.open(f).unwrap();
+    let m = fh.mmap(0, 5).unwrap();
+    for b in 0..5 {
+        check(&mut env, &m, f, b, at3);
+    }
+    env.py.truncate(f, 0);
+    env.commit();
+    for b in 0..5 {
+        check(&mut env, &m, f, b, at3);
+    }
+    conn.close().unwrap();
+}
+
+#[test]
+fn fork_detaches() {
+    let (mut env, f, at1, wc) = setup(3);
+    let conn = wc.connect(at1).unwrap();
+    let fh = conn.open(f).unwrap();
+    let m = fh.mmap(0, 3).unwrap();
+    for b in 0..3 {
+        check(&mut env, &m, f, b, at1);
+    }
+    // Child 1: handles are detached (ENOTCONN, no lock taken), releasing
+    // them is fine, and the parent's link is left alone.
+    // SAFETY: the child only calls into the library (detached paths) and
+    // _exits.
+    match unsafe { libc::fork() } {
+        0 => {
+            let ok = conn.open(f).map(|_| ()).err().map(|e| e.errno()) == Some(libc::ENOTCONN)
+                && fh.mmap(0, 1).err().map(|e| e.errno()) == Some(libc::ENOTCONN)
+                && !block_readable(&m, 0)
+                && m.unmap().is_ok()
+                && fh.close().is_ok()
+                && conn.close().is_ok();
+            // SAFETY: leaving the forked child without running Rust's exit.
+            unsafe { libc::_exit(if ok { 0 } else { 1 }) };
+        }
+        pid => assert_eq!(wait(pid), Ok(0), "child 1"),
+    }
+    // Child 2: touching the inherited mapping faults.
+    // SAFETY: as above.
+    match unsafe { libc::fork() } {
+        0 => {
+            // SAFETY: expected to fault (SIGSEGV): that is the test.
+            let v = unsafe { std::ptr::read_volatile(m.mem_start()) };
+            // SAFETY: leaving the forked child.
+            unsafe { libc::_exit(v as i32 + 2) };
+        }
+        pid => assert_eq!(wait(pid), Err(libc::SIGSEGV), "child 2"),
+    }
+    // The parent still works: pins after the children flushed the link.
+    env.py.fill(f, 1, "zblk0", 0x99, BS);
+    let at2 = env.commit();
+    for b in 0..3 {
+        check(&mut env, &m, f, b, at1);
+    }
+    conn.resync(at2).unwrap();
+    for b in 0..3 {
+        check(&mut env, &m, f, b, at2);
+    }
+    let st = common::watch::stats(&env.w().mnt);
+    assert_eq!(st["pinkill"], 0);
+    conn.close().unwrap();
+}
+
+/// Ok(exit code) or Err(signal).
+fn wait(pid: libc::pid_t) -> Result<i32, i32> {
+    let mut status = 0;
+    // SAFETY: waiting for our own child.
+    let r = unsafe { libc::waitpid(pid, &mut status, 0) };
+    assert_eq!(r, pid);
+    if libc::WIFEXITED(status) {
+        Ok(libc::WEXITSTATUS(status))
+    } else {
+        Err(libc::WTERMSIG(status))
+    }
+}
+
+/// The daemon goes away: the Conn goes down, its memory faults.
+#[test]
+fn daemon_exit_takes_conns_down() {
+    let (mut env, f, at1, wc) = setup(2);
+    let conn = wc.connect(at1).unwrap();
+    let fh = conn.open(f).unwrap();
+    let m = fh.mmap(0, 2).unwrap();
+    check(&mut env, &m, f, 0, at1);
+    env.w_mut()
+        .signal_and_wait(nix::sys::signal::Signal::SIGKILL);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while conn.open(f).is_ok() || block_readable(&m, 0) {
+        assert!(std::time::Instant::now() < deadline, "conn still up");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert_eq!(conn.resync(at1).unwrap_err().errno(), libc::ENOTCONN);
+    m.unmap().unwrap();
+    conn.close().unwrap();
+}
