@@ -89,3 +89,52 @@ fn corrupt_block_eio_for_that_block_only() {
     let log = w.log();
     assert!(log.contains("blk #2"), "reason logged:\n{log}");
 }
+
+/// Loss of the ZEO server (killed mid-run): the watcher fails, the
+/// filesystem switches to EIO mode and the daemon exits — no read returns
+/// data, cached or not, once the server is gone.
+#[test]
+fn zeo_server_killed_eio_then_exit() {
+    const BS: u64 = 64 << 10;
+    let mut env = Env::new_zeo();
+    let f = env.py.new_file(BS);
+    for blk in 0..4 {
+        env.py.fill(f, blk, "zblk0", 1 + blk as u8, BS as usize);
+    }
+    env.py.commit();
+    env.mount(&[]);
+    // Warm blocks 0 and 1, keep a descriptor open; 2 and 3 stay cold.
+    let path = env.w().head_file(f);
+    let fd = std::fs::File::open(&path).unwrap();
+    env.check_block(f, 0, BS, None);
+    env.check_block(f, 1, BS, None);
+    // The daemon follows commits made through the server.
+    env.py.fill(f, 1, "zblk0", 0x77, BS as usize);
+    env.commit();
+    env.check_block(f, 1, BS, None);
+
+    env.zeo.as_mut().unwrap().kill();
+    let st = env
+        .w_mut()
+        .wait_exit(Duration::from_secs(20))
+        .unwrap_or_else(|| panic!("wcfsd did not exit after the ZEO server died"));
+    assert!(!st.success());
+    let log = env.w().log();
+    assert!(log.contains("zwatcher failed"), "{log}");
+    assert!(log.contains("switching filesystem to EIO mode"), "{log}");
+    assert!(log.contains("closed by server"), "cause in the log:\n{log}");
+
+    let mut buf = vec![0u8; BS as usize];
+    use std::os::unix::fs::FileExt;
+    for blk in 0..4 {
+        match fd.read_at(&mut buf, blk * BS) {
+            Err(e) => assert!(
+                matches!(errno(&e), libc::EIO | libc::ENOTCONN),
+                "blk #{blk}: {e}"
+            ),
+            Ok(n) => panic!("blk #{blk}: read after server loss returned {n} bytes"),
+        }
+    }
+    let e = std::fs::read_to_string(env.w().path("head/at")).unwrap_err();
+    assert!(matches!(errno(&e), libc::EIO | libc::ENOTCONN), "{e}");
+}

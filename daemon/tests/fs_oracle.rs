@@ -459,17 +459,55 @@ fn map_head(env: &Env, f: &mut File) {
 }
 
 #[test]
-// is_multiple_of is newer than the workspace's rust-version (1.80).
-#[allow(clippy::manual_is_multiple_of)]
 fn random_commits_match_python() {
-    let t0 = Instant::now();
-    let seed = testkit::seed("random_commits_match_python");
-    let mut rng = Rng::new(seed);
     let ncommit: usize = std::env::var("WCFS_TEST_COMMITS")
         .ok()
         .map(|s| s.parse().unwrap())
         .unwrap_or(if cfg!(debug_assertions) { 40 } else { 300 });
-    let mut env = Env::new();
+    let plan = Plan {
+        ncommit,
+        deep_at_every: (10, 25),
+        final_views: 5,
+    };
+    random_commits(Env::new(), "random_commits_match_python", plan);
+}
+
+/// How much of the checking a run does.
+struct Plan {
+    /// Transactions to commit.
+    ncommit: usize,
+    /// `deep` through @tid every n-th commit: (the tid just before, a
+    /// random older one) — every such view is tens of thousands of cold
+    /// blocks.
+    deep_at_every: (usize, usize),
+    /// Random @tid views of every file checked at the end.
+    final_views: usize,
+}
+
+/// The same over a real ZEO server: Python commits through a ZEO
+/// ClientStorage, the daemon serves `zeo://` (fewer commits: every cold
+/// block is a round trip to a Python server).
+#[test]
+fn random_commits_match_python_zeo() {
+    let ncommit: usize = std::env::var("WCFS_TEST_ZEO_COMMITS")
+        .ok()
+        .map(|s| s.parse().unwrap())
+        .unwrap_or(if cfg!(debug_assertions) { 10 } else { 25 });
+    let plan = Plan {
+        ncommit,
+        deep_at_every: (12, 25),
+        final_views: 2,
+    };
+    random_commits(Env::new_zeo(), "random_commits_match_python_zeo", plan);
+}
+
+// is_multiple_of is newer than the workspace's rust-version (1.80).
+#[allow(clippy::manual_is_multiple_of)]
+fn random_commits(mut env: Env, name: &str, plan: Plan) {
+    let ncommit = plan.ncommit;
+    let t0 = Instant::now();
+    let seed = testkit::seed(name);
+    let mut rng = Rng::new(seed);
 
     // Setup, before mounting: deep gets ≥ 31 000 keys in two big commits.
     let deep = env.py.new_file(DEEP_BS);
@@ -593,10 +631,10 @@ fn random_commits_match_python() {
 
         // Older views: the tid just before, and a random older one — for
         // deep (every @tid view of it is tens of thousands of cold blocks)
-        // every 10th / 25th commit only, for mid every other commit.
+        // only every few commits (the plan says), for mid every other commit.
         let ta = Instant::now();
         let old = tids[rng.below(tids.len() as u64 - 1) as usize];
-        let every = [(10, 25), (1, 2), (1, 1)];
+        let every = [plan.deep_at_every, (1, 2), (1, 1)];
         for (fi, (n_prev, n_old)) in every.into_iter().enumerate() {
             if i % n_prev == 0 {
                 check_at(&mut env, &files[fi], prev);
@@ -611,7 +649,7 @@ fn random_commits_match_python() {
     }
 
     // @tid views never change: a few of them once more, at the end.
-    for _ in 0..5 {
+    for _ in 0..plan.final_views {
         let at = tids[rng.below(tids.len() as u64) as usize];
         for f in &files {
             check_at(&mut env, f, at);

@@ -200,9 +200,19 @@ fn tail(s: &str, n: usize) -> String {
 
 #[test]
 fn pins_match_the_model() {
-    let seed = testkit::seed("iso_oracle");
+    pins_match(Env::new(), "iso_oracle", STEPS);
+}
+
+/// The same with the daemon serving a real ZEO server that Python commits
+/// to through a ZEO ClientStorage.
+#[test]
+fn pins_match_the_model_zeo() {
+    pins_match(Env::new_zeo(), "iso_oracle_zeo", STEPS);
+}
+
+fn pins_match(mut env: Env, name: &str, steps: usize) {
+    let seed = testkit::seed(name);
     let mut rng = Rng::new(seed);
-    let mut env = Env::new();
     let mut files = Vec::new();
     for _ in 0..2 {
         let f = env.py.new_file(BS);
@@ -217,7 +227,7 @@ fn pins_match_the_model() {
     let h0 = env.py.commit();
     env.mount(&["-pintimeout", "10s"]);
     assert_eq!(env.w().head(), h0);
-    let mut ids = BlkIds::start(&env.datafs);
+    let mut ids = BlkIds::start(&env.storage_arg());
     let state = ids.get(&files, h0);
     let mut m = PinModel::new(h0, state);
     let heads: Vec<File> = files
@@ -246,7 +256,7 @@ fn pins_match_the_model() {
     t.watch(0, 0, h0);
     t.watch(0, 1, h0);
 
-    for step in 0..STEPS {
+    for step in 0..steps {
         match rng.below(10) {
             0..=2 => t.commit(&mut rng),
             3..=5 => {

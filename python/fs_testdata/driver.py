@@ -2,6 +2,7 @@
 """Commit to a data.fs on command, for the wcfsd filesystem tests.
 
 usage: driver.py PATH/data.fs
+       driver.py zeo://HOST:PORT    (commit through a ZEO ClientStorage)
 
 Reads one JSON object per line on stdin and answers one line on stdout
 ("error <why>" on failure); ids and tids are 16 hex digits:
@@ -75,9 +76,18 @@ def unh(s):
     return p64(int(s, 16))
 
 
+def open_storage(where, read_only=False):
+    """A FileStorage at a path, or a ZEO ClientStorage for zeo://HOST:PORT."""
+    if where.startswith('zeo://'):
+        from ZEO.ClientStorage import ClientStorage
+        host, port = where[len('zeo://'):].rsplit(':', 1)
+        return ClientStorage((host, int(port)), read_only=read_only)
+    return FileStorage(where, read_only=read_only)
+
+
 class Driver:
     def __init__(self, path):
-        self.db = ZODB.DB(FileStorage(path))
+        self.db = ZODB.DB(open_storage(path))
         self.conn = self.db.open()
         self.root = self.conn.root()
 

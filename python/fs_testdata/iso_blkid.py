@@ -3,6 +3,7 @@
 for the isolation-protocol model (daemon/tests/iso_oracle.rs).
 
 usage: iso_blkid.py PATH/data.fs
+       iso_blkid.py zeo://HOST:PORT
 
 Reads one JSON object per line on stdin: {"files": [OID, ...], "at": TID}
 (16 hex digits) and answers one line per file, then "end":
@@ -30,6 +31,15 @@ from ZODB.utils import p64, u64  # noqa: E402
 from wendelin.bigfile.file_zodb import ZBlk1  # noqa: E402
 
 
+def open_storage(where, read_only):
+    """A FileStorage at a path, or a ZEO ClientStorage for zeo://HOST:PORT."""
+    if where.startswith('zeo://'):
+        from ZEO.ClientStorage import ClientStorage
+        host, port = where[len('zeo://'):].rsplit(':', 1)
+        return ClientStorage((host, int(port)), read_only=read_only)
+    return FileStorage(where, read_only=read_only)
+
+
 def ident(obj):
     obj._p_activate()
     return '%016x.%016x' % (u64(obj._p_oid), u64(obj._p_serial))
@@ -46,7 +56,7 @@ def main():
             continue
         c = json.loads(line)
         try:
-            db = ZODB.DB(FileStorage(path, read_only=True))
+            db = ZODB.DB(open_storage(path, read_only=True))
             try:
                 conn = db.open(at=p64(int(c['at'], 16)))
                 lines = []

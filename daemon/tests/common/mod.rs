@@ -347,10 +347,13 @@ impl Drop for Wcfs {
 }
 
 /// A test setup: temp dir with data.fs, the Python driver, and (after
-/// [`Env::mount`]) a daemon. Fields drop in order: daemon, driver, dir.
+/// [`Env::mount`]) a daemon; with [`Env::new_zeo`], a ZEO server serves the
+/// data.fs and the driver and the daemon both go through it. Fields drop in
+/// order: daemon, driver, ZEO server, dir.
 pub struct Env {
     pub wcfs: Option<Wcfs>,
     pub py: Driver,
+    pub zeo: Option<testkit::ZeoServer>,
     pub datafs: PathBuf,
     pub zurl: String,
     pub dir: tempfile::TempDir,
@@ -368,9 +371,40 @@ impl Env {
         Env {
             wcfs: None,
             py,
+            zeo: None,
             datafs,
             zurl,
             dir,
+        }
+    }
+
+    /// Like [`Env::new`], with a real ZEO server (`runzeo`) in front of the
+    /// data.fs: the driver commits through a Python ZEO ClientStorage, and
+    /// the daemon serves `zeo://127.0.0.1:PORT`.
+    pub fn new_zeo() -> Env {
+        let dir = tempfile::Builder::new()
+            .prefix("wcfs-test")
+            .tempdir()
+            .unwrap();
+        let datafs = dir.path().join("data.fs");
+        let zeo = testkit::ZeoServer::start(&datafs);
+        let zurl = zeo.zurl();
+        let py = Driver::start(Path::new(&zurl));
+        Env {
+            wcfs: None,
+            py,
+            zeo: Some(zeo),
+            datafs,
+            zurl,
+            dir,
+        }
+    }
+
+    /// What the Python helper scripts open: the data.fs, or the ZEO server.
+    pub fn storage_arg(&self) -> PathBuf {
+        match &self.zeo {
+            Some(z) => PathBuf::from(z.zurl()),
+            None => self.datafs.clone(),
         }
     }
 
