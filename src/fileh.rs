@@ -27,7 +27,7 @@
 
 use crate::conn::ConnInner;
 use crate::mapping::{self, MapRec};
-use crate::{Error, Mapping, Oid, Result, Tid};
+use crate::{fork, Error, Mapping, Oid, Result, Tid};
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::fs::File;
@@ -130,14 +130,26 @@ impl FileState {
         self.src_in(self.view(), blk, blksize)
     }
 
-    /// Drops `@<rev>` files nothing refers to any more.
-    fn prune(&mut self) {
-        let at = self.at;
-        let pinned = &self.pinned;
-        if self.revs.len() > 1 + pinned.len() / 2 || self.revs.len() > 16 {
-            self.revs
-                .retain(|r, _| *r == at || pinned.values().any(|p| p == r));
+    /// The `@<at>` file (descriptor, size): what a forked child maps.
+    fn frozen(&self) -> (std::os::fd::RawFd, u64) {
+        let f = &self.revs[&self.at];
+        (f.file.as_raw_fd(), f.size)
+    }
+
+    /// Takes out the `@<rev>` files nothing refers to any more, for the
+    /// caller to close after releasing the lock (a close is a FUSE request).
+    fn prune(&mut self, always: bool) -> Vec<Arc<RevFile>> {
+        if !always && self.revs.len() <= 16 {
+            return Vec::new();
         }
+        let at = self.at;
+        let unused: Vec<Tid> = self
+            .revs
+            .keys()
+            .copied()
+            .filter(|r| *r != at && !self.pinned.values().any(|p| p == r))
+            .collect();
+        unused.iter().filter_map(|r| self.revs.remove(r)).collect()
     }
 }
 
@@ -243,7 +255,7 @@ impl FileInner {
                 st.pinned.remove(&blk);
             }
         }
-        st.prune();
+        let unused = st.prune(false);
         let bs = self.blksize;
         let covering: Vec<usize> = st
             .maps
@@ -253,6 +265,8 @@ impl FileInner {
         for addr in covering {
             self.map_block(&st, addr, blk)?;
         }
+        drop(st);
+        drop(unused);
         Ok(())
     }
 
@@ -314,6 +328,7 @@ impl FileInner {
         st.closed = Some(why);
         for m in st.maps.values() {
             let _ = mapping::fixed_anon(m.addr, m.len, libc::PROT_NONE);
+            fork::set_frozen(m.addr, None);
         }
     }
 
@@ -374,14 +389,14 @@ impl FileInner {
         st.head_size = p.head_size;
         let new = st.view();
         self.remap_changed(&st, old, new)?;
-        let (pinned, at) = (&st.pinned, st.at);
-        let keep: Vec<Tid> = st
-            .revs
-            .keys()
-            .copied()
-            .filter(|r| *r == at || pinned.values().any(|p| p == r))
-            .collect();
-        st.revs.retain(|r, _| keep.contains(r));
+        // Before the old @<at> descriptor may be closed below.
+        let frozen = st.frozen();
+        for m in st.maps.values() {
+            fork::set_frozen(m.addr, Some(frozen));
+        }
+        let unused = st.prune(true);
+        drop(st);
+        drop(unused);
         Ok(())
     }
 
@@ -417,7 +432,8 @@ impl FileInner {
         if let Some(e) = &st.closed {
             return Err(Error::not_connected(e.message()));
         }
-        let addr = mapping::reserve(len, Arc::downgrade(self), start)?;
+        let frozen = st.frozen();
+        let addr = mapping::reserve(len, Arc::downgrade(self), start, self.blksize, frozen)?;
         let id = st.next_map;
         st.next_map += 1;
         let rec = MapRec {

@@ -11,19 +11,25 @@
 //!   (The close makes the kernel send FUSE `flush`, which the daemon answers
 //!   by interrupting the parent's parked read of that link with `EINTR`;
 //!   the parent's pinner just reads again, see [`crate::watchlink`].)
-//! - every mapping of the library is re-mapped `PROT_NONE` in the child:
-//!   touching it faults instead of showing data that is no longer kept as
-//!   of its `at`;
+//! - every mapping of the library is re-mapped, whole, from
+//!   `@<at>/bigfile/<oid>` — the frozen view of its Conn's `at`, which is
+//!   exactly what the memory showed (pins are only a way to share head's
+//!   cache). The child keeps reading its view, correct, with no pinner
+//!   needed; it just never moves. Memory that faulted (file or Conn closed
+//!   or down) stays inaccessible;
 //! - the fork *generation* moves on, so every handle created before the
 //!   fork knows it belongs to the parent: its calls fail with `ENOTCONN`,
 //!   without taking any lock (a lock may have been held by a parent thread
 //!   that does not exist in the child), and releasing it only frees the
 //!   child's own copy of its memory.
 //!
-//! The handler needs to know every mapping and link without the locks of
-//! the Conns and files: they live in the [`REGISTRY`], a leaf lock held
-//! only for inserts and removals (and across `fork()` itself: the prepare
-//! handler takes it, so the child finds it consistent).
+//! The handler needs to know every mapping (with the descriptor and size of
+//! its `@<at>` file) and link without the locks of the Conns and files:
+//! they live in the [`REGISTRY`], a leaf lock held only for short updates
+//! (and across `fork()` itself: the prepare handler takes it, so the child
+//! finds it consistent). A file updates its entries under its own lock
+//! whenever `at` changes or it goes down, before it closes the old `@<at>`
+//! descriptor.
 
 use crate::fileh::FileInner;
 use parking_lot::Mutex;
@@ -50,6 +56,18 @@ pub(crate) struct MapEntry {
     pub(crate) gen: u64,
     pub(crate) file: Weak<FileInner>,
     pub(crate) blk_start: u64,
+    pub(crate) blksize: usize,
+    /// `@<at>` file of the view (descriptor, size), None once it faults.
+    pub(crate) frozen: Option<(RawFd, u64)>,
+}
+
+/// Sets the frozen view of the mapping at `addr` (see the module doc).
+pub(crate) fn set_frozen(addr: usize, frozen: Option<(RawFd, u64)>) {
+    with_registry(|r| {
+        if let Some(e) = r.maps.get_mut(&addr) {
+            e.frozen = frozen;
+        }
+    });
 }
 
 pub(crate) static REGISTRY: Mutex<Option<Registry>> = Mutex::new(None);
@@ -94,19 +112,7 @@ extern "C" fn child() {
     let reg = unsafe { &mut *REGISTRY.data_ptr() };
     if let Some(reg) = reg.as_mut() {
         for (&addr, e) in &reg.maps {
-            let len = e.len;
-            // SAFETY: the range is a mapping made by this library; replacing
-            // it with inaccessible memory is what detaching means.
-            unsafe {
-                libc::mmap(
-                    addr as *mut libc::c_void,
-                    len,
-                    libc::PROT_NONE,
-                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED | libc::MAP_NORESERVE,
-                    -1,
-                    0,
-                );
-            }
+            freeze(addr, e);
         }
         for &fd in &reg.links {
             // SAFETY: the child's copy of a head/watch descriptor; no handle
@@ -120,4 +126,53 @@ extern "C" fn child() {
     // SAFETY: locked by `prepare` before fork, in the thread that is now
     // the child's only thread.
     unsafe { REGISTRY.force_unlock() };
+}
+
+/// Re-maps a mapping in a forked child from its `@<at>` file (or makes it
+/// inaccessible): only system calls, no lock, no allocation.
+fn freeze(addr: usize, e: &MapEntry) {
+    let anon = |a: usize, len: usize, prot: i32| {
+        // SAFETY: inside a range this library reserved (registry entry).
+        unsafe {
+            libc::mmap(
+                a as *mut libc::c_void,
+                len,
+                prot,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED | libc::MAP_NORESERVE,
+                -1,
+                0,
+            )
+        }
+    };
+    let Some((fd, size)) = e.frozen else {
+        anon(addr, e.len, libc::PROT_NONE);
+        return;
+    };
+    let off = e.blk_start.saturating_mul(e.blksize as u64);
+    let page = crate::mapping::page_size() as u64;
+    let n = if size > off {
+        ((size - off).div_ceil(page) * page).min(e.len as u64) as usize
+    } else {
+        0
+    };
+    if n > 0 {
+        // SAFETY: inside our range, from the open `@<at>` descriptor.
+        let p = unsafe {
+            libc::mmap(
+                addr as *mut libc::c_void,
+                n,
+                libc::PROT_READ,
+                libc::MAP_SHARED | libc::MAP_FIXED,
+                fd,
+                off as libc::off_t,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            anon(addr, e.len, libc::PROT_NONE);
+            return;
+        }
+    }
+    if n < e.len {
+        anon(addr + n, e.len - n, libc::PROT_READ);
+    }
 }

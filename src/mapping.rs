@@ -117,7 +117,13 @@ pub(crate) fn fixed_file(addr: usize, len: usize, fd: RawFd, off: u64, fsize: u6
 
 /// Reserves `len` bytes of zeros somewhere for blocks from `blk_start`
 /// of `file`; registered for the fork and SIGBUS handlers.
-pub(crate) fn reserve(len: usize, file: Weak<FileInner>, blk_start: u64) -> Result<usize> {
+pub(crate) fn reserve(
+    len: usize,
+    file: Weak<FileInner>,
+    blk_start: u64,
+    blksize: usize,
+    frozen: (RawFd, u64),
+) -> Result<usize> {
     fork::with_registry(|r| {
         // SAFETY: a new anonymous mapping at an address the kernel picks.
         let p = unsafe {
@@ -143,6 +149,8 @@ pub(crate) fn reserve(len: usize, file: Weak<FileInner>, blk_start: u64) -> Resu
                 gen: fork::generation(),
                 file,
                 blk_start,
+                blksize,
+                frozen: Some(frozen),
             },
         );
         Ok(p as usize)

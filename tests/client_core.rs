@@ -7,6 +7,7 @@
 mod common;
 
 use common::Env;
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use wcfs::{Mapping, Oid, Tid, Wcfs};
 
@@ -306,15 +307,15 @@ fn fork_detaches() {
     for b in 0..3 {
         check(&mut env, &m, f, b, at1);
     }
-    // Child 1: handles are detached (ENOTCONN, no lock taken), releasing
-    // them is fine, and the parent's link is left alone.
+    // Child 1: handles are detached (ENOTCONN, no lock taken), memory
+    // still reads, releasing is fine, and the parent's link is left alone.
     // SAFETY: the child only calls into the library (detached paths) and
     // _exits.
     match unsafe { libc::fork() } {
         0 => {
             let ok = conn.open(f).map(|_| ()).err().map(|e| e.errno()) == Some(libc::ENOTCONN)
                 && fh.mmap(0, 1).err().map(|e| e.errno()) == Some(libc::ENOTCONN)
-                && !block_readable(&m, 0)
+                && block_readable(&m, 0)
                 && m.unmap().is_ok()
                 && fh.close().is_ok()
                 && conn.close().is_ok();
@@ -323,18 +324,47 @@ fn fork_detaches() {
         }
         pid => assert_eq!(wait(pid), Ok(0), "child 1"),
     }
-    // Child 2: touching the inherited mapping faults.
+    // Child 2: keeps reading its view, frozen at at1, while the parent's
+    // side changes head; memory that faulted in the parent faults here too.
+    let m2 = fh.mmap(0, 1).unwrap();
+    let want: Vec<Vec<u8>> = (0..3).map(|b| env.py.block(f, b, Some(at1))).collect();
+    let other = wc.connect(at1).unwrap();
+    let ofh = other.open(f).unwrap();
+    let om = ofh.mmap(0, 1).unwrap();
+    other.close().unwrap(); // its memory faults
+    let (rx, tx) = nix::unistd::pipe().unwrap();
     // SAFETY: as above.
     match unsafe { libc::fork() } {
         0 => {
-            // SAFETY: expected to fault (SIGSEGV): that is the test.
-            let v = unsafe { std::ptr::read_volatile(m.mem_start()) };
+            drop(tx);
+            let mut b = [0u8; 1];
+            let _ = nix::unistd::read(rx.as_raw_fd(), &mut b); // parent committed
+            let mut ok = !block_readable(&om, 0);
+            for (blk, w) in want.iter().enumerate() {
+                ok &= mem_block(&m, blk as u64) == *w;
+            }
+            ok &= mem_block(&m2, 0) == want[0];
             // SAFETY: leaving the forked child.
-            unsafe { libc::_exit(v as i32 + 2) };
+            unsafe { libc::_exit(if ok { 0 } else { 1 }) };
         }
-        pid => assert_eq!(wait(pid), Err(libc::SIGSEGV), "child 2"),
+        pid => {
+            drop(rx);
+            env.py.fill(f, 0, "zblk0", 0x55, BS);
+            env.py.fill(f, 2, "zblk0", 0x56, BS);
+            env.commit();
+            // Head's cache gets the new data (the child must not see it).
+            env.check_block(f, 0, BS as u64, None);
+            env.check_block(f, 2, BS as u64, None);
+            nix::unistd::write(&tx, b"x").unwrap();
+            assert_eq!(wait(pid), Ok(0), "child 2");
+        }
     }
+    om.unmap().unwrap();
+    m2.unmap().unwrap();
     // The parent still works: pins after the children flushed the link.
+    for b in 0..3 {
+        check(&mut env, &m, f, b, at1);
+    }
     env.py.fill(f, 1, "zblk0", 0x99, BS);
     let at2 = env.commit();
     for b in 0..3 {
