@@ -129,3 +129,29 @@ def test_chained_views_keep_their_parents(zenv):
     del m
     gc.collect()
     assert wcfs._live_handles() == 0
+
+
+def test_join_starts_the_daemon_of_a_zurl(zenv, monkeypatch):
+    """join(zurl, autostart=True) serves the zurl at /dev/shm/wcfs/<sha1>
+    (a second daemon beside the fixture's, on the same data.fs)."""
+    import hashlib
+    import subprocess
+    from conftest import wcfsd_bin
+    monkeypatch.setenv('WCFS_WCFSD', wcfsd_bin())
+    zurl = zenv.zurl
+    with pytest.raises(OSError):
+        wcfs.join('file://' + os.path.join(zenv.dir, 'nothing-serves-this.fs'), autostart=False)
+    try:
+        wc = wcfs.join(zurl, autostart=True)
+        assert wc.mountpoint == '/dev/shm/wcfs/' + hashlib.sha1(zurl.encode()).hexdigest()
+        assert wc.head_at() == zenv.at0
+        m = wc.connect(zenv.at0).open(zenv.f._p_oid).mmap(0, 4)
+        assert bytes(m.mem) == zenv.content(zenv.f, zenv.at0)
+        wc2 = wcfs.join(zurl)  # now served: no autostart needed
+        assert wc2.mountpoint == wc.mountpoint
+        wc2.close()
+        m.unmap()
+        del m
+        wc.close()
+    finally:
+        subprocess.run([wcfsd_bin(), 'stop', zurl], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -18,11 +18,20 @@
 //! clones the object out (the library's handles are cheap shared clones) and
 //! works on the clone; a concurrent close of the same handle then makes the
 //! library answer `ENOTCONN` rather than leaving a dangling reference.
+//!
+//! Fork: the table lock is taken around `fork()` (a `pthread_atfork`
+//! handler, installed with the first handle), so that a child never inherits
+//! it held by a parent thread that does not exist in the child. The lock is
+//! a leaf — nothing else is locked while it is held — so taking it in the
+//! prepare handler cannot deadlock with the library's own fork handlers. The
+//! child keeps the table: its handles are the parent's objects, which the
+//! library has detached, and they answer `ENOTCONN` until released.
 
 use crate::{Conn, Error, FileH, Mapping, Result, Wcfs};
 use parking_lot::Mutex;
 use std::collections::BTreeMap;
 use std::ffi::CString;
+use std::sync::Once;
 
 /// One live handle's object.
 pub(crate) enum Object {
@@ -61,8 +70,40 @@ static TABLE: Mutex<Table> = Mutex::new(Table {
     live: BTreeMap::new(),
 });
 
+extern "C" fn lock_before_fork() {
+    // Held across fork(); released by the handlers below in both processes.
+    std::mem::forget(TABLE.lock());
+}
+
+extern "C" fn unlock_after_fork() {
+    // SAFETY: lock_before_fork took the lock and forgot its guard; in the
+    // parent and in the child (a copy of the same memory) it is held exactly
+    // once here, and parking_lot mutexes are not tied to an owner thread.
+    unsafe { TABLE.force_unlock() };
+}
+
+fn install_fork_handlers() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        // SAFETY: the handlers only lock/unlock TABLE (see above) and never
+        // allocate or call into the library.
+        let rc = unsafe {
+            libc::pthread_atfork(
+                Some(lock_before_fork),
+                Some(unlock_after_fork),
+                Some(unlock_after_fork),
+            )
+        };
+        // ENOMEM only; without the handlers a fork while another thread
+        // holds the lock could deadlock the child, which is no worse than
+        // not trying.
+        debug_assert_eq!(rc, 0, "pthread_atfork");
+    });
+}
+
 /// Registers `obj` and returns its new handle id.
 pub(crate) fn insert(obj: Object) -> usize {
+    install_fork_handlers();
     let mut t = TABLE.lock();
     let id = t.next_id;
     t.next_id += ID_STEP;
