@@ -102,9 +102,10 @@ static void parents_first(void) {
 
     OK(wcfs_close(wc));
     wcfs_Conn *conn2;
+    wcfs_FileH *fh2;
     /* The Conn outlives its WCFS handle as a handle, but the daemon link of
      * a closed WCFS is gone: new work fails with ENOTCONN. */
-    FAILS(wcfs_conn_open(conn, foid, &fh), ENOTCONN, "wcfs_conn_open");
+    FAILS(wcfs_conn_open(conn, foid, &fh2), ENOTCONN, "wcfs_conn_open");
     FAILS(wcfs_connect(wc, head, &conn2), EINVAL, "wcfs_connect");
 
     OK(wcfs_conn_close(conn));

@@ -141,7 +141,35 @@ static void child_touches(void *arg) {
     _exit(0); /* reached only if the memory did not fault */
 }
 
+/* A fault in the test says where: which view, which block. The handler
+ * then dies of the same signal (children that must fault still do). */
+static const struct view *views[2];
+static void on_fault(int sig, siginfo_t *si, void *ctx) {
+    (void)ctx;
+    char msg[256];
+    int n = snprintf(msg, sizeof msg, "signal %d at %p", sig, si->si_addr);
+    for (int i = 0; i < 2; i++) {
+        const struct view *v = views[i];
+        if (v && v->m) {
+            const uint8_t *p = wcfs_mapping_mem_start(v->m);
+            const uint8_t *a = (const uint8_t *)si->si_addr;
+            if (p && a >= p && a < p + (size_t)NBLK * BLKSIZE)
+                n += snprintf(msg + n, sizeof msg - n, ": view %s, block %zu (+%zu), size at at %zu",
+                              v->name, (size_t)(a - p) / BLKSIZE, (size_t)(a - p) % BLKSIZE, v->size);
+        }
+    }
+    msg[n++] = '\n';
+    (void)!write(2, msg, n);
+    signal(sig, SIG_DFL);
+    raise(sig);
+}
+
 int main(void) {
+    struct sigaction sa = {0};
+    sa.sa_sigaction = on_fault;
+    sa.sa_flags = SA_SIGINFO;
+    sigaction(SIGBUS, &sa, NULL);
+    sigaction(SIGSEGV, &sa, NULL);
     const char *mnt = env_or_skip("WCFS_TEST_MNT");
     const char *datafs = env_or_skip("WCFS_TEST_DATAFS");
     unsigned seed = test_seed("test_isolation");
@@ -159,7 +187,9 @@ int main(void) {
     OK(wcfs_attach(mnt, &wc));
     wait_head(wc, at1);
 
-    struct view v1 = {0}, vmid = {0};
+    static struct view v1, vmid;
+    views[0] = &v1;
+    views[1] = &vmid;
     open_view(&v1, wc, at1, "v1");
     verify(&v1, "at1 before any change");
     CHECK(v1.size == 10 * BLKSIZE, "size at at1 %zu", v1.size);
