@@ -1,0 +1,466 @@
+//! Randomized end-to-end isolation test of the client library (SPEC §7)
+//! against Python's view of the same database: several Conns of this
+//! process, each at its own `at`, map two ZBigFiles while the Python driver
+//! commits random changes — blocks rewritten as ZBlk0/ZBlk1/ZBlk, holes
+//! punched, the file grown and truncated, key ranges inserted and deleted
+//! so that the blktab BTree splits and merges, ZBlks shared and moved, the
+//! whole blktab replaced. Between commits another reader reads head/
+//! (pins to the Conns come from there) and the Conns are resynced forward,
+//! opened, closed, re-mapped. After every step every mapping must show
+//! exactly Python's file as of its Conn's `at`: every mapped block,
+//! zeros beyond the end of the file.
+//!
+//! Seeded: `WCFS_TEST_SEED=N cargo test --release --test isolation_random`
+//! repeats a run.
+
+#[path = "../daemon/tests/common/mod.rs"]
+mod common;
+mod e2e;
+
+use common::watch::stats;
+use common::Env;
+use e2e::Oracle;
+use std::fs::File;
+use testkit::Rng;
+use wcfs::{Conn, FileH, Mapping, Wcfs};
+use zodb::{Oid, Tid};
+
+#[test]
+fn e2e_child() {
+    e2e::child_main();
+}
+
+/// Commits of the run (the brief: ≥ 50).
+const COMMITS: usize = 60;
+const MAXVIEWS: usize = 4;
+
+/// One test file: its blksize, how many blocks it may grow to, and how
+/// many blocks every view maps (more: the tail must read as zeros).
+#[derive(Clone, Copy)]
+struct FileSpec {
+    oid: Oid,
+    bs: usize,
+    maxblk: u64,
+    mapblk: i64,
+    /// Big enough to split the blktab's buckets (LOBTree buckets hold 60
+    /// keys): key ranges are inserted and deleted in bulk.
+    bulk: bool,
+}
+
+struct ViewFile {
+    fh: FileH,
+    /// (blk_start, blk_len, mapping); the first maps [0, mapblk).
+    maps: Vec<(i64, i64, Mapping)>,
+}
+
+struct View {
+    id: usize,
+    conn: Conn,
+    files: Vec<ViewFile>,
+}
+
+struct T {
+    env: Env,
+    rng: Rng,
+    wc: Wcfs,
+    files: Vec<FileSpec>,
+    /// head/bigfile of each file, held open by "another reader".
+    heads: Vec<File>,
+    tids: Vec<Tid>,
+    views: Vec<View>,
+    next_id: usize,
+    oracle: Oracle,
+    log: Vec<String>,
+}
+
+impl T {
+    fn fail(&self, what: &str) -> ! {
+        panic!(
+            "{what}\nlast steps:\n  {}\nwcfsd log (tail):\n{}",
+            self.log[self.log.len().saturating_sub(25)..].join("\n  "),
+            e2e::tail(&self.env.w().log(), 30)
+        )
+    }
+
+    fn note(&mut self, s: String) {
+        e2e::crash_note(&s);
+        self.log.push(s);
+    }
+
+    fn rand_data(&mut self, bs: usize) -> Vec<u8> {
+        let n = 1 + self.rng.below(bs as u64) as usize;
+        let mut v: Vec<u8> = (0..n).map(|_| self.rng.next_u64() as u8).collect();
+        // Mostly full blocks with a nonzero tail, some short ones.
+        if self.rng.one_in(3) {
+            v.resize(bs, 0);
+            v[bs - 1] = 0xee;
+        }
+        v
+    }
+
+    /// One random change of file `fi` (not committed).
+    fn mutate(&mut self, fi: usize) {
+        let f = self.files[fi];
+        let nblk = self.env.py.size(f.oid, None) / f.bs as u64;
+        let kinds = ["zblk0", "zblk1", "zblk"];
+        let op = self.rng.below(if f.bulk { 10 } else { 8 });
+        let desc = match op {
+            0..=2 => {
+                // Rewrite a block, or write one past the end (the file grows).
+                let blk = self.rng.below((nblk + 3).min(f.maxblk));
+                let kind = kinds[self.rng.below(3) as usize];
+                let data = self.rand_data(f.bs);
+                self.env.py.write(f.oid, blk, kind, &data);
+                format!("write #{blk} {kind} {}B", data.len())
+            }
+            3 if nblk > 0 => {
+                let blk = self.rng.below(nblk);
+                let off = self.rng.below(f.bs as u64 - 8);
+                let data: Vec<u8> = (0..8).map(|_| self.rng.next_u64() as u8).collect();
+                self.env.py.patch(f.oid, blk, off, &data, "zblk1", None);
+                format!("patch #{blk}+{off}")
+            }
+            4 if nblk > 0 => {
+                let blk = self.rng.below(nblk);
+                self.env.py.punch(f.oid, blk);
+                format!("punch #{blk}")
+            }
+            5 => {
+                // Shrink (rarely to nothing).
+                let n = if self.rng.one_in(8) { 0 } else { self.rng.below(nblk + 1) };
+                self.env.py.truncate(f.oid, n);
+                format!("truncate {n}")
+            }
+            6 if nblk > 0 => {
+                let src = self.rng.below(nblk);
+                let dst = self.rng.below(f.maxblk);
+                let mv = self.rng.one_in(2);
+                self.env.py.link(f.oid, src, dst, mv);
+                format!("link #{src}->#{dst} move={mv}")
+            }
+            7 if self.rng.one_in(4) => {
+                let n = 2 + self.rng.below(f.maxblk - 2);
+                let seed = self.rng.next_u64() % 1000;
+                self.env.py.newblktab(f.oid, n, seed);
+                format!("newblktab {n}")
+            }
+            8 => {
+                let n = 1 + self.rng.below(60);
+                let lo = self.rng.below(f.maxblk - n);
+                let seed = self.rng.next_u64() % 1000;
+                self.env.py.insrange(f.oid, lo, n, seed, 0.3);
+                format!("insrange {lo}+{n}")
+            }
+            9 => {
+                let n = 1 + self.rng.below(60);
+                let lo = self.rng.below(f.maxblk);
+                self.env.py.delrange(f.oid, lo, n);
+                format!("delrange {lo}+{n}")
+            }
+            _ => {
+                let blk = self.rng.below(nblk.max(1));
+                let b = self.rng.next_u64() as u8;
+                self.env.py.fill(f.oid, blk, "zblk0", b, f.bs);
+                format!("fill #{blk} {b:#x}")
+            }
+        };
+        self.note(format!("  file{fi} {desc}"));
+    }
+
+    fn commit(&mut self) {
+        for fi in 0..self.files.len() {
+            if self.rng.one_in(4) && fi > 0 {
+                continue; // the second file changes less often
+            }
+            for _ in 0..1 + self.rng.below(3) {
+                self.mutate(fi);
+            }
+        }
+        let tid = self.env.commit();
+        self.tids.push(tid);
+        let shapes: Vec<String> = self
+            .files
+            .clone()
+            .iter()
+            .map(|f| {
+                let s = self.env.py.shape(f.oid, None);
+                format!("{}blk depth {}", s.nkeys, s.depth)
+            })
+            .collect();
+        self.note(format!("commit {tid} ({})", shapes.join(", ")));
+    }
+
+    /// Another reader reads blocks of head/ (each read of a block changed
+    /// after a view's `at` pins it on that view first).
+    fn read_head(&mut self) {
+        let fi = self.rng.below(self.files.len() as u64) as usize;
+        let f = self.files[fi];
+        if self.rng.one_in(4) {
+            for blk in 0..f.maxblk {
+                let _ = common::read_block_of(&self.heads[fi], blk, f.bs as u64);
+            }
+            self.note(format!("read head file{fi} whole"));
+            return;
+        }
+        let mut blks = Vec::new();
+        for _ in 0..1 + self.rng.below(6) {
+            let blk = self.rng.below(f.maxblk);
+            let got = common::read_block_of(&self.heads[fi], blk, f.bs as u64)
+                .unwrap_or_else(|e| self.fail(&format!("read head file{fi} #{blk}: {e}")));
+            assert!(got.len() <= f.bs);
+            blks.push(blk);
+        }
+        self.note(format!("read head file{fi} {blks:?}"));
+    }
+
+    fn open_view(&mut self, at: Tid) {
+        let id = self.next_id;
+        self.next_id += 1;
+        let conn = self
+            .wc
+            .connect(at)
+            .unwrap_or_else(|e| self.fail(&format!("connect {at}: {e}")));
+        assert_eq!(conn.at(), at);
+        let mut files = Vec::new();
+        for f in self.files.clone() {
+            let fh = conn
+                .open(f.oid)
+                .unwrap_or_else(|e| self.fail(&format!("view{id} open {}: {e}", f.oid)));
+            assert_eq!(fh.oid(), f.oid);
+            assert_eq!(fh.blksize(), f.bs, "blksize of {}", f.oid);
+            let m = fh
+                .mmap(0, f.mapblk)
+                .unwrap_or_else(|e| self.fail(&format!("view{id} mmap {}: {e}", f.oid)));
+            files.push(ViewFile {
+                fh,
+                maps: vec![(0, f.mapblk, m)],
+            });
+        }
+        self.note(format!("view{id} connect {at}"));
+        self.views.push(View { id, conn, files });
+    }
+
+    /// A tid a new view may use: not older than the oldest view (the
+    /// daemon keeps history back to the oldest watched `at`).
+    fn pick_at(&mut self) -> Tid {
+        let oldest = self.views.iter().map(|v| v.conn.at()).min();
+        let lo = oldest.map_or(self.tids.len() - 1, |o| {
+            self.tids.iter().position(|&t| t >= o).unwrap()
+        });
+        let i = lo + self.rng.below((self.tids.len() - lo) as u64) as usize;
+        self.tids[i]
+    }
+
+    fn resync(&mut self, vi: usize) {
+        let cur = self.views[vi].conn.at();
+        let lo = self.tids.iter().position(|&t| t >= cur).unwrap();
+        // Mostly forward; now and then to the same `at`.
+        let i = lo + self.rng.below((self.tids.len() - lo) as u64) as usize;
+        let at = self.tids[i];
+        let id = self.views[vi].id;
+        self.note(format!("view{id} resync {cur} -> {at}"));
+        if let Err(e) = self.views[vi].conn.resync(at) {
+            self.fail(&format!("view{id} resync {cur} -> {at}: {e}"));
+        }
+        if self.views[vi].conn.at() != at {
+            self.fail(&format!(
+                "view{id} at {} after resync to {at}",
+                self.views[vi].conn.at()
+            ));
+        }
+    }
+
+    fn close_view(&mut self, vi: usize) {
+        let v = self.views.remove(vi);
+        self.note(format!("view{} close", v.id));
+        // Close order varies: releasing the parent first is allowed too.
+        if self.rng.one_in(2) {
+            for vf in &v.files {
+                for (_, _, m) in &vf.maps {
+                    m.unmap().unwrap();
+                }
+                vf.fh.close().unwrap();
+            }
+            v.conn.close().unwrap();
+        } else {
+            v.conn.close().unwrap();
+            for vf in &v.files {
+                for (_, _, m) in &vf.maps {
+                    let _ = m.unmap();
+                }
+                let _ = vf.fh.close();
+            }
+        }
+    }
+
+    /// Adds a mapping of a random sub-range, or drops an extra one.
+    fn remap(&mut self, vi: usize) {
+        let fi = self.rng.below(self.files.len() as u64) as usize;
+        let f = self.files[fi];
+        let id = self.views[vi].id;
+        let vf = &mut self.views[vi].files[fi];
+        if vf.maps.len() > 1 && self.rng.one_in(2) {
+            let (s, l, m) = vf.maps.pop().unwrap();
+            m.unmap().unwrap();
+            self.note(format!("view{id} file{fi} unmap [{s}+{l})"));
+            return;
+        }
+        let s = self.rng.below(f.mapblk as u64 + 2) as i64;
+        let l = 1 + self.rng.below(8) as i64;
+        let m = vf
+            .fh
+            .mmap(s, l)
+            .unwrap_or_else(|e| panic!("view{id} file{fi} mmap [{s}+{l}): {e}"));
+        assert_eq!(m.blk_start(), s);
+        assert_eq!(
+            m.mem_stop() as usize - m.mem_start() as usize,
+            l as usize * f.bs
+        );
+        vf.maps.push((s, l, m));
+        self.note(format!("view{id} file{fi} mmap [{s}+{l})"));
+    }
+
+    /// Every mapping of view `vi` vs Python's files at its `at`.
+    fn verify(&mut self, vi: usize) {
+        let at = self.views[vi].conn.at();
+        let id = self.views[vi].id;
+        for (fi, f) in self.files.clone().into_iter().enumerate() {
+            let want = self.oracle.content(&mut self.env.py, f.oid, at);
+            for (s, l, m) in &self.views[vi].files[fi].maps {
+                let got = e2e::mem(m);
+                let oracle = &self.oracle;
+                let name = |blk, data: &[u8]| oracle.name_block(f.oid, blk, f.bs, data);
+                if let Err(e) = e2e::check_mem(&got, *s, f.bs, &want, &name) {
+                    self.fail(&format!(
+                        "view{id} at {at} file{fi} ({}) mapping [{s}+{l}) (file size at at: {}): {e}",
+                        f.oid,
+                        want.len()
+                    ));
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn conns_see_their_at_through_random_commits() {
+    let seed = e2e::seed("isolation_random");
+    e2e::install_crash_report();
+    let mut rng = Rng::new(seed);
+    let mut env = Env::new();
+    let specs = [
+        // Many small blocks: bulk inserts and deletes restructure the BTree.
+        (4096usize, 140u64, 150i64, true),
+        // Fewer, bigger blocks.
+        (if rng.one_in(2) { 8192 } else { 16384 }, 20, 24, false),
+    ];
+    let mut files = Vec::new();
+    for &(bs, maxblk, mapblk, bulk) in &specs {
+        let oid = env.py.new_file(bs as u64);
+        files.push(FileSpec {
+            oid,
+            bs,
+            maxblk,
+            mapblk,
+            bulk,
+        });
+    }
+    let t0 = env.py.commit();
+    for f in &files {
+        let n = if f.bulk { 70 } else { 6 };
+        env.py.insrange(f.oid, 0, n, seed % 1000, 0.5);
+    }
+    let t1 = env.py.commit();
+    env.mount(&[]);
+    let mnt = env.w().mnt.clone();
+    let wc = Wcfs::attach(&mnt).expect("attach");
+    assert_eq!(wc.head_at().expect("head_at"), t1);
+    let heads = files
+        .iter()
+        .map(|f| File::open(env.w().head_file(f.oid)).unwrap())
+        .collect();
+    let mut t = T {
+        env,
+        rng,
+        wc,
+        files,
+        heads,
+        tids: vec![t1],
+        views: Vec::new(),
+        next_id: 0,
+        oracle: Oracle::default(),
+        log: Vec::new(),
+    };
+    let _ = t0;
+    t.open_view(t1);
+    t.verify(0);
+    t.open_view(t1);
+
+    for _ in 0..COMMITS {
+        t.commit();
+        let head = t.wc.head_at().unwrap_or_else(|e| t.fail(&format!("head_at: {e}")));
+        if head != *t.tids.last().unwrap() {
+            t.fail(&format!("head_at {head}, last commit {}", t.tids.last().unwrap()));
+        }
+        // Random actions, each followed by a check of some views: a view
+        // checked right after a commit faults changed blocks in itself
+        // (the daemon pins them on the faulting process's own pinner);
+        // one checked after another reader pulls them is pinned from
+        // outside.
+        for _ in 0..1 + t.rng.below(4) {
+            match t.rng.below(10) {
+                0..=3 => t.read_head(),
+                4 | 5 => {
+                    let vi = t.rng.below(t.views.len() as u64) as usize;
+                    t.resync(vi);
+                }
+                6 if t.views.len() < MAXVIEWS => {
+                    let at = t.pick_at();
+                    t.open_view(at);
+                }
+                7 if t.views.len() > 1 => {
+                    let vi = t.rng.below(t.views.len() as u64) as usize;
+                    t.close_view(vi);
+                }
+                _ => {
+                    let vi = t.rng.below(t.views.len() as u64) as usize;
+                    t.remap(vi);
+                }
+            }
+            let vi = t.rng.below(t.views.len() as u64) as usize;
+            t.verify(vi);
+        }
+        for vi in 0..t.views.len() {
+            t.verify(vi);
+        }
+    }
+
+    // Everyone answered every pin: nobody was killed.
+    let st = stats(&mnt);
+    if st.get("pinkill").copied().unwrap_or(0) != 0 {
+        t.fail(&format!("pinkill {:?} (a Conn failed a pin)", st.get("pinkill")));
+    }
+    assert!(st.get("pin").copied().unwrap_or(0) > 0, "no pins at all: {st:?}");
+    eprintln!(
+        "isolation_random: {COMMITS} commits, pins {:?}, views opened {}",
+        st.get("pin"),
+        t.next_id
+    );
+    while !t.views.is_empty() {
+        t.close_view(0);
+    }
+    t.wc.close().expect("close wcfs");
+    // No watch links left behind by closed Conns (the daemon sees the
+    // releases shortly after).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let st = stats(&mnt);
+        if st.get("WatchLink") == Some(&0) {
+            break;
+        }
+        if std::time::Instant::now() > deadline {
+            t.fail(&format!("watch links left after all Conns closed: {st:?}"));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
