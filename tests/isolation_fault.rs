@@ -232,3 +232,57 @@ fn handles_under_a_closed_parent_fail_with_enotconn() {
     let _ = fh.close();
     let _ = conn.close();
 }
+
+/// `remmap_blk` puts back the base mapping of a block — the `@<rev>` it is
+/// pinned to, or head — over pages the user overlaid there (SPEC §8).
+#[test]
+fn remmap_blk_restores_the_base_mapping() {
+    let (mut env, f, t0) = setup();
+    let mnt = env.w().mnt.clone();
+    let mut oracle = Oracle::default();
+    let c0 = oracle.content(&mut env.py, f, t0);
+    let wc = Wcfs::attach(&mnt).unwrap();
+    let conn = wc.connect(t0).unwrap();
+    let fh = conn.open(f).unwrap();
+    let m = fh.mmap(0, 5).unwrap();
+    let _ = e2e::mem(&m);
+    // Block 1 changes and is pinned (read through head/); block 0 not.
+    env.py.fill(f, 1, "zblk0", 0x99, BS);
+    let _t1 = env.commit();
+    let _ = env.w().read_block(f, 1, BS as u64);
+    let check = |what: &str| {
+        let got = e2e::mem(&m);
+        let name = |b, d: &[u8]| oracle.name_block(f, b, BS, d);
+        e2e::check_mem(&got, 0, BS, &c0, &name).unwrap_or_else(|e| panic!("{what}: {e}"));
+    };
+    check("pinned");
+    // The user's own pages over blocks 0, 1 and 4 (beyond the end).
+    for blk in [0usize, 1, 4] {
+        // SAFETY: replaces pages inside our live mapping with private
+        // anonymous memory — what a copy-on-write layer over wcfs does.
+        unsafe {
+            let addr = m.mem_start().add(blk * BS) as *mut libc::c_void;
+            let p = libc::mmap(
+                addr,
+                BS,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED,
+                -1,
+                0,
+            );
+            assert_eq!(p, addr);
+            std::ptr::write_bytes(p.cast::<u8>(), 0x77, BS);
+        }
+    }
+    for blk in [0i64, 1, 4] {
+        m.remmap_blk(blk).unwrap_or_else(|e| panic!("remmap_blk({blk}): {e}"));
+    }
+    check("after remmap_blk");
+    // And the restored head block still gets pinned when it changes.
+    env.py.fill(f, 0, "zblk1", 0x98, BS);
+    env.commit();
+    let _ = env.w().read_block(f, 0, BS as u64);
+    check("block 0 changed after its remmap");
+    conn.close().unwrap();
+    wc.close().unwrap();
+}

@@ -473,3 +473,106 @@ fn conns_see_their_at_through_random_commits() {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
+
+/// Several threads of this process read their own Conn's mapping at the
+/// same time — also the same changed block, each thread then blocked in a
+/// head read that waits for pins to every Conn of the process, its own
+/// included — while another thread reads head/. Every read must equal
+/// Python's view at that Conn's `at`, and nothing may hang.
+#[test]
+fn threads_of_one_process_read_their_conns_at_once() {
+    const BS: usize = 4096;
+    const NBLK: u64 = 24;
+    const NVIEW: usize = 4;
+    const ROUNDS: usize = 15;
+    let seed = e2e::seed("isolation_threads");
+    let mut rng = Rng::new(seed);
+    let mut env = Env::new();
+    let f = env.py.new_file(BS as u64);
+    env.py.insrange(f, 0, NBLK, seed % 1000, 0.7);
+    let mut tids = vec![env.py.commit()];
+    env.mount(&[]);
+    let mnt = env.w().mnt.clone();
+    let wc = Wcfs::attach(&mnt).unwrap();
+    let mut oracle = Oracle::default();
+    let views: Vec<(Conn, FileH, Mapping)> = (0..NVIEW)
+        .map(|_| {
+            let c = wc.connect(tids[0]).unwrap();
+            let fh = c.open(f).unwrap();
+            let m = fh.mmap(0, NBLK as i64 + 2).unwrap();
+            (c, fh, m)
+        })
+        .collect();
+    let head = env.w().head_file(f);
+    for round in 0..ROUNDS {
+        // The same few blocks change often: the threads collide on them.
+        for _ in 0..1 + rng.below(4) {
+            let blk = rng.below(6);
+            let b = rng.next_u64() as u8;
+            env.py.fill(f, blk, ["zblk0", "zblk1"][rng.below(2) as usize], b, BS);
+        }
+        tids.push(env.commit());
+        if rng.one_in(2) {
+            let vi = rng.below(NVIEW as u64) as usize;
+            let lo = tids.iter().position(|&t| t >= views[vi].0.at()).unwrap();
+            let at = tids[lo + rng.below((tids.len() - lo) as u64) as usize];
+            views[vi].0.resync(at).unwrap();
+        }
+        let wants: Vec<_> = views
+            .iter()
+            .map(|v| oracle.content(&mut env.py, f, v.0.at()))
+            .collect();
+        // Raw addresses: the threads read memory the main thread keeps
+        // mapped until they are joined.
+        let jobs: Vec<(usize, usize, std::sync::Arc<Vec<u8>>, Tid)> = views
+            .iter()
+            .zip(&wants)
+            .map(|(v, w)| {
+                let a = v.2.mem_start() as usize;
+                (a, v.2.mem_stop() as usize - a, w.clone(), v.0.at())
+            })
+            .collect();
+        let head = head.clone();
+        let r = e2e::with_timeout(std::time::Duration::from_secs(60), move || {
+            let reader = std::thread::spawn(move || {
+                for _ in 0..3 {
+                    for blk in 0..NBLK {
+                        let _ = common::Wcfs::pread_block(&head, blk, BS as u64);
+                    }
+                }
+            });
+            let readers: Vec<_> = jobs
+                .into_iter()
+                .enumerate()
+                .map(|(i, (a, len, want, at))| {
+                    std::thread::spawn(move || -> Result<(), String> {
+                        for pass in 0..3 {
+                            // SAFETY: mapped until the main thread joins us.
+                            let got = unsafe { e2e::copy_mem(a as *const u8, len) };
+                            let quiet = |_: u64, _: &[u8]| String::new();
+                            e2e::check_mem(&got, 0, BS, &want, &quiet).map_err(|e| {
+                                format!("view {i} at {at}, pass {pass}: {e}")
+                            })?;
+                        }
+                        Ok(())
+                    })
+                })
+                .collect();
+            reader.join().unwrap();
+            readers
+                .into_iter()
+                .map(|h| h.join().unwrap())
+                .collect::<Result<Vec<()>, String>>()
+        });
+        match r {
+            None => panic!("round {round}: readers hung (deadlock between pins and faults?)"),
+            Some(Err(e)) => panic!("round {round}: {e}"),
+            Some(Ok(_)) => {}
+        }
+    }
+    assert_eq!(stats(&mnt).get("pinkill"), Some(&0));
+    for (c, _, _) in views {
+        c.close().unwrap();
+    }
+    wc.close().unwrap();
+}
