@@ -63,9 +63,15 @@ fn forked_child_does_not_disturb_the_parent() {
     };
     check(&oracle, "setup");
 
-    for (i, what) in ["exit", "release", "rejoin"].into_iter().enumerate() {
+    for (i, what) in ["exit", "release", "rejoin", "frozen"].into_iter().enumerate() {
         let head_at = wc.head_at().unwrap();
         let head_content = oracle.content(&mut env.py, f, head_at);
+        // "frozen": the child waits on this pipe while the parent changes
+        // head under it, then reads the memory it inherited.
+        let mut pipe = [0i32; 2];
+        // SAFETY: pipe(2) into a 2-int array.
+        assert_eq!(unsafe { libc::pipe(pipe.as_mut_ptr()) }, 0);
+        let (mem_start, mem_len) = (m.mem_start() as usize, m.mem_stop() as usize - m.mem_start() as usize);
         // SAFETY: the child runs only the code below and leaves with
         // _exit: no unwinding, no atexit handlers, no return into the
         // test harness.
@@ -73,6 +79,22 @@ fn forked_child_does_not_disturb_the_parent() {
             ForkResult::Child => {
                 let code = match what {
                     "exit" => 0,
+                    "frozen" => {
+                        let mut b = [0u8; 1];
+                        // SAFETY: reads one byte into `b`.
+                        unsafe { libc::read(pipe[0], b.as_mut_ptr().cast(), 1) };
+                        // The inherited memory shows the view as of t0
+                        // (or faults: a detached child may lose it) — never
+                        // head's new data.
+                        // SAFETY: the child's copy of the parent's mapping.
+                        let got = unsafe { e2e::copy_mem(mem_start as *const u8, mem_len) };
+                        let quiet = |_: u64, _: &[u8]| String::new();
+                        if e2e::check_mem(&got, 0, BS, &c0, &quiet).is_ok() {
+                            0
+                        } else {
+                            5
+                        }
+                    }
                     "release" => {
                         // Released in the child: must not say `bye` (or
                         // anything) on the parent's link.
@@ -109,12 +131,32 @@ fn forked_child_does_not_disturb_the_parent() {
                 unsafe { libc::_exit(code) };
             }
             ForkResult::Parent { child } => {
+                if what == "frozen" {
+                    // Head changes under the child; the parent's pinner
+                    // answers for the parent only.
+                    env.py.fill(f, 5, "zblk0", 0xf5, BS);
+                    env.commit();
+                    let _ = env.w().read_block(f, 5, BS as u64);
+                    check(&oracle, "a commit while the child lives");
+                    // SAFETY: writes one byte from a live buffer.
+                    unsafe { libc::write(pipe[1], b"g".as_ptr().cast(), 1) };
+                }
                 let st = wait_child(child, Duration::from_secs(20))
                     .unwrap_or_else(|e| panic!("child {what}: {e}"));
-                assert_eq!(
+                // SAFETY: closing our own pipe descriptors.
+                unsafe {
+                    libc::close(pipe[0]);
+                    libc::close(pipe[1]);
+                }
+                let detached_fault = matches!(
                     st,
-                    WaitStatus::Exited(child, 0),
-                    "child {what} (3: wrong data through its own Conn, 4: library error)"
+                    WaitStatus::Signaled(_, nix::sys::signal::Signal::SIGSEGV, _)
+                        | WaitStatus::Signaled(_, nix::sys::signal::Signal::SIGBUS, _)
+                );
+                assert!(
+                    st == WaitStatus::Exited(child, 0) || (what == "frozen" && detached_fault),
+                    "child {what}: {st:?} (exit 3: wrong data through its own Conn, \
+                     4: library error, 5: inherited memory shows neither t0 nor a fault)"
                 );
             }
         }
