@@ -74,8 +74,13 @@ fn memory_beyond_eof_is_zero() {
     let check = |kid: &mut Child, what: &str| {
         let a = kid.call("sha");
         let got: Vec<&str> = a.split_whitespace().skip(1).collect();
-        let bad: Vec<usize> = (0..10).filter(|&b| got.get(b) != Some(&want0[b].as_str())).collect();
-        assert!(bad.is_empty(), "{what}: child at t0: blocks {bad:?} differ from t0");
+        let bad: Vec<usize> = (0..10)
+            .filter(|&b| got.get(b) != Some(&want0[b].as_str()))
+            .collect();
+        assert!(
+            bad.is_empty(),
+            "{what}: child at t0: blocks {bad:?} differ from t0"
+        );
     };
     check(&mut kid, "before");
 
@@ -103,8 +108,13 @@ fn memory_beyond_eof_is_zero() {
         let want = shas(&c, 10);
         let a = kid.call("sha");
         let got: Vec<&str> = a.split_whitespace().skip(1).collect();
-        let bad: Vec<usize> = (0..10).filter(|&b| got.get(b) != Some(&want[b].as_str())).collect();
-        assert!(bad.is_empty(), "child resynced to {at}: blocks {bad:?} differ");
+        let bad: Vec<usize> = (0..10)
+            .filter(|&b| got.get(b) != Some(&want[b].as_str()))
+            .collect();
+        assert!(
+            bad.is_empty(),
+            "child resynced to {at}: blocks {bad:?} differ"
+        );
     }
     assert_eq!(kid.call("close"), "ok");
     wc.close().unwrap();
@@ -144,12 +154,24 @@ fn memory_after_release_faults() {
             // A released handle: some error.
             "unmap" => assert_ne!(api.get("remmap"), Some(&"0"), "{w}: {api:?}"),
             "fileh" => {
-                assert_eq!(api.get("remmap"), Some(&enotconn.as_str()), "{w}: mapping of a closed FileH: {api:?}");
-                assert_ne!(api.get("mmap"), Some(&"0"), "{w}: mmap of a closed FileH: {api:?}");
+                assert_eq!(
+                    api.get("remmap"),
+                    Some(&enotconn.as_str()),
+                    "{w}: mapping of a closed FileH: {api:?}"
+                );
+                assert_ne!(
+                    api.get("mmap"),
+                    Some(&"0"),
+                    "{w}: mmap of a closed FileH: {api:?}"
+                );
             }
             _ => {
                 for k in ["remmap", "mmap"] {
-                    assert_eq!(api.get(k), Some(&enotconn.as_str()), "{w}: {k} under a closed parent: {api:?}");
+                    assert_eq!(
+                        api.get(k),
+                        Some(&enotconn.as_str()),
+                        "{w}: {k} under a closed parent: {api:?}"
+                    );
                 }
                 assert_ne!(api.get("open"), Some(&"0"), "{w}: open: {api:?}");
                 if *w == "wcfs" {
@@ -202,11 +224,23 @@ fn handles_under_a_closed_parent_fail_with_enotconn() {
 
     // Bad arguments.
     let conn = wc.connect(t0).unwrap();
-    assert_ne!(e2e::errno_of(&conn.open(Oid::new(0xdead_beef))), 0, "open of no file");
+    assert_ne!(
+        e2e::errno_of(&conn.open(Oid::new(0xdead_beef))),
+        0,
+        "open of no file"
+    );
     let fh = conn.open(f).unwrap();
-    assert_eq!(e2e::errno_of(&fh.mmap(-1, 1)), libc::EINVAL, "negative blk_start");
+    assert_eq!(
+        e2e::errno_of(&fh.mmap(-1, 1)),
+        libc::EINVAL,
+        "negative blk_start"
+    );
     assert_ne!(e2e::errno_of(&fh.mmap(0, 0)), 0, "empty mapping");
-    assert_eq!(e2e::errno_of(&fh.mmap(0, -3)), libc::EINVAL, "negative length");
+    assert_eq!(
+        e2e::errno_of(&fh.mmap(0, -3)),
+        libc::EINVAL,
+        "negative length"
+    );
     let m = fh.mmap(2, 2).unwrap();
     assert_ne!(e2e::errno_of(&m.remmap_blk(1)), 0, "remmap outside");
     assert_ne!(e2e::errno_of(&m.remmap_blk(4)), 0, "remmap outside");
@@ -215,8 +249,16 @@ fn handles_under_a_closed_parent_fail_with_enotconn() {
     assert_ne!(e2e::errno_of(&m.unmap()), 0, "second unmap");
     // Going back is an error and takes the Conn down.
     let head = wc.head_at().unwrap();
-    assert_ne!(e2e::errno_of(&conn.resync(Tid::new(t0.0 - 1))), 0, "resync backwards");
-    assert_eq!(e2e::errno_of(&conn.resync(head)), enotconn, "Conn down after going back");
+    assert_ne!(
+        e2e::errno_of(&conn.resync(Tid::new(t0.0 - 1))),
+        0,
+        "resync backwards"
+    );
+    assert_eq!(
+        e2e::errno_of(&conn.resync(head)),
+        enotconn,
+        "Conn down after going back"
+    );
     assert_eq!(e2e::errno_of(&fh.mmap(0, 1)), enotconn);
     let _ = fh.close();
     let _ = conn.close();
@@ -275,7 +317,8 @@ fn remmap_blk_restores_the_base_mapping() {
         }
     }
     for blk in [0i64, 1, 4] {
-        m.remmap_blk(blk).unwrap_or_else(|e| panic!("remmap_blk({blk}): {e}"));
+        m.remmap_blk(blk)
+            .unwrap_or_else(|e| panic!("remmap_blk({blk}): {e}"));
     }
     check("after remmap_blk");
     // And the restored head block still gets pinned when it changes.

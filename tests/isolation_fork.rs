@@ -63,7 +63,10 @@ fn forked_child_does_not_disturb_the_parent() {
     };
     check(&oracle, "setup");
 
-    for (i, what) in ["exit", "release", "rejoin", "frozen"].into_iter().enumerate() {
+    for (i, what) in ["exit", "release", "rejoin", "frozen"]
+        .into_iter()
+        .enumerate()
+    {
         let head_at = wc.head_at().unwrap();
         let head_content = oracle.content(&mut env.py, f, head_at);
         // "frozen": the child waits on this pipe while the parent changes
@@ -71,7 +74,10 @@ fn forked_child_does_not_disturb_the_parent() {
         let mut pipe = [0i32; 2];
         // SAFETY: pipe(2) into a 2-int array.
         assert_eq!(unsafe { libc::pipe(pipe.as_mut_ptr()) }, 0);
-        let (mem_start, mem_len) = (m.mem_start() as usize, m.mem_stop() as usize - m.mem_start() as usize);
+        let (mem_start, mem_len) = (
+            m.mem_start() as usize,
+            m.mem_stop() as usize - m.mem_start() as usize,
+        );
         // SAFETY: the child runs only the code below and leaves with
         // _exit: no unwinding, no atexit handlers, no return into the
         // test harness.
@@ -173,7 +179,10 @@ fn forked_child_does_not_disturb_the_parent() {
         let got = r.unwrap_or_else(|| {
             panic!("after child {what}: head read of #{blk} not answered in 10s: the parent's pinner is gone")
         });
-        assert_eq!(got, e2e::want_block(&oracle.content(&mut env.py, f, t), blk, BS));
+        assert_eq!(
+            got,
+            e2e::want_block(&oracle.content(&mut env.py, f, t), blk, BS)
+        );
         check(&oracle, &format!("child {what} and a commit"));
     }
     let st = common::watch::stats(&mnt);

@@ -153,7 +153,9 @@ fn processes_see_their_own_at() {
             let got: Vec<&str> = a.split_whitespace().skip(1).collect();
             let content = oracle.content(&mut env.py, f, *at);
             let want = want_shas(&content, 0, MAPBLK, BS);
-            let bad: Vec<usize> = (0..want.len()).filter(|&b| got.get(b) != Some(&want[b].as_str())).collect();
+            let bad: Vec<usize> = (0..want.len())
+                .filter(|&b| got.get(b) != Some(&want[b].as_str()))
+                .collect();
             if !bad.is_empty() {
                 panic!(
                     "step {step}: child {i} at {at}: blocks {bad:?} differ from Python's\nsteps: {log:#?}\nwcfsd log:\n{}",
@@ -246,7 +248,9 @@ impl PinSetup {
 
     /// This process's mapping (at conn.at()) and a fresh Conn at t1 vs Python.
     fn check_others(&mut self) {
-        let want = self.oracle.content(&mut self.env.py, self.f, self.conn.at());
+        let want = self
+            .oracle
+            .content(&mut self.env.py, self.f, self.conn.at());
         let got = e2e::mem(&self.m);
         let o = &self.oracle;
         let f = self.f;
@@ -287,7 +291,10 @@ fn client_killed_mid_pin_hurts_nobody() {
         .expect("head read still blocked 10s after the pinned client was killed");
     assert!(data.iter().all(|&b| b == 0xa1), "head #1 after the pin");
     assert!(took < Duration::from_secs(10), "head read took {took:?}");
-    let st = s.child.wait_exit(Duration::from_secs(10)).expect("child gone");
+    let st = s
+        .child
+        .wait_exit(Duration::from_secs(10))
+        .expect("child gone");
     assert_eq!(e2e::term_signal(&st), Some(libc::SIGKILL));
     // This process's Conn (also at t0) got its pin and still sees t0; a
     // new Conn sees t1; then the old one moves to t1.
@@ -295,7 +302,11 @@ fn client_killed_mid_pin_hurts_nobody() {
     s.conn.resync(s.t1).unwrap();
     s.check_others();
     let st = stats(&s.env.w().mnt);
-    assert_eq!(st.get("pinkill"), Some(&0), "a client we killed is not the daemon's kill: {st:?}");
+    assert_eq!(
+        st.get("pinkill"),
+        Some(&0),
+        "a client we killed is not the daemon's kill: {st:?}"
+    );
     let _ = s.t0;
 }
 

@@ -127,7 +127,11 @@ impl T {
             }
             5 => {
                 // Shrink (rarely to nothing).
-                let n = if self.rng.one_in(8) { 0 } else { self.rng.below(nblk + 1) };
+                let n = if self.rng.one_in(8) {
+                    0
+                } else {
+                    self.rng.below(nblk + 1)
+                };
                 self.env.py.truncate(f.oid, n);
                 format!("truncate {n}")
             }
@@ -407,9 +411,14 @@ fn conns_see_their_at_through_random_commits() {
 
     for _ in 0..COMMITS {
         t.commit();
-        let head = t.wc.head_at().unwrap_or_else(|e| t.fail(&format!("head_at: {e}")));
+        let head =
+            t.wc.head_at()
+                .unwrap_or_else(|e| t.fail(&format!("head_at: {e}")));
         if head != *t.tids.last().unwrap() {
-            t.fail(&format!("head_at {head}, last commit {}", t.tids.last().unwrap()));
+            t.fail(&format!(
+                "head_at {head}, last commit {}",
+                t.tids.last().unwrap()
+            ));
         }
         // Random actions, each followed by a check of some views: a view
         // checked right after a commit faults changed blocks in itself
@@ -447,9 +456,15 @@ fn conns_see_their_at_through_random_commits() {
     // Everyone answered every pin: nobody was killed.
     let st = stats(&mnt);
     if st.get("pinkill").copied().unwrap_or(0) != 0 {
-        t.fail(&format!("pinkill {:?} (a Conn failed a pin)", st.get("pinkill")));
+        t.fail(&format!(
+            "pinkill {:?} (a Conn failed a pin)",
+            st.get("pinkill")
+        ));
     }
-    assert!(st.get("pin").copied().unwrap_or(0) > 0, "no pins at all: {st:?}");
+    assert!(
+        st.get("pin").copied().unwrap_or(0) > 0,
+        "no pins at all: {st:?}"
+    );
     eprintln!(
         "isolation_random: {COMMITS} commits, pins {:?}, views opened {}",
         st.get("pin"),
@@ -509,7 +524,8 @@ fn threads_of_one_process_read_their_conns_at_once() {
         for _ in 0..1 + rng.below(4) {
             let blk = rng.below(6);
             let b = rng.next_u64() as u8;
-            env.py.fill(f, blk, ["zblk0", "zblk1"][rng.below(2) as usize], b, BS);
+            env.py
+                .fill(f, blk, ["zblk0", "zblk1"][rng.below(2) as usize], b, BS);
         }
         tids.push(env.commit());
         if rng.one_in(2) {
@@ -550,9 +566,8 @@ fn threads_of_one_process_read_their_conns_at_once() {
                             // SAFETY: mapped until the main thread joins us.
                             let got = unsafe { e2e::copy_mem(a as *const u8, len) };
                             let quiet = |_: u64, _: &[u8]| String::new();
-                            e2e::check_mem(&got, 0, BS, &want, &quiet).map_err(|e| {
-                                format!("view {i} at {at}, pass {pass}: {e}")
-                            })?;
+                            e2e::check_mem(&got, 0, BS, &want, &quiet)
+                                .map_err(|e| format!("view {i} at {at}, pass {pass}: {e}"))?;
                         }
                         Ok(())
                     })

@@ -83,7 +83,12 @@ pub fn check_mem(
     want: &[u8],
     name: &dyn Fn(u64, &[u8]) -> String,
 ) -> Result<(), String> {
-    assert_eq!(got.len() % bs, 0, "mapping of {} bytes, blksize {bs}", got.len());
+    assert_eq!(
+        got.len() % bs,
+        0,
+        "mapping of {} bytes, blksize {bs}",
+        got.len()
+    );
     let mut bad = Vec::new();
     for (i, g) in got.chunks(bs).enumerate() {
         let blk = blk_start as u64 + i as u64;
@@ -328,7 +333,13 @@ pub fn term_signal(st: &ExitStatus) -> Option<i32> {
 }
 
 /// The environment of a `view` child: mountpoint, file, `at`, mapped range.
-pub fn view_env(mnt: &std::path::Path, f: Oid, at: Tid, blk_start: i64, blk_len: i64) -> Vec<(&'static str, String)> {
+pub fn view_env(
+    mnt: &std::path::Path,
+    f: Oid,
+    at: Tid,
+    blk_start: i64,
+    blk_len: i64,
+) -> Vec<(&'static str, String)> {
     vec![
         ("E2E_MNT", mnt.display().to_string()),
         ("E2E_OID", f.to_string()),
@@ -378,7 +389,9 @@ fn open_view() -> ChildView {
     let map = var("E2E_MAP");
     let (s, l) = map.split_once(':').unwrap();
     let wc = Wcfs::attach(&mnt).unwrap_or_else(|e| panic!("attach {mnt}: {e}"));
-    let conn = wc.connect(at).unwrap_or_else(|e| panic!("connect {at}: {e}"));
+    let conn = wc
+        .connect(at)
+        .unwrap_or_else(|e| panic!("connect {at}: {e}"));
     let fh = conn.open(f).unwrap_or_else(|e| panic!("open {f}: {e}"));
     let m = fh
         .mmap(s.parse().unwrap(), l.parse().unwrap())
@@ -433,10 +446,18 @@ fn role_fault() {
     let v = open_view();
     // The address range as the application holds it: raw pointers that
     // outlive the handle.
-    let (a, len) = (v.m.mem_start(), v.m.mem_stop() as usize - v.m.mem_start() as usize);
+    let (a, len) = (
+        v.m.mem_start(),
+        v.m.mem_stop() as usize - v.m.mem_start() as usize,
+    );
     // SAFETY: mapped while the view is open; after the release below the
     // read must fault — which is what this role checks.
-    let sum = || unsafe { copy_mem(a, len) }.iter().map(|&b| b as u64).sum::<u64>();
+    let sum = || {
+        unsafe { copy_mem(a, len) }
+            .iter()
+            .map(|&b| b as u64)
+            .sum::<u64>()
+    };
     say(&format!("read {}", sum()));
     let what = var("E2E_WHAT");
     let closed = match what.as_str() {
@@ -452,7 +473,10 @@ fn role_fault() {
     }
     // What the handles below the released one say now (SPEC §8: ENOTCONN
     // for children of a closed parent; some error for a released handle).
-    let mut api = vec![format!("remmap={}", errno_of(&v.m.remmap_blk(v.m.blk_start())))];
+    let mut api = vec![format!(
+        "remmap={}",
+        errno_of(&v.m.remmap_blk(v.m.blk_start()))
+    )];
     if what != "unmap" {
         let m2 = v.fh.mmap(v.m.blk_start(), 1);
         api.push(format!("mmap={}", errno_of(&m2)));
@@ -494,9 +518,8 @@ pub fn crash_note(s: &str) {
 extern "C" fn on_fault(sig: libc::c_int, info: *mut libc::siginfo_t, _: *mut libc::c_void) {
     // SAFETY: the kernel passes a valid siginfo to an SA_SIGINFO handler.
     let addr = unsafe { (*info).si_addr() } as usize;
-    let mut msg = format!(
-        "\n*** test process got signal {sig} at address {addr:#x}; last steps:\n"
-    );
+    let mut msg =
+        format!("\n*** test process got signal {sig} at address {addr:#x}; last steps:\n");
     // try_lock: the faulting thread may be the one holding it.
     if let Ok(v) = STEPS.try_lock() {
         for s in v.iter() {
