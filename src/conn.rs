@@ -61,6 +61,7 @@ use crate::wcfs::WcfsInner;
 use crate::{fork, Error, FileH, Oid, Result, Tid};
 use parking_lot::Mutex;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 
 /// A view as of `at()`. Cheap to clone (shared handle).
@@ -75,6 +76,8 @@ pub(crate) struct ConnInner {
     pub(crate) link: Arc<Link>,
     op: Mutex<()>,
     pub(crate) st: Mutex<ConnState>,
+    /// `st.at`, readable without the lock (a forked child must not lock).
+    at: AtomicU64,
 }
 
 pub(crate) struct ConnState {
@@ -97,6 +100,7 @@ impl ConnInner {
             gen: fork::generation(),
             link: link.clone(),
             op: Mutex::new(()),
+            at: AtomicU64::new(at.0),
             st: Mutex::new(ConnState {
                 at,
                 released: false,
@@ -196,11 +200,7 @@ impl Conn {
     }
 
     pub fn at(&self) -> Tid {
-        if self.inner.detached() {
-            // No lock in a forked child; the value is only informative.
-            return Tid(0);
-        }
-        self.inner.st.lock().at
+        Tid(self.inner.at.load(Ordering::Acquire))
     }
 
     /// Moves the view forward to `at`; going back is an error that takes the
@@ -257,6 +257,7 @@ impl Conn {
             }
         }
         c.st.lock().at = at;
+        c.at.store(at.0, Ordering::Release);
         Ok(())
     }
 

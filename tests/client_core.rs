@@ -283,6 +283,22 @@ fn head_shrinks_below_at() {
     }
     conn.close().unwrap();
 
+    // Mapped from head but never touched, then head shrinks: the kernel
+    // raises SIGBUS without asking the daemon; the library repairs it
+    // from @at.
+    let conn = wc.connect(at3).unwrap();
+    let fh = conn.open(f).unwrap();
+    let m = fh.mmap(0, 5).unwrap();
+    check(&mut env, &m, f, 0, at3);
+    env.py.truncate(f, 1);
+    env.commit();
+    for b in (0..5).rev() {
+        check(&mut env, &m, f, b, at3);
+    }
+    conn.close().unwrap();
+    env.py.fill(f, 3, "zblk0", 0x34, BS);
+    let at3 = env.commit();
+
     // Read through head first, then head shrinks: the daemon pins them.
     let conn = wc.connect(at3).unwrap();
     let fh = conn.open(f).unwrap();
@@ -339,7 +355,7 @@ fn fork_detaches() {
             drop(tx);
             let mut b = [0u8; 1];
             let _ = nix::unistd::read(rx.as_raw_fd(), &mut b); // parent committed
-            let mut ok = !block_readable(&om, 0);
+            let mut ok = !block_readable(&om, 0) && conn.at() == at1;
             for (blk, w) in want.iter().enumerate() {
                 ok &= mem_block(&m, blk as u64) == *w;
             }
@@ -358,6 +374,17 @@ fn fork_detaches() {
             nix::unistd::write(&tx, b"x").unwrap();
             assert_eq!(wait(pid), Ok(0), "child 2");
         }
+    }
+    // Child 3: memory that faults in the parent (closed Conn) faults.
+    // SAFETY: as above.
+    match unsafe { libc::fork() } {
+        0 => {
+            // SAFETY: expected to fault (SIGSEGV): that is the test.
+            let v = unsafe { std::ptr::read_volatile(om.mem_start()) };
+            // SAFETY: leaving the forked child.
+            unsafe { libc::_exit(v as i32 + 2) };
+        }
+        pid => assert_eq!(wait(pid), Err(libc::SIGSEGV), "child 3"),
     }
     om.unmap().unwrap();
     m2.unmap().unwrap();
@@ -410,4 +437,105 @@ fn daemon_exit_takes_conns_down() {
     assert_eq!(conn.resync(at1).unwrap_err().errno(), libc::ENOTCONN);
     m.unmap().unwrap();
     conn.close().unwrap();
+}
+
+/// The view of one Conn as Python sees it: every block as of `at`.
+fn oracle_view(env: &mut Env, f: Oid, at: Tid, nblk: u64) -> Vec<Vec<u8>> {
+    let size = env.py.size(f, Some(at));
+    (0..nblk)
+        .map(|b| {
+            if b * (BS as u64) < size {
+                env.py.block(f, b, Some(at))
+            } else {
+                vec![0; BS]
+            }
+        })
+        .collect()
+}
+
+/// Randomized: reader threads keep checking two Conns' views while commits
+/// change, punch, grow and shrink the file underneath; between rounds one
+/// Conn resyncs forward to a random newer commit.
+#[test]
+fn readers_during_commits_and_resyncs() {
+    let seed = testkit::seed("readers_during_commits_and_resyncs");
+    let mut rng = testkit::Rng::new(seed);
+    const NBLK: u64 = 10;
+    let (mut env, f, at0, wc) = setup(6);
+    let mut tids = vec![at0];
+    let c1 = wc.connect(at0).unwrap();
+    let c2 = wc.connect(at0).unwrap();
+    let m1 = c1.open(f).unwrap().mmap(0, NBLK as i64).unwrap();
+    let m2 = c2.open(f).unwrap().mmap(0, NBLK as i64).unwrap();
+    let mut want1 = Arc::new(oracle_view(&mut env, f, at0, NBLK));
+    let want2 = Arc::new(want1.as_ref().clone());
+    for round in 0..12 {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let readers: Vec<_> = [(m1.clone(), want1.clone()), (m2.clone(), want2.clone())]
+            .into_iter()
+            .flat_map(|(m, want)| {
+                let stop = stop.clone();
+                (0..2u64).map(move |t| {
+                    let (m, want, stop) = (m.clone(), want.clone(), stop.clone());
+                    std::thread::spawn(move || {
+                        let mut i = t;
+                        let mut n = 0;
+                        while !stop.load(std::sync::atomic::Ordering::Relaxed) || n < NBLK {
+                            let b = (i * 7 + 3) % NBLK;
+                            let got = mem_block(&m, b);
+                            let w = &want[b as usize];
+                            if got != *w {
+                                let diff = got.iter().zip(w.iter()).position(|(a, b)| a != b);
+                                panic!(
+                                    "#{b} (read {n}): first difference at {diff:?}: got {:?} want {:?}",
+                                    diff.map(|i| got[i]),
+                                    diff.map(|i| w[i])
+                                );
+                            }
+                            i += 1;
+                            n += 1;
+                        }
+                    })
+                })
+            })
+            .collect();
+        for _ in 0..3 {
+            for _ in 0..1 + rng.below(3) {
+                let b = rng.below(NBLK);
+                match rng.below(6) {
+                    0 => env.py.punch(f, b),
+                    1 => env.py.truncate(f, rng.below(NBLK)),
+                    2 => env.py.fill(f, b, "zblk1", rng.below(256) as u8, BS),
+                    _ => env.py.fill(
+                        f,
+                        b,
+                        "zblk0",
+                        rng.below(256) as u8,
+                        1 + rng.below(BS as u64) as usize,
+                    ),
+                }
+            }
+            tids.push(env.commit());
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for r in readers {
+            r.join()
+                .unwrap_or_else(|_| panic!("round {round}: a reader saw wrong data"));
+        }
+        // c1 moves forward to a random commit not older than its at.
+        let from = tids.iter().position(|t| *t == c1.at()).unwrap();
+        let to = tids[from + rng.below((tids.len() - from) as u64) as usize];
+        c1.resync(to).unwrap();
+        want1 = Arc::new(oracle_view(&mut env, f, to, NBLK));
+        for b in 0..NBLK {
+            assert!(
+                mem_block(&m1, b) == want1[b as usize],
+                "round {round}: after resync #{b}"
+            );
+        }
+    }
+    let st = common::watch::stats(&env.w().mnt);
+    assert_eq!(st["pinkill"], 0);
+    c1.close().unwrap();
+    c2.close().unwrap();
 }

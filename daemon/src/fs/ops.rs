@@ -310,9 +310,13 @@ impl Fs {
                 .get(key, || t.load_block(oid, blk).map(|b| b.data))
                 .map_err(|e| (blk, e))
         });
-        if r.is_ok() && off < info.size && size > 0 && info.blksize > 0 {
-            // Before the reply: watchers must not see this head data.
-            let end = info.size.min(off + size as u64);
+        if r.is_ok() && size > 0 && info.blksize > 0 {
+            // Before the reply: watchers must not see this head data. Past
+            // head's end too: while a shrink is being applied, the kernel
+            // still has the old size, zero-fills what we do not return and
+            // maps it — a watcher whose `at` has data there must be pinned
+            // first (an untracked block pins `@<at>`, always right).
+            let end = off.saturating_add(size as u64);
             w.iso
                 .pin_read(&t, oid, off / info.blksize..=(end - 1) / info.blksize);
         }
