@@ -91,6 +91,35 @@ fn wcfsd(args: &[&str]) -> Output {
         .expect("run wcfsd")
 }
 
+/// `wcfsd ARGS` to completion, failing (not hanging) after `timeout`.
+fn wcfsd_within(args: &[&str], timeout: Duration) -> Output {
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let _ = tx.send(wcfsd(&args));
+    });
+    rx.recv_timeout(timeout)
+        .unwrap_or_else(|_| panic!("wcfsd did not finish within {timeout:?}"))
+}
+
+/// The hung fake daemon (examples/hung_wcfs.rs), built if missing: cargo
+/// builds examples for `cargo test`, but not for `--test lifecycle`.
+fn hung_wcfs_bin() -> PathBuf {
+    let profile_dir = wcfsd_bin().parent().unwrap().to_path_buf();
+    let bin = profile_dir.join("examples/hung_wcfs");
+    if !bin.exists() {
+        let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+        cmd.args(["build", "-q", "-p", "wcfsd", "--example", "hung_wcfs"])
+            .current_dir(testkit::repo());
+        if profile_dir.file_name().is_some_and(|n| n == "release") {
+            cmd.arg("--release");
+        }
+        assert!(cmd.status().unwrap().success(), "building hung_wcfs");
+    }
+    bin
+}
+
 fn text(out: &Output) -> String {
     format!(
         "{}{}",
@@ -159,6 +188,15 @@ fn mounts_at(mnt: &Path) -> usize {
 
 fn kill(pid: u32, sig: i32) {
     sys::signal(pid, sig).unwrap();
+}
+
+/// SIGSTOP, and wait until it took effect (signals arrive asynchronously).
+fn freeze(pid: u32) {
+    kill(pid, libc::SIGSTOP);
+    assert!(
+        sys::wait_until(Duration::from_secs(10), || sys::stopped(pid)),
+        "pid {pid} did not stop"
+    );
 }
 
 fn wait_dead(pid: u32) {
@@ -398,7 +436,7 @@ fn status_and_stop_of_healthy_dead_and_stuck_daemons() {
     // an error), kills the daemon and detaches the mount.
     wcfsd(&["start", &zurl]);
     let pid = healthy_pid(&zurl);
-    kill(pid, libc::SIGSTOP);
+    freeze(pid);
     let reader = {
         let path = mnt.join("head/at");
         std::thread::spawn(move || std::fs::read_to_string(path))
@@ -435,13 +473,48 @@ fn stop_in_library_reports_what_it_did() {
     let s = lifecycle::stop(&zurl, &cfg()).unwrap();
     assert_eq!(s.how, StopHow::NotRunning);
 
-    lifecycle::join_with(&zurl, true, &cfg()).unwrap();
+    let mnt = lifecycle::join_with(&zurl, true, &cfg()).unwrap();
     let pid = healthy_pid(&zurl);
-    kill(pid, libc::SIGSTOP);
+    freeze(pid);
+    // The probe gives up at its deadline instead of hanging with the read.
+    let t0 = Instant::now();
+    let probe = sys::probe(&mnt, Duration::from_millis(300));
+    assert!(matches!(probe, sys::Probe::NoAnswer), "{probe:?}");
+    assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
     let s = lifecycle::stop(&zurl, &cfg()).unwrap();
     assert_eq!((s.how, s.pid), (StopHow::Killed, Some(pid)));
     wait_dead(pid);
-    assert_eq!(mounts_at(&lifecycle::mountpoint_for(&zurl)), 0);
+    assert_eq!(mounts_at(&mnt), 0);
+
+    // A client holding a file keeps SIGTERM from ending the daemon (its
+    // unmount is refused, it detaches and serves what is open); after the
+    // grace period stop kills it, and the client's next read fails
+    // instead of hanging or returning stale data.
+    lifecycle::join_with(&zurl, true, &cfg()).unwrap();
+    let pid = healthy_pid(&zurl);
+    let held = std::fs::File::open(mnt.join(format!("head/bigfile/{_f}"))).unwrap();
+    assert_eq!(
+        common::read_block_of(&held, 0, BS).unwrap(),
+        vec![0xa1; BS as usize]
+    );
+    let short = Config {
+        stop_grace: Duration::from_secs(2),
+        ..cfg()
+    };
+    let s = lifecycle::stop(&zurl, &short).unwrap();
+    assert_eq!((s.how, s.pid), (StopHow::Killed, Some(pid)));
+    wait_dead(pid);
+    assert_eq!(mounts_at(&mnt), 0);
+    // What the kernel still caches of the file aside, the next read that
+    // reaches the daemon fails.
+    use std::os::unix::io::AsRawFd;
+    // SAFETY: an advisory call on a descriptor we own.
+    let rc = unsafe { libc::posix_fadvise(held.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+    assert_eq!(rc, 0);
+    match common::read_block_of(&held, 2, BS) {
+        Err(e) => assert_eq!(common::errno(&e), libc::ENOTCONN, "{e}"),
+        Ok(data) => panic!("read {} bytes from a killed daemon", data.len()),
+    }
 }
 
 #[test]
@@ -540,4 +613,75 @@ fn foreign_mount_and_failed_start_are_clear_errors() {
     let e = lifecycle::join_with(&bad, true, &cfg).unwrap_err();
     assert_eq!(e.errno(), libc::ENOENT, "{e}");
     assert!(e.to_string().contains("WCFS_WCFSD"), "{e}");
+}
+
+#[test]
+fn a_hung_daemon_is_reported_and_stopped_without_hanging_us() {
+    // A daemon that takes requests and never answers them: the callers
+    // sleep uninterruptibly. status must still come back (its probe is not
+    // one of those callers); join must not replace it; stop must abort
+    // its connection and kill it.
+    let dir = tempfile::Builder::new()
+        .prefix("wcfs-test-hung")
+        .tempdir()
+        .unwrap();
+    let zurl = format!("file://{}/data.fs", dir.path().display());
+    let _guard = Cleanup(zurl.clone());
+    let mnt = lifecycle::mountpoint_for(&zurl);
+    lifecycle::ensure_root().unwrap();
+    std::fs::create_dir_all(&mnt).unwrap();
+    let mut hung = Command::new(hung_wcfs_bin())
+        .arg(&zurl)
+        .arg(&mnt)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let hung_pid = hung.id();
+    assert!(
+        sys::wait_until(Duration::from_secs(10), || sys::mount_at(&mnt)
+            .ok()
+            .flatten()
+            .is_some()),
+        "hung_wcfs did not mount"
+    );
+
+    for _ in 0..2 {
+        let t0 = Instant::now();
+        let out = wcfsd_within(
+            &["status", "-timeout", "500ms", &zurl],
+            Duration::from_secs(20),
+        );
+        assert_eq!(out.status.code(), Some(4), "{}", text(&out));
+        assert!(
+            text(&out).contains("stuck") && text(&out).contains(&format!("pid {hung_pid}")),
+            "{}",
+            text(&out)
+        );
+        assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
+    }
+    let quick = Config {
+        probe_timeout: Duration::from_millis(500),
+        ..cfg()
+    };
+    for autostart in [false, true] {
+        let e = lifecycle::join_with(&zurl, autostart, &quick).unwrap_err();
+        assert_eq!(e.errno(), libc::ETIMEDOUT, "{e}");
+    }
+    assert_eq!(daemons_of(&zurl), vec![hung_pid], "a second daemon started");
+
+    let out = wcfsd_within(
+        &["stop", "-timeout", "500ms", &zurl],
+        Duration::from_secs(30),
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("killed"), "{}", text(&out));
+    let st = common::wait_timeout(&mut hung, Duration::from_secs(10)).expect("hung_wcfs killed");
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&st),
+        Some(libc::SIGKILL)
+    );
+    assert_eq!(mounts_at(&mnt), 0);
+    assert_eq!(lifecycle::status(&zurl).unwrap().state, State::Absent);
 }

@@ -8,6 +8,9 @@ use std::path::PathBuf;
 /// Why a daemon could not be joined, started or stopped.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Error {
+    /// The zurl cannot name a database (empty, or with NUL or newline)
+    /// (`EINVAL`).
+    BadZurl { zurl: String },
     /// Nothing serves the zurl and we were not asked to start it (`ENOENT`).
     NotServing { zurl: String, mountpoint: PathBuf },
     /// A daemon was mounted there but is gone: the mount answers
@@ -70,6 +73,7 @@ impl Error {
     /// The positive errno that classifies this failure.
     pub fn errno(&self) -> i32 {
         match self {
+            Error::BadZurl { .. } => libc::EINVAL,
             Error::NotServing { .. } | Error::NoDaemonBinary { .. } => libc::ENOENT,
             Error::Dead { .. } => libc::ENOTCONN,
             Error::Stuck { .. } | Error::LockTimeout { .. } => libc::ETIMEDOUT,
@@ -91,6 +95,11 @@ impl Error {
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            Error::BadZurl { zurl } => write!(
+                f,
+                "invalid zurl {zurl:?}: want file://PATH, a path to a data.fs, \
+                 or zeo://HOST:PORT"
+            ),
             Error::NotServing { zurl, mountpoint } => write!(
                 f,
                 "no wcfsd serves {zurl} (nothing mounted at {}); start one with \

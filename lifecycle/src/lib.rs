@@ -76,8 +76,10 @@
 //! # Blocking
 //!
 //! Every wait is bounded (see [`Config`]); the one filesystem call on the
-//! mount — the probe — runs on a thread that is abandoned at its deadline
-//! (see [`sys`]).
+//! mount — the probe — runs in a detached process that is abandoned at
+//! its deadline (see [`sys::probe`]): a request the daemon took and never
+//! answers leaves its caller unkillable until the connection is aborted,
+//! and that must not be us.
 
 mod error;
 pub mod sys;
@@ -241,6 +243,17 @@ impl Status {
     }
 }
 
+/// Refuses what cannot be a zurl before it names a mountpoint or reaches
+/// a command line (the daemon says what else is wrong with it).
+fn check_zurl(zurl: &str) -> Result<(), Error> {
+    if zurl.trim().is_empty() || zurl.contains(['\0', '\n']) {
+        return Err(Error::BadZurl {
+            zurl: zurl.to_string(),
+        });
+    }
+    Ok(())
+}
+
 /// Whether `m` is the mount of the wcfsd of `zurl` (SPEC §4: type
 /// `fuse.wcfs`, source exactly the zurl).
 fn is_ours(m: &sys::MountEntry, zurl: &str) -> bool {
@@ -302,6 +315,7 @@ pub fn join(zurl: &str, autostart: bool) -> Result<PathBuf, Error> {
 
 /// [`join`] with a configuration.
 pub fn join_with(zurl: &str, autostart: bool, cfg: &Config) -> Result<PathBuf, Error> {
+    check_zurl(zurl)?;
     // The common case needs no lock: a daemon already serving.
     let st = status_with(zurl, cfg.probe_timeout)?;
     if st.is_healthy() {
@@ -328,6 +342,7 @@ pub struct Started {
 /// Makes sure a daemon serves `zurl` at its mountpoint: returns the one
 /// that does, or starts one in the background and waits until it serves.
 pub fn start(zurl: &str, cfg: &Config) -> Result<Started, Error> {
+    check_zurl(zurl)?;
     let prep = prepare(zurl, cfg)?;
     let mountpoint = prep.mountpoint.clone();
     if let Some(pid) = prep.healthy {
@@ -774,6 +789,7 @@ pub struct ServeSlot {
 /// unhealthy, foreign → error; else the mountpoint, free, with the lock
 /// still held.
 pub fn prepare_serve(zurl: &str, cfg: &Config) -> Result<ServeSlot, Error> {
+    check_zurl(zurl)?;
     let prep = prepare(zurl, cfg)?;
     if let Some(pid) = prep.healthy {
         return Err(Error::AlreadyServed {
@@ -849,6 +865,36 @@ mod tests {
             ..Config::default()
         };
         assert_eq!(wcfsd_binary(&cfg).unwrap(), PathBuf::from("/bin/sh"));
+    }
+
+    #[test]
+    fn binary_from_environment_then_lookup() {
+        // The only test here that looks at the variable.
+        std::env::set_var(WCFSD_ENV, "/bin/sh");
+        assert_eq!(
+            wcfsd_binary(&Config::default()).unwrap(),
+            PathBuf::from("/bin/sh")
+        );
+        std::env::set_var(WCFSD_ENV, "/nonexistent/wcfsd");
+        let e = wcfsd_binary(&Config::default()).unwrap_err();
+        assert!(
+            e.to_string().contains("$WCFS_WCFSD=/nonexistent/wcfsd"),
+            "{e}"
+        );
+        std::env::remove_var(WCFSD_ENV);
+        match wcfsd_binary(&Config::default()) {
+            Ok(p) => assert!(p.ends_with("wcfsd") && is_executable(&p), "{p:?}"),
+            Err(e) => assert!(e.to_string().contains("wcfsd on $PATH"), "{e}"),
+        }
+    }
+
+    #[test]
+    fn bad_zurls_are_refused() {
+        for z in ["", "  ", "a\0b", "file:///x\n/data.fs"] {
+            let e = join_with(z, true, &Config::default()).unwrap_err();
+            assert_eq!(e.errno(), libc::EINVAL, "{z:?}: {e}");
+            assert!(e.to_string().contains("invalid zurl"), "{e}");
+        }
     }
 
     #[test]

@@ -6,16 +6,15 @@
 //!
 //! Nothing here blocks without a bound: a stuck daemon makes every
 //! filesystem call on its mount sleep until it answers, so the only such
-//! call — the probe — runs on a thread of its own and is abandoned at its
-//! deadline (the thread ends when the daemon answers or dies; a killed
-//! daemon's connection is aborted, which wakes it).
+//! call — the probe — runs in a detached process of its own and is
+//! abandoned at its deadline (see [`probe`] for why not a thread).
 
 use std::fs;
 use std::io::{self, Read};
+use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 /// One line of `/proc/self/mountinfo`, the fields we use.
@@ -194,23 +193,183 @@ pub enum Probe {
     NoAnswer,
 }
 
-/// Reads `<mountpoint>/.wcfs/zurl` on a thread of its own, waiting at most
-/// `timeout` (see the module doc for why a thread).
+/// Longest `.wcfs/zurl` the probe reads; anything longer is no zurl of ours.
+const PROBE_MAX: usize = 16 << 10;
+
+/// Reads `<mountpoint>/.wcfs/zurl`, waiting at most `timeout`.
+///
+/// The read runs in a process of its own, detached from us (a grandchild,
+/// holding no descriptor of ours), never on a thread of ours: a FUSE
+/// request that the daemon has taken but does not answer (it hangs, or
+/// was stopped in the middle) keeps the caller in an uninterruptible
+/// sleep, which not even SIGKILL ends, until the daemon answers or the
+/// connection is aborted. A thread of ours stuck so would keep this
+/// process from exiting, and with it everything that waits for us (a
+/// shell's `$(wcfsd status …)`). The prober is abandoned at the deadline
+/// instead, and goes away by itself once the daemon answers or dies.
 pub fn probe(mountpoint: &Path, timeout: Duration) -> Probe {
-    let path = mountpoint.join(".wcfs/zurl");
-    let (tx, rx) = mpsc::channel();
-    let spawned = std::thread::Builder::new()
-        .name("wcfs-probe".into())
-        .spawn(move || {
-            let _ = tx.send(fs::read_to_string(path));
-        });
-    if let Err(e) = spawned {
-        return Probe::Failed(e);
+    match probe_detached(&mountpoint.join(".wcfs/zurl"), timeout) {
+        Ok(p) => p,
+        Err(e) => Probe::Failed(e),
     }
-    match rx.recv_timeout(timeout) {
-        Ok(Ok(s)) => Probe::Answer(s),
-        Ok(Err(e)) => Probe::Failed(e),
-        Err(_) => Probe::NoAnswer,
+}
+
+fn probe_detached(path: &Path, timeout: Duration) -> io::Result<Probe> {
+    let cpath = cstring(path)?;
+    let mut fds = [0 as libc::c_int; 2];
+    // SAFETY: pipe2 fills the two-element array with new descriptors.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: both descriptors are new and owned by nobody else.
+    let (rd, wr) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    // SAFETY: the child runs only async-signal-safe code (see
+    // `probe_child`), as required after fork in a multi-threaded process;
+    // everything it uses (path, descriptor) was prepared before the fork.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if pid == 0 {
+        // SAFETY: we are the child of the fork above.
+        unsafe { probe_child(cpath.as_ptr(), wr.as_raw_fd()) }
+    }
+    drop(wr);
+    // Reap the intermediate child, which exits at once.
+    let mut status = 0;
+    // SAFETY: waitpid on our own child, with a valid status pointer.
+    while unsafe { libc::waitpid(pid, &mut status, 0) } < 0
+        && io::Error::last_os_error().raw_os_error() == Some(libc::EINTR)
+    {}
+    let deadline = Instant::now() + timeout;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Ok(Probe::NoAnswer);
+        }
+        let mut pfd = libc::pollfd {
+            fd: rd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let ms = left.as_millis().clamp(1, i32::MAX as u128) as libc::c_int;
+        // SAFETY: poll on one valid pollfd.
+        let n = unsafe { libc::poll(&mut pfd, 1, ms) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::EINTR) {
+                continue;
+            }
+            return Err(e);
+        }
+        if n == 0 {
+            return Ok(Probe::NoAnswer);
+        }
+        // SAFETY: read into a buffer we own, within its length.
+        let k = unsafe { libc::read(rd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+        if k < 0 {
+            let e = io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::EINTR) {
+                continue;
+            }
+            return Err(e);
+        }
+        if k == 0 {
+            break;
+        }
+        got.extend_from_slice(&buf[..k as usize]);
+    }
+    // The prober's report: "0" and the content, or "E" and the errno.
+    match got.split_first() {
+        Some((b'0', data)) => Ok(Probe::Answer(String::from_utf8_lossy(data).into_owned())),
+        Some((b'E', e)) if e.len() == 4 => Ok(Probe::Failed(io::Error::from_raw_os_error(
+            i32::from_ne_bytes([e[0], e[1], e[2], e[3]]),
+        ))),
+        _ => Err(io::Error::other("the probe process died without a report")),
+    }
+}
+
+/// The child side of [`probe`]: forks the prober and exits; the prober
+/// closes every descriptor but `wr`, reads `path` and reports on `wr`.
+///
+/// # Safety
+///
+/// Only in the child of a fork. Calls nothing but async-signal-safe
+/// system calls and touches no memory but its stack and `path`.
+unsafe fn probe_child(path: *const libc::c_char, wr: libc::c_int) -> ! {
+    if libc::fork() != 0 {
+        libc::_exit(0);
+    }
+    unsafe fn report_errno(wr: libc::c_int, errno: libc::c_int) -> ! {
+        let mut msg = [b'E', 0, 0, 0, 0];
+        msg[1..].copy_from_slice(&errno.to_ne_bytes());
+        libc::write(wr, msg.as_ptr().cast(), msg.len());
+        libc::_exit(1)
+    }
+    close_all_but(wr);
+    let fd = libc::open(path, libc::O_RDONLY | libc::O_CLOEXEC);
+    if fd < 0 {
+        report_errno(wr, *libc::__errno_location());
+    }
+    let mut buf = [0u8; PROBE_MAX + 1];
+    buf[0] = b'0';
+    let mut n = 1;
+    while n < buf.len() {
+        let k = libc::read(fd, buf[n..].as_mut_ptr().cast(), buf.len() - n);
+        if k < 0 {
+            let errno = *libc::__errno_location();
+            if errno == libc::EINTR {
+                continue;
+            }
+            report_errno(wr, errno);
+        }
+        if k == 0 {
+            break;
+        }
+        n += k as usize;
+    }
+    let mut off = 0;
+    while off < n {
+        let k = libc::write(wr, buf[off..n].as_ptr().cast(), n - off);
+        if k <= 0 {
+            break;
+        }
+        off += k as usize;
+    }
+    libc::_exit(0)
+}
+
+/// Closes every descriptor but `keep` (close_range, Linux ≥ 5.9; else one
+/// by one up to the descriptor limit). Async-signal-safe.
+///
+/// # Safety
+///
+/// Closes descriptors other code may think it owns: only in a child
+/// about to exit.
+unsafe fn close_all_but(keep: libc::c_int) {
+    let keep = keep as libc::c_uint;
+    let mut ok = true;
+    if keep > 0 {
+        ok &= libc::syscall(libc::SYS_close_range, 0 as libc::c_uint, keep - 1, 0) == 0;
+    }
+    ok &= libc::syscall(libc::SYS_close_range, keep + 1, libc::c_uint::MAX, 0) == 0;
+    if !ok {
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        let max = if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 {
+            lim.rlim_cur.min(1 << 16) as libc::c_int
+        } else {
+            1024
+        };
+        for fd in 0..max {
+            if fd != keep as libc::c_int {
+                libc::close(fd);
+            }
+        }
     }
 }
 
