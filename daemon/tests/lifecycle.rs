@@ -685,3 +685,41 @@ fn a_hung_daemon_is_reported_and_stopped_without_hanging_us() {
     assert_eq!(mounts_at(&mnt), 0);
     assert_eq!(lifecycle::status(&zurl).unwrap().state, State::Absent);
 }
+
+#[test]
+fn serve_racing_joins_makes_one_daemon() {
+    let (mut env, _guard, f) = setup();
+    let zurl = env.zurl.clone();
+    let mut serve = Command::new(wcfsd_bin())
+        .args(["serve", &zurl])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let joins: Vec<_> = (0..3)
+        .map(|_| {
+            let zurl = zurl.clone();
+            std::thread::spawn(move || lifecycle::join_with(&zurl, true, &cfg()))
+        })
+        .collect();
+    let mnt = lifecycle::mountpoint_for(&zurl);
+    for j in joins {
+        assert_eq!(j.join().unwrap().unwrap(), mnt);
+    }
+    let pid = healthy_pid(&zurl);
+    assert_eq!(daemons_of(&zurl), vec![pid]);
+    assert_eq!(mounts_at(&mnt), 1);
+    if pid != serve.id() {
+        // A join got the lock first: serve found it serving and refused.
+        let st = common::wait_timeout(&mut serve, Duration::from_secs(20)).expect("serve exits");
+        let mut err = String::new();
+        std::io::Read::read_to_string(serve.stderr.as_mut().unwrap(), &mut err).unwrap();
+        assert_eq!(st.code(), Some(1), "{err}");
+        assert!(err.contains("already served"), "{err}");
+    }
+    check_blocks(&mut env, &mnt, f);
+    let s = lifecycle::stop(&zurl, &cfg()).unwrap();
+    assert_eq!((s.how, s.pid), (StopHow::Graceful, Some(pid)));
+    let _ = common::wait_timeout(&mut serve, Duration::from_secs(20));
+}
