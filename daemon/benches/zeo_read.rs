@@ -1,0 +1,259 @@
+//! Cold reads through wcfsd over ZEO (harness = false).
+//!
+//! One ZBigFile of `WCFS_BENCH_MIB` MiB (default 512) in 2 MiB ZBlk0 blocks
+//! of random bytes, generated once by `python/wcfs_testdata/benchgen.py`
+//! into `bench-data/zeo_read/` and served by a real `runzeo`. In every
+//! repetition, back to back:
+//!
+//! - **ZEO vs data.fs**: the whole file read cold (read(2), 1 MiB buffers)
+//!   through a freshly started wcfsd on `zeo://` against a freshly started
+//!   wcfsd on the same data.fs (`file://`; the file in the page cache both
+//!   times). Target: ratio ≥ 0.5;
+//! - **ZEO vs Python**: the same cold read against Python's ZEO
+//!   `ClientStorage` (fresh process, fresh client cache) loading every
+//!   block's ZBlk0 through a ZODB Connection, timed by the script. Target:
+//!   wcfsd ≥ 2× faster;
+//! - **zodb over ZEO**: for reference, the zodb crate's `load_block` of
+//!   every block over one ZEO connection, one request at a time, and
+//!   pipelined (`ZeoStorage::load_many`, 8 blocks in flight).
+//!
+//! Ratios are ours / theirs in speed (higher is better for us); best and
+//! median over the repetitions are printed.
+//!
+//! Run: `cargo bench -p wcfsd --bench zeo_read` (root, /dev/fuse; Python
+//! with ZEO: `$WCFS_PYTHON`, default the repository's `.venv/bin/python`).
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+use zodb::bigfile::ZBigFile;
+use zodb::storage::zeo::ZeoStorage;
+use zodb::{Oid, Storage};
+
+const BS: u64 = 2 << 20;
+const REPS: usize = 3;
+const MIB: f64 = (1 << 20) as f64;
+
+/// Loads every block through a ZODB Connection over a ZEO ClientStorage,
+/// as a Python client of wendelin.core would; prints bytes and seconds.
+const PY_LOAD: &str = r#"
+import sys, time
+sys.path.insert(0, sys.argv[2])
+import ZODB
+from ZEO.ClientStorage import ClientStorage
+from ZODB.utils import p64
+host, port = sys.argv[1].rsplit(":", 1)
+db = ZODB.DB(ClientStorage((host, int(port)), read_only=True))
+conn = db.open()
+f = conn.get(p64(int(sys.argv[3], 16)))
+f._p_activate()
+t0 = time.perf_counter()
+n = 0
+for blk, zblk in f.blktab.items():
+    n += len(zblk.loadblkdata(f.blksize))
+    zblk._p_deactivate()  # keep memory flat, as a client streaming through
+dt = time.perf_counter() - t0
+print("%d %.6f" % (n, dt))
+"#;
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn read_info(path: &Path) -> Option<(Oid, u64, u64)> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let (mut oid, mut blksize, mut nblk) = (None, None, None);
+    for w in text.split_ascii_whitespace() {
+        match w.split_once('=')? {
+            ("oid", v) => oid = v.parse().ok(),
+            ("blksize", v) => blksize = v.parse().ok(),
+            ("nblk", v) => nblk = v.parse().ok(),
+            _ => {}
+        }
+    }
+    Some((oid?, blksize?, nblk?))
+}
+
+/// The cached database (generated when missing or of another size):
+/// path, ZBigFile oid, number of blocks.
+fn data(mib: u64) -> (PathBuf, Oid, u64) {
+    let dir = repo().join("bench-data/zeo_read");
+    let path = dir.join("data.fs");
+    let info = dir.join("data.fs.info");
+    let nblk = (mib << 20) / BS;
+    let ok = read_info(&info).is_some_and(|(_, bs, n)| bs == BS && n == nblk);
+    if !ok || !path.exists() {
+        std::fs::create_dir_all(&dir).unwrap();
+        println!("generating {} ({mib} MiB, once)...", path.display());
+        let st = Command::new(common::python())
+            .arg(repo().join("python/wcfs_testdata/benchgen.py"))
+            .arg(&path)
+            .args(["--mib", &mib.to_string(), "--blksize", &BS.to_string()])
+            .status()
+            .unwrap();
+        assert!(st.success(), "benchgen.py failed");
+    }
+    let f = std::fs::File::open(&path).unwrap();
+    f.sync_all().unwrap();
+    read_all(&path); // in the page cache: "cold" is about the daemon
+    let (oid, _, n) = read_info(&info).expect("data.fs.info");
+    (path, oid, n)
+}
+
+/// Reads the whole file with read(2) into a 1 MiB buffer: (seconds, bytes,
+/// checksum of one byte per page).
+fn read_all(path: &Path) -> (f64, u64, u64) {
+    let mut f = std::fs::File::open(path).unwrap();
+    let mut buf = vec![0u8; 1 << 20];
+    let (t0, mut n, mut sum) = (Instant::now(), 0u64, 0u64);
+    loop {
+        let k = f.read(&mut buf).unwrap();
+        if k == 0 {
+            break;
+        }
+        n += k as u64;
+        sum = sum.wrapping_add(buf[..k].iter().step_by(4096).map(|&b| b as u64).sum());
+    }
+    (t0.elapsed().as_secs_f64(), n, sum)
+}
+
+/// A fresh daemon on `zurl`, the file read cold: (seconds, checksum).
+fn cold(zurl: &str, tmp: &Path, oid: Oid, nblk: u64) -> (f64, u64) {
+    let mnt = tmp.join("mnt");
+    std::fs::create_dir_all(&mnt).unwrap();
+    let w = common::Wcfs::start(zurl, &mnt, &tmp.join("wcfsd.log"), &[])
+        .unwrap_or_else(|e| panic!("{e}"));
+    let (t, n, sum) = read_all(&w.head_file(oid));
+    assert_eq!(n, nblk * BS);
+    drop(w);
+    (t, sum)
+}
+
+/// Every block with `load_block` over a fresh ZEO connection: (one at a
+/// time, pipelined 8 deep) seconds.
+fn zodb_zeo(port: u16, oid: Oid, nblk: u64) -> (f64, f64) {
+    let zs = ZeoStorage::open("127.0.0.1", port, "zeo://bench").unwrap();
+    let head = zs.last_tid().unwrap();
+    let zf = ZBigFile::load(&zs, oid, head).unwrap();
+    let t0 = Instant::now();
+    let mut zblks = Vec::with_capacity(nblk as usize);
+    for blk in 0..nblk {
+        let b = zf.load_block(&zs, blk, head).unwrap();
+        assert_eq!(b.data.len() as u64, BS);
+        zblks.push(b.zblk.expect("no holes").oid);
+    }
+    let t_seq = t0.elapsed().as_secs_f64();
+    // The same ZBlk records, 8 requests in flight.
+    let t0 = Instant::now();
+    for chunk in zblks.chunks(8) {
+        let reqs: Vec<_> = chunk.iter().map(|&z| (z, head)).collect();
+        for r in zs.load_many(&reqs) {
+            assert!(r.unwrap().data.len() as u64 >= BS);
+        }
+    }
+    (t_seq, t0.elapsed().as_secs_f64())
+}
+
+fn python_zeo(addr: &str, script: &Path, oid: Oid, nblk: u64) -> f64 {
+    let out = Command::new(common::python())
+        .arg(script)
+        .arg(addr)
+        .arg(repo().join("python/wcfs_testdata"))
+        .arg(oid.to_string())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "python load: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let (n, dt) = text.trim().split_once(' ').expect("N SECONDS");
+    assert_eq!(n.parse::<u64>().unwrap(), nblk * BS, "python bytes");
+    dt.parse().unwrap()
+}
+
+fn best_median(v: &[f64]) -> (f64, f64) {
+    let mut v = v.to_vec();
+    v.sort_by(|a, b| b.partial_cmp(a).unwrap());
+    (v[0], v[v.len() / 2])
+}
+
+fn line(what: &str, ours: &[f64], theirs_name: &str, theirs: &[f64], ratio: &[f64]) {
+    let (ob, om) = best_median(ours);
+    let (tb, tm) = best_median(theirs);
+    let (rb, rm) = best_median(ratio);
+    println!(
+        "  {what:<20} {ob:>6.0} / {om:>6.0} MiB/s   {theirs_name:<22} {tb:>6.0} / {tm:>6.0} MiB/s   \
+         ratio {rb:.2} / {rm:.2}"
+    );
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return; // cargo test --benches probes with --list
+    }
+    let mib: u64 = std::env::var("WCFS_BENCH_MIB")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(512);
+    let (path, oid, nblk) = data(mib.max(2));
+    let total = (nblk * BS) as f64 / MIB;
+    let srv = testkit::ZeoServer::start(&path);
+    let tmp = tempfile::Builder::new()
+        .prefix("wcfs-bench")
+        .tempdir()
+        .unwrap();
+    let script = tmp.path().join("load.py");
+    std::fs::write(&script, PY_LOAD).unwrap();
+    let file_zurl = format!("file://{}", path.display());
+
+    let mibs = |t: f64| total / t;
+    let (mut zeo, mut file, mut r_file) = (vec![], vec![], vec![]);
+    let (mut py, mut r_py) = (vec![], vec![]);
+    let (mut zseq, mut zpipe) = (vec![], vec![]);
+    for _ in 0..REPS {
+        let (t_file, s1) = cold(&file_zurl, tmp.path(), oid, nblk);
+        let (t_zeo, s2) = cold(&srv.zurl(), tmp.path(), oid, nblk);
+        assert_eq!(s1, s2, "same bytes over ZEO and from the data.fs");
+        let t_py = python_zeo(&srv.addr(), &script, oid, nblk);
+        let (t_seq, t_pipe) = zodb_zeo(srv.port, oid, nblk);
+        zeo.push(mibs(t_zeo));
+        file.push(mibs(t_file));
+        r_file.push(t_file / t_zeo);
+        py.push(mibs(t_py));
+        r_py.push(t_py / t_zeo);
+        zseq.push(mibs(t_seq));
+        zpipe.push(mibs(t_pipe));
+    }
+    println!(
+        "zeo_read: {total:.0} MiB in {nblk} blocks of 2 MiB (ZBlk0, random bytes), runzeo on \
+         loopback, {REPS} reps; best / median; ratio = ours / theirs (higher is better for us)"
+    );
+    line(
+        "cold wcfsd zeo://",
+        &zeo,
+        "cold wcfsd file://",
+        &file,
+        &r_file,
+    );
+    line(
+        "cold wcfsd zeo://",
+        &zeo,
+        "Python ZEO ClientStorage",
+        &py,
+        &r_py,
+    );
+    let r: Vec<f64> = zpipe.iter().zip(&zseq).map(|(p, s)| p / s).collect();
+    line(
+        "zodb zeo pipelined",
+        &zpipe,
+        "zodb zeo one by one",
+        &zseq,
+        &r,
+    );
+}
