@@ -364,6 +364,9 @@ fn pinner(link: Arc<Link>, conn: Weak<ConnInner>) {
             "wcfs: conn down: head/watch: {why}"
         )));
     }
+    // Pins still in flight are dropped, not failed, once we said bye.
+    let _ = link.bye();
+    link.close();
 }
 
 impl std::fmt::Debug for Conn {

@@ -49,7 +49,6 @@ pub(crate) struct FileInner {
     pub(crate) conn: Arc<ConnInner>,
     pub(crate) oid: Oid,
     pub(crate) blksize: usize,
-    head: File,
     pub(crate) st: Mutex<FileState>,
 }
 
@@ -62,6 +61,9 @@ pub(crate) struct RevFile {
 pub(crate) struct FileState {
     /// Opens not yet closed.
     nopen: usize,
+    /// head/bigfile/<oid>; None once closed (descriptors are given back
+    /// at close, not when the last handle goes).
+    head: Option<Arc<File>>,
     /// Why the file can no longer be used (its memory faults).
     pub(crate) closed: Option<Error>,
     at: Tid,
@@ -131,9 +133,16 @@ impl FileState {
     }
 
     /// The `@<at>` file (descriptor, size): what a forked child maps.
-    fn frozen(&self) -> (std::os::fd::RawFd, u64) {
-        let f = &self.revs[&self.at];
-        (f.file.as_raw_fd(), f.size)
+    fn frozen(&self) -> Option<(std::os::fd::RawFd, u64)> {
+        let f = self.revs.get(&self.at)?;
+        Some((f.file.as_raw_fd(), f.size))
+    }
+
+    fn head_fd(&self) -> Result<std::os::fd::RawFd> {
+        self.head
+            .as_ref()
+            .map(|h| h.as_raw_fd())
+            .ok_or_else(|| Error::not_connected("wcfs: file closed"))
     }
 
     /// Takes out the `@<rev>` files nothing refers to any more, for the
@@ -192,9 +201,9 @@ impl FileInner {
             conn,
             oid,
             blksize,
-            head,
             st: Mutex::new(FileState {
                 nopen: 1,
+                head: Some(Arc::new(head)),
                 closed: None,
                 at,
                 size,
@@ -277,7 +286,7 @@ impl FileInner {
         match st.src(blk, bs) {
             Src::Fault => mapping::fixed_anon(addr, bs, libc::PROT_NONE),
             Src::Zero => mapping::fixed_anon(addr, bs, libc::PROT_READ),
-            Src::Head => mapping::fixed_file(addr, bs, self.head.as_raw_fd(), off, st.head_size),
+            Src::Head => mapping::fixed_file(addr, bs, st.head_fd()?, off, st.head_size),
             Src::Rev(r) => {
                 let rf = st.revs.get(&r).ok_or_else(|| {
                     Error::new(
@@ -307,7 +316,7 @@ impl FileInner {
                     run_end += 1;
                 }
                 let len = (run_end - blk) as usize * bs;
-                mapping::fixed_file(a, len, self.head.as_raw_fd(), blk * bs as u64, st.head_size)?;
+                mapping::fixed_file(a, len, st.head_fd()?, blk * bs as u64, st.head_size)?;
                 blk = run_end;
                 continue;
             }
@@ -330,6 +339,12 @@ impl FileInner {
             let _ = mapping::fixed_anon(m.addr, m.len, libc::PROT_NONE);
             fork::set_frozen(m.addr, None);
         }
+        // Nothing maps from them any more; closed after the lock is
+        // released (a close is a FUSE request).
+        let head = st.head.take();
+        let revs = std::mem::take(&mut st.revs);
+        drop(st);
+        drop((head, revs));
     }
 
     /// SIGBUS at `addr` in the Mapping at `map_addr` (first block
@@ -352,11 +367,23 @@ impl FileInner {
     /// Re-maps the Mapping blocks whose source differs between views.
     fn remap_changed(&self, st: &FileState, old: View, new: View) -> Result<()> {
         let bs = self.blksize;
+        let bs64 = bs as u64;
+        // Below every size and head size both views take a block from its
+        // pin or from head; past both sizes both give zeros: only blocks in
+        // between can differ (unless closing, which changes all).
+        let (lo, hi) = if old.closed != new.closed {
+            (0, u64::MAX)
+        } else {
+            let lo = old.size.min(new.size).min(old.head_size).min(new.head_size) / bs64;
+            (lo, old.size.max(new.size).div_ceil(bs64))
+        };
         for m in st.maps.values() {
-            for i in 0..m.blk_len {
-                let blk = m.blk_start + i;
+            let from = lo.max(m.blk_start);
+            let to = hi.min(m.blk_start + m.blk_len);
+            for blk in from..to {
                 if st.src_in(old, blk, bs) != st.src_in(new, blk, bs) {
-                    self.map_block(st, m.addr + i as usize * bs, blk)?;
+                    let addr = m.addr + (blk - m.blk_start) as usize * bs;
+                    self.map_block(st, addr, blk)?;
                 }
             }
         }
@@ -366,8 +393,13 @@ impl FileInner {
     /// Samples the file as of `at` (no lock held: FUSE requests).
     pub(crate) fn probe(&self, at: Tid) -> Result<Probe> {
         let at_file = self.rev_file(at)?;
-        let head_size = self
+        let head = self
+            .st
+            .lock()
             .head
+            .clone()
+            .ok_or_else(|| Error::not_connected("wcfs: file closed"))?;
+        let head_size = head
             .metadata()
             .map_err(|e| Error::io(format!("wcfs: stat head/bigfile/{}", self.oid), e))?
             .len();
@@ -392,7 +424,7 @@ impl FileInner {
         // Before the old @<at> descriptor may be closed below.
         let frozen = st.frozen();
         for m in st.maps.values() {
-            fork::set_frozen(m.addr, Some(frozen));
+            fork::set_frozen(m.addr, frozen);
         }
         let unused = st.prune(true);
         drop(st);

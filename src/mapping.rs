@@ -122,7 +122,7 @@ pub(crate) fn reserve(
     file: Weak<FileInner>,
     blk_start: u64,
     blksize: usize,
-    frozen: (RawFd, u64),
+    frozen: Option<(RawFd, u64)>,
 ) -> Result<usize> {
     fork::with_registry(|r| {
         // SAFETY: a new anonymous mapping at an address the kernel picks.
@@ -150,7 +150,7 @@ pub(crate) fn reserve(
                 file,
                 blk_start,
                 blksize,
-                frozen: Some(frozen),
+                frozen,
             },
         );
         Ok(p as usize)

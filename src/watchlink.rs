@@ -19,6 +19,10 @@
 //! requests fail at once; the reader keeps going until EOF so that pins
 //! still queued are acknowledged.
 //!
+//! The reader closes the descriptor once the link ended (EOF, error, or
+//! after our `bye`), so that a closed Conn gives its link back even while
+//! handles of it are still around.
+//!
 //! Locks: `wr` (writing a line) and `replies` are leaves, never held
 //! together and never while waiting for the daemon — except that
 //! [`Link::request`] sleeps on `replies`' condition variable, which releases it.
@@ -34,10 +38,11 @@ use std::path::Path;
 const MAX_LINE: usize = 4096;
 
 pub(crate) struct Link {
-    fd: RawFd,
-    /// Fork generation of the opener: only that process may use `fd`.
+    /// The descriptor, -1 once closed; locked while a line is written, so
+    /// that it is never closed (and its number reused) under a writer.
+    wr: Mutex<RawFd>,
+    /// Fork generation of the opener: only that process may use it.
     gen: u64,
-    wr: Mutex<()>,
     replies: Mutex<Replies>,
     replied: Condvar,
 }
@@ -70,9 +75,8 @@ impl Link {
             fd
         });
         Ok(Link {
-            fd,
+            wr: Mutex::new(fd),
             gen,
-            wr: Mutex::new(()),
             replies: Mutex::new(Replies::default()),
             replied: Condvar::new(),
         })
@@ -92,12 +96,15 @@ impl Link {
         let mut buf = Vec::with_capacity(line.len() + 1);
         buf.extend_from_slice(line.as_bytes());
         buf.push(b'\n');
-        let _w = self.wr.lock();
+        let fd = self.wr.lock();
+        if *fd < 0 {
+            return Err(Error::not_connected("wcfs: head/watch: link closed"));
+        }
         let mut off = 0;
         while off < buf.len() {
-            // SAFETY: `fd` is open while `self` lives (closed only in Drop,
-            // or in a forked child, excluded above); the buffer is valid.
-            let n = unsafe { libc::write(self.fd, buf[off..].as_ptr().cast(), buf.len() - off) };
+            // SAFETY: the descriptor stays open while `wr` is held (see
+            // `close`); the buffer is valid for its length.
+            let n = unsafe { libc::write(*fd, buf[off..].as_ptr().cast(), buf.len() - off) };
             if n < 0 {
                 let e = std::io::Error::last_os_error();
                 if e.kind() == std::io::ErrorKind::Interrupted {
@@ -173,12 +180,34 @@ impl Link {
         self.replied.notify_all();
     }
 
+    /// Closes the descriptor (the daemon sees the link released). Only the
+    /// reader calls it, once it stopped reading, or Drop.
+    pub(crate) fn close(&self) {
+        let mut fd = self.wr.lock();
+        if *fd < 0 || self.detached() {
+            return; // closed, or the fork handler closed the child's copy
+        }
+        fork::with_registry(|r| {
+            r.links.remove(&*fd);
+            // SAFETY: our descriptor, closed once, under the registry lock so
+            // that a concurrent fork never closes a reused number.
+            unsafe { libc::close(*fd) };
+        });
+        *fd = -1;
+    }
+
     /// Reads what the daemon has for us (blocks; retries EINTR). Ok(0): EOF.
+    /// Only one thread reads: the one that also closes.
     fn read(&self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let fd = *self.wr.lock();
+        if fd < 0 {
+            return Ok(0);
+        }
         loop {
-            // SAFETY: `fd` is open while `self` lives; `buf` is valid for
-            // writes of its length.
-            let n = unsafe { libc::read(self.fd, buf.as_mut_ptr().cast(), buf.len()) };
+            // SAFETY: `fd` stays open while we read: only this reader closes
+            // it (or Drop, which cannot run while we borrow the link);
+            // `buf` is valid for writes of its length.
+            let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
             if n >= 0 {
                 return Ok(n as usize);
             }
@@ -192,15 +221,7 @@ impl Link {
 
 impl Drop for Link {
     fn drop(&mut self) {
-        if self.detached() {
-            return; // the fork handler closed the child's copy
-        }
-        fork::with_registry(|r| {
-            r.links.remove(&self.fd);
-            // SAFETY: our descriptor, closed once, under the registry lock so
-            // that a concurrent fork never closes a reused number.
-            unsafe { libc::close(self.fd) };
-        });
+        self.close();
     }
 }
 

@@ -247,6 +247,12 @@ fn closing_parents_first_faults_children() {
     assert!(!block_readable(&m2, 1), "old mapping stays faulting");
     wc.close().unwrap();
     assert!(!block_readable(&m, 0) && !block_readable(&m, 1));
+    // The daemon gets the link back now, not when the last handle goes.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while common::watch::stats(&env.w().mnt)["WatchLink"] != 0 {
+        assert!(std::time::Instant::now() < deadline, "link still open");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
     assert_eq!(conn.open(f).unwrap_err().errno(), libc::ENOTCONN);
     assert_eq!(wc.connect(at1).unwrap_err().errno(), libc::ENOTCONN);
     assert_eq!(wc.head_at().unwrap_err().errno(), libc::ENOTCONN);
@@ -538,4 +544,31 @@ fn readers_during_commits_and_resyncs() {
     assert_eq!(st["pinkill"], 0);
     c1.close().unwrap();
     c2.close().unwrap();
+}
+
+/// `Wcfs::join`: by zurl, starting the daemon when asked; errors carry
+/// lifecycle's errno.
+#[test]
+fn join_by_zurl() {
+    let mut env = Env::new();
+    let f = env.py.new_file(BS as u64);
+    env.py.fill(f, 0, "zblk0", 0x42, BS);
+    let at = env.py.commit();
+    std::env::set_var(lifecycle::WCFSD_ENV, common::wcfsd_bin());
+    let e = Wcfs::join(&env.zurl, false).unwrap_err();
+    assert_eq!(e.errno(), libc::ENOENT, "{e}");
+    let wc = Wcfs::join(&env.zurl, true).expect("join with autostart");
+    assert_eq!(wc.mountpoint(), lifecycle::mountpoint_for(&env.zurl));
+    let conn = wc.connect(at).unwrap();
+    let m = conn.open(f).unwrap().mmap(0, 2).unwrap();
+    check(&mut env, &m, f, 0, at);
+    check(&mut env, &m, f, 1, at);
+    // Joining again finds the same daemon.
+    let wc2 = Wcfs::join(&env.zurl, false).unwrap();
+    assert_eq!(wc2.head_at().unwrap(), at);
+    conn.close().unwrap();
+    m.unmap().unwrap();
+    wc.close().unwrap();
+    wc2.close().unwrap();
+    lifecycle::stop(&env.zurl, &lifecycle::Config::default()).expect("stop");
 }
