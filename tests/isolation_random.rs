@@ -71,6 +71,8 @@ struct T {
     next_id: usize,
     oracle: Oracle,
     log: Vec<String>,
+    /// blktab depths seen (1: one inline bucket; 2+: the tree split).
+    depths: std::collections::BTreeSet<u32>,
 }
 
 impl T {
@@ -188,6 +190,7 @@ impl T {
             .iter()
             .map(|f| {
                 let s = self.env.py.shape(f.oid, None);
+                self.depths.insert(s.depth);
                 format!("{}blk depth {}", s.nkeys, s.depth)
             })
             .collect();
@@ -403,6 +406,7 @@ fn conns_see_their_at_through_random_commits() {
         next_id: 0,
         oracle: Oracle::default(),
         log: Vec::new(),
+        depths: Default::default(),
     };
     let _ = t0;
     t.open_view(t1);
@@ -466,9 +470,10 @@ fn conns_see_their_at_through_random_commits() {
         "no pins at all: {st:?}"
     );
     eprintln!(
-        "isolation_random: {COMMITS} commits, pins {:?}, views opened {}",
+        "isolation_random: {COMMITS} commits, pins {:?}, views opened {}, blktab depths {:?}",
         st.get("pin"),
-        t.next_id
+        t.next_id,
+        t.depths
     );
     while !t.views.is_empty() {
         t.close_view(0);
@@ -493,7 +498,8 @@ fn conns_see_their_at_through_random_commits() {
 /// same time — also the same changed block, each thread then blocked in a
 /// head read that waits for pins to every Conn of the process, its own
 /// included — while another thread reads head/. Every read must equal
-/// Python's view at that Conn's `at`, and nothing may hang.
+/// Python's view at that Conn's `at`, and nothing may hang. Then one Conn
+/// resyncs while a thread keeps reading its mapping.
 #[test]
 fn threads_of_one_process_read_their_conns_at_once() {
     const BS: usize = 4096;
@@ -584,6 +590,73 @@ fn threads_of_one_process_read_their_conns_at_once() {
             Some(Err(e)) => panic!("round {round}: {e}"),
             Some(Ok(_)) => {}
         }
+
+        // A resync while another thread reads the same mapping: every byte
+        // read meanwhile is the old or the new version, never anything
+        // else, and afterwards all of it is the new one.
+        let vi = round % NVIEW;
+        let (old_at, new_at) = (views[vi].0.at(), *tids.last().unwrap());
+        let old = oracle.content(&mut env.py, f, old_at);
+        let new = oracle.content(&mut env.py, f, new_at);
+        let a = views[vi].2.mem_start() as usize;
+        let len = views[vi].2.mem_stop() as usize - a;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stop2 = stop.clone();
+        let (old2, new2) = (old.clone(), new.clone());
+        let reader = std::thread::spawn(move || -> Result<usize, (u64, Vec<u8>)> {
+            let mut passes = 0;
+            while !stop2.load(std::sync::atomic::Ordering::Relaxed) || passes == 0 {
+                // SAFETY: mapped until the main thread joins us.
+                let got = unsafe { e2e::copy_mem(a as *const u8, len) };
+                for (blk, g) in got.chunks(BS).enumerate() {
+                    let (o, n) = (
+                        e2e::want_block(&old2, blk as u64, BS),
+                        e2e::want_block(&new2, blk as u64, BS),
+                    );
+                    // Byte by byte: a block being re-mapped while we
+                    // copy it may come half from the old mapping.
+                    let torn_ok = g
+                        .iter()
+                        .zip(o.iter().zip(&n))
+                        .all(|(b, (x, y))| b == x || b == y);
+                    if !torn_ok {
+                        return Err((blk as u64, g.to_vec()));
+                    }
+                }
+                passes += 1;
+            }
+            Ok(passes)
+        });
+        let conn = views[vi].0.clone();
+        let done = e2e::with_timeout(std::time::Duration::from_secs(60), move || {
+            conn.resync(new_at)
+        });
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        match done {
+            None => panic!("round {round}: resync hung while another thread read the mapping"),
+            Some(r) => r.unwrap_or_else(|e| panic!("round {round}: resync: {e}")),
+        }
+        let passes = match reader.join().unwrap() {
+            Ok(n) => n,
+            Err((blk, data)) => {
+                for t in tids.clone() {
+                    oracle.content(&mut env.py, f, t);
+                }
+                panic!(
+                    "round {round}: block #{blk} read during resync {old_at} -> {new_at} is \
+                     neither version: {:02x?}… is {}; all tids: {tids:?}",
+                    &data[..8],
+                    oracle.name_block(f, blk, BS, &data)
+                );
+            }
+        };
+        let got = e2e::mem(&views[vi].2);
+        let quiet = |_: u64, _: &[u8]| String::new();
+        e2e::check_mem(&got, 0, BS, &new, &quiet).unwrap_or_else(|e| {
+            panic!(
+                "round {round}: view {vi} after resync to {new_at} ({passes} reads during it): {e}"
+            )
+        });
     }
     assert_eq!(stats(&mnt).get("pinkill"), Some(&0));
     for (c, _, _) in views {
