@@ -165,7 +165,6 @@ fn install_and_link_from_outside_with_cmake_and_pkg_config() {
 
 /// The CTest suite against the installed package, with a daemon.
 #[test]
-#[ignore = "until the client library core (src/{wcfs,conn,fileh,mapping}.rs) lands"]
 fn ctest_suite_against_installed_library_and_real_daemon() {
     let tmp = tempfile::tempdir().unwrap();
     let prefix = install(tmp.path());

@@ -81,6 +81,11 @@ class ZEnv:
             assert time.time() < deadline, 'head/at stuck below %016x:\n%s' % (tid, self.log())
             time.sleep(0.005)
 
+    def stats(self):
+        """.wcfs/stats as {name: int}."""
+        with open(os.path.join(self.mnt, '.wcfs', 'stats')) as f:
+            return {k.strip(): int(v) for k, v in (line.split(':') for line in f if ':' in line)}
+
     def content(self, f, at):
         """File `f` as Python ZODB sees it at tid `at`: bytes of its size."""
         conn = self.db.open(at=p64(at))
@@ -129,18 +134,10 @@ class ZEnv:
         self.db.close()
 
 
-# The client library core (src/{wcfs,conn,fileh,mapping}.rs) is being written
-# in parallel; until it lands the tests that need a daemon are skipped here,
-# in this one place.
-CORE_READY = False
-
-
 @pytest.fixture
 def zenv(tmp_path):
     """A ZEnv with one file `zenv.f` (4 blocks of 4096, block k filled with
     k+1) committed, and wcfsd serving it."""
-    if not CORE_READY:
-        pytest.skip('until the libwcfs core lands')
     env = ZEnv(tmp_path)
     try:
         env.f = env.new_file(4096)
