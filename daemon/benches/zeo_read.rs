@@ -17,6 +17,11 @@
 //!   every block over one ZEO connection, one request at a time, and
 //!   pipelined (`ZeoStorage::load_many`, 8 blocks in flight).
 //!
+//! All of it twice: with the server marshalling with pickle (`runzeo`'s
+//! default), then with msgpack (`$ZEO_MSGPACK`). With pickle the server
+//! itself is the bottleneck: it pickles every 2 MiB reply into a `BytesIO`,
+//! at a few hundred MiB/s — below half of what wcfsd reads from a data.fs.
+//!
 //! Ratios are ours / theirs in speed (higher is better for us); best and
 //! median over the repetitions are printed.
 //!
@@ -203,7 +208,6 @@ fn main() {
         .unwrap_or(512);
     let (path, oid, nblk) = data(mib.max(2));
     let total = (nblk * BS) as f64 / MIB;
-    let srv = testkit::ZeoServer::start(&path);
     let tmp = tempfile::Builder::new()
         .prefix("wcfs-bench")
         .tempdir()
@@ -211,49 +215,54 @@ fn main() {
     let script = tmp.path().join("load.py");
     std::fs::write(&script, PY_LOAD).unwrap();
     let file_zurl = format!("file://{}", path.display());
-
     let mibs = |t: f64| total / t;
-    let (mut zeo, mut file, mut r_file) = (vec![], vec![], vec![]);
-    let (mut py, mut r_py) = (vec![], vec![]);
-    let (mut zseq, mut zpipe) = (vec![], vec![]);
-    for _ in 0..REPS {
-        let (t_file, s1) = cold(&file_zurl, tmp.path(), oid, nblk);
-        let (t_zeo, s2) = cold(&srv.zurl(), tmp.path(), oid, nblk);
-        assert_eq!(s1, s2, "same bytes over ZEO and from the data.fs");
-        let t_py = python_zeo(&srv.addr(), &script, oid, nblk);
-        let (t_seq, t_pipe) = zodb_zeo(srv.port, oid, nblk);
-        zeo.push(mibs(t_zeo));
-        file.push(mibs(t_file));
-        r_file.push(t_file / t_zeo);
-        py.push(mibs(t_py));
-        r_py.push(t_py / t_zeo);
-        zseq.push(mibs(t_seq));
-        zpipe.push(mibs(t_pipe));
-    }
     println!(
         "zeo_read: {total:.0} MiB in {nblk} blocks of 2 MiB (ZBlk0, random bytes), runzeo on \
          loopback, {REPS} reps; best / median; ratio = ours / theirs (higher is better for us)"
     );
-    line(
-        "cold wcfsd zeo://",
-        &zeo,
-        "cold wcfsd file://",
-        &file,
-        &r_file,
-    );
-    line(
-        "cold wcfsd zeo://",
-        &zeo,
-        "Python ZEO ClientStorage",
-        &py,
-        &r_py,
-    );
-    let r: Vec<f64> = zpipe.iter().zip(&zseq).map(|(p, s)| p / s).collect();
-    line(
-        "zodb zeo pipelined",
-        &zpipe,
-        "zodb zeo one by one",
-        &zseq,
-        &r,
-    );
+    for (codec, msgpack) in [("pickle", false), ("msgpack", true)] {
+        // One server at a time: both would lock the same data.fs.
+        let srv = testkit::ZeoServer::start_with(&path, msgpack);
+        let (mut zeo, mut file, mut r_file) = (vec![], vec![], vec![]);
+        let (mut py, mut r_py) = (vec![], vec![]);
+        let (mut zseq, mut zpipe) = (vec![], vec![]);
+        for _ in 0..REPS {
+            let (t_file, s1) = cold(&file_zurl, tmp.path(), oid, nblk);
+            let (t_zeo, s2) = cold(&srv.zurl(), tmp.path(), oid, nblk);
+            assert_eq!(s1, s2, "same bytes over ZEO and from the data.fs");
+            let t_py = python_zeo(&srv.addr(), &script, oid, nblk);
+            let (t_seq, t_pipe) = zodb_zeo(srv.port, oid, nblk);
+            zeo.push(mibs(t_zeo));
+            file.push(mibs(t_file));
+            r_file.push(t_file / t_zeo);
+            py.push(mibs(t_py));
+            r_py.push(t_py / t_zeo);
+            zseq.push(mibs(t_seq));
+            zpipe.push(mibs(t_pipe));
+        }
+        drop(srv);
+        println!(" server marshalling with {codec}:");
+        line(
+            "cold wcfsd zeo://",
+            &zeo,
+            "cold wcfsd file://",
+            &file,
+            &r_file,
+        );
+        line(
+            "cold wcfsd zeo://",
+            &zeo,
+            "Python ZEO ClientStorage",
+            &py,
+            &r_py,
+        );
+        let r: Vec<f64> = zpipe.iter().zip(&zseq).map(|(p, s)| p / s).collect();
+        line(
+            "zodb zeo pipelined",
+            &zpipe,
+            "zodb zeo one by one",
+            &zseq,
+            &r,
+        );
+    }
 }

@@ -1,13 +1,15 @@
 #![no_main]
 // What a ZEO server sends, as the client's reader sees it: a byte stream
 // cut into frames (arriving in pieces of any size, with timeouts between)
-// and each frame decoded as a message. Every input must give frames or a
-// clear error, never a panic nor an allocation beyond the frame limit;
-// a decoded value that the encoder accepts must decode back to itself.
+// and each frame decoded as a message, pickled and msgpacked. Every input
+// must give frames or a clear error, never a panic nor an allocation beyond
+// the frame limit; a decoded value that an encoder accepts must decode
+// back to itself.
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
 use std::io::{self, Read};
-use zodb::storage::zeo::wire::{self, FrameReader, Message, WireError};
+use zodb::pickle::Value;
+use zodb::storage::zeo::wire::{self, Codec, FrameReader, Message, WireError};
 
 /// Hands out the stream in pieces of 1..=`step` bytes, a timeout before
 /// every other piece.
@@ -30,6 +32,21 @@ impl Read for Pieces<'_> {
     }
 }
 
+fn lists_as_tuples(v: Value) -> Value {
+    match v {
+        Value::List(items) | Value::Tuple(items) => {
+            Value::Tuple(items.into_iter().map(lists_as_tuples).collect())
+        }
+        Value::Dict(items) => Value::Dict(
+            items
+                .into_iter()
+                .map(|(k, v)| (lists_as_tuples(k), lists_as_tuples(v)))
+                .collect(),
+        ),
+        other => other,
+    }
+}
+
 fuzz_target!(|data: &[u8]| {
     let Some((&first, stream)) = data.split_first() else {
         return;
@@ -47,20 +64,30 @@ fuzz_target!(|data: &[u8]| {
             Err(_) => break,
         };
         assert!(frame.len() <= 1 << 20);
-        let Ok(msg) = wire::decode_message(&frame) else {
-            continue;
-        };
-        let v = match msg {
-            Message::Reply { result: Ok(v), .. } => v,
-            Message::Call { args, .. } => args,
-            Message::Reply { result: Err(_), .. } => continue,
-        };
-        let mut enc = Vec::new();
-        if wire::encode(&v, &mut enc).is_ok() {
-            let (back, end) = zodb::pickle::decode(&Bytes::from(enc.clone()), 0)
-                .expect("our own encoding decodes");
-            assert_eq!(end, enc.len());
-            assert_eq!(back, v);
+        for codec in [Codec::Pickle, Codec::Msgpack] {
+            let Ok(msg) = wire::decode_message_with(codec, &frame) else {
+                continue;
+            };
+            let v = match msg {
+                Message::Reply { result: Ok(v), .. } => v,
+                Message::Call { args, .. } => args,
+                Message::Reply { result: Err(_), .. } => continue,
+            };
+            let mut enc = Vec::new();
+            if wire::encode(&v, &mut enc).is_ok() {
+                let (back, end) = zodb::pickle::decode(&Bytes::from(enc.clone()), 0)
+                    .expect("our own pickle decodes");
+                assert_eq!(end, enc.len());
+                assert_eq!(back, v);
+            }
+            let mut enc = Vec::new();
+            if wire::encode_msgpack(&v, &mut enc, 0).is_ok() {
+                let (back, end) = wire::decode_msgpack(&Bytes::from(enc.clone()), 0)
+                    .expect("our own msgpack decodes");
+                assert_eq!(end, enc.len());
+                // Lists come back as tuples (msgpack has one array type).
+                assert_eq!(back, lists_as_tuples(v.clone()));
+            }
         }
     }
 });

@@ -135,6 +135,12 @@ impl ZeoServer {
     /// accepts connections. A free port is picked by binding port 0; should
     /// another process take it first, the server fails and we retry.
     pub fn start(datafs: &Path) -> ZeoServer {
+        Self::start_with(datafs, false)
+    }
+
+    /// Like [`ZeoServer::start`]; with `msgpack`, the server marshals
+    /// messages with msgpack (`$ZEO_MSGPACK`) instead of pickle.
+    pub fn start_with(datafs: &Path, msgpack: bool) -> ZeoServer {
         let mut log = datafs.as_os_str().to_owned();
         log.push(".zeo.log");
         let log = PathBuf::from(log);
@@ -149,6 +155,8 @@ impl ZeoServer {
                 .arg(format!("127.0.0.1:{port}"))
                 .arg("-f")
                 .arg(datafs)
+                .env_remove("ZEO_MSGPACK")
+                .envs(msgpack.then_some(("ZEO_MSGPACK", "1")))
                 .stdin(std::process::Stdio::null())
                 .stdout(logf.try_clone().unwrap())
                 .stderr(logf)

@@ -152,8 +152,11 @@ fn open_err(script: impl FnOnce(&mut Peer) + Send + 'static) -> String {
 
 #[test]
 fn bad_handshakes() {
-    let e = open_err(|p| p.frame(b"M5"));
-    assert!(e.contains("msgpack"), "{e}");
+    let e = open_err(|p| {
+        p.frame(b"M4");
+        p.linger();
+    });
+    assert!(e.contains("protocol") && e.contains("M4"), "{e}");
     let e = open_err(|p| {
         p.frame(b"Z4");
         p.linger();

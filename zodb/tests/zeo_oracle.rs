@@ -122,13 +122,23 @@ fn open(srv: &ZeoServer) -> ZeoStorage {
 
 #[test]
 fn loads_and_history_match_python() {
+    loads_and_history(false);
+}
+
+/// The same with a server marshalling with msgpack.
+#[test]
+fn loads_and_history_match_python_msgpack() {
+    loads_and_history(true);
+}
+
+fn loads_and_history(msgpack: bool) {
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path().to_str().unwrap();
     oracle(&["gen", d, "--big", "--seed", "7", "--txns", "80"]);
     let o = dump(tmp.path());
     assert!(o.loads.iter().any(|l| l.2 == Expect::Deleted));
     assert!(o.loads.iter().any(|l| l.2 == Expect::None));
-    let srv = ZeoServer::start(&tmp.path().join("data.fs"));
+    let srv = ZeoServer::start_with(&tmp.path().join("data.fs"), msgpack);
     let zs = open(&srv);
     assert_eq!(zs.last_tid().unwrap(), o.last);
 

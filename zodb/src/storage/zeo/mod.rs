@@ -1,7 +1,8 @@
 //! ZEO client storage, read-only (`zeo://HOST:PORT`).
 //!
 //! One TCP connection to a ZEO server (`runzeo` of the `ZEO` Python
-//! package, protocol 5, pickle marshalling; [`wire`] has the format). After
+//! package, protocol 5, pickle or msgpack marshalling — whichever the
+//! server announces; [`wire`] has the format). After
 //! the handshake we `register` read-only with storage `"1"`; the reply is the
 //! server's last tid, and from then on the server pushes every committed
 //! transaction to us as `invalidateTransaction(tid, oids)`.
@@ -65,7 +66,7 @@ use std::io::{self, Write};
 use std::net::{Shutdown, TcpStream, ToSocketAddrs};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
-use wire::{FrameReader, Message, ServerError, WireError};
+use wire::{Codec, FrameReader, Message, ServerError, WireError};
 
 /// Connection parameters.
 #[derive(Debug, Clone)]
@@ -157,6 +158,7 @@ struct State {
 struct Shared {
     url: String,
     opts: ZeoOptions,
+    codec: Codec,
     state: Mutex<State>,
     writer: Mutex<TcpStream>,
 }
@@ -230,28 +232,26 @@ impl ZeoStorage {
             };
             ioe("handshake", e)
         })?;
-        match hello.first() {
-            Some(b'Z') if hello.len() > 1 && hello[1..] >= b"5"[..] => {}
-            Some(b'M') => {
-                return Err(Error::NotSupported(format!(
-                    "{url}: the server marshals with msgpack (runzeo --msgpack); only pickle (Z5) is supported"
-                )))
-            }
+        // The server's newest protocol; we speak 5 (as does ZEO 5 and 6).
+        let v5 = hello.len() > 1 && hello[1..] >= b"5"[..];
+        let codec = match hello.first() {
+            Some(b'Z') if v5 => Codec::Pickle,
+            Some(b'M') if v5 => Codec::Msgpack,
             _ => {
                 return Err(ioe(
                     "handshake",
                     io_err(
                         io::ErrorKind::InvalidData,
                         format!(
-                            "server announced protocol {:?}; we speak ZEO protocol 5 (Z5)",
+                            "server announced protocol {:?}; we speak ZEO protocol 5 (Z5 or M5)",
                             String::from_utf8_lossy(&hello[..hello.len().min(32)])
                         ),
                     ),
                 ))
             }
-        }
+        };
         stream
-            .write_all(&wire::frame(wire::PROTOCOL))
+            .write_all(&wire::frame(codec.protocol()))
             .map_err(|e| ioe("handshake", e))?;
 
         let tick = (opts.request_timeout.min(opts.keepalive) / 4)
@@ -263,6 +263,7 @@ impl ZeoStorage {
         let shared = Arc::new(Shared {
             url: url.to_string(),
             opts,
+            codec,
             state: Mutex::new(State {
                 next_msgid: 1,
                 pending: HashMap::new(),
@@ -550,7 +551,7 @@ impl Shared {
             );
             id
         };
-        let frame = wire::message_frame(msgid, Value::Bool(false), method, args);
+        let frame = wire::message_frame_with(self.codec, msgid, Value::Bool(false), method, args);
         let res = self.writer.lock().write_all(&frame);
         if let Err(e) = res {
             self.fail(format!("send {method}: {e}"));
@@ -684,7 +685,7 @@ impl Shared {
 
     /// Handles one received frame; Err fails the connection.
     fn handle(&self, frame: Bytes) -> Result<(), String> {
-        let msg = wire::decode_message(&frame).map_err(|e| e.to_string())?;
+        let msg = wire::decode_message_with(self.codec, &frame).map_err(|e| e.to_string())?;
         match msg {
             Message::Reply { msgid, result } => {
                 let p = {
