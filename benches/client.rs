@@ -17,8 +17,12 @@
 //!   processes and the daemon gained — against the file size (target
 //!   ≤ 1.2). Summing plain RSS would count the shared head pages 8 times;
 //!   that they are shared is the point. As a cross-check that does not see
-//!   other processes of the machine, the pages of `head/` and of every
-//!   `@<tid>/` file resident in the page cache are counted with mincore(2).
+//!   other processes of the machine (on a shared machine `Cached` moves by
+//!   hundreds of MiB on its own), the pages of `head/` and of every
+//!   `@<tid>/` file the processes map are counted with mincore(2). The
+//!   daemon's biggest private regions are listed: its growth is mostly
+//!   glibc's per-thread malloc arenas keeping freed 2 MiB block buffers
+//!   (try `GLIBC_TUNABLES=glibc.malloc.mmap_threshold=1048576`).
 //! - warm: the whole file summed 8 bytes at a time through a Mapping of a
 //!   Conn at head vs through a plain mmap of `head/bigfile/<oid>`, both
 //!   backed by the same (warm) page cache: in a fresh mapping (first touch:
@@ -328,6 +332,33 @@ impl Bench {
         let took = t0.elapsed().as_secs_f64();
         let cached1 = meminfo_kib("Cached");
         let anon1 = status_kib(daemon, "RssAnon");
+        let daemon_threads = std::fs::read_dir(format!("/proc/{daemon}/task"))
+            .map(|d| d.count())
+            .unwrap_or(0);
+        // Where the daemon's private memory is: the biggest anonymous
+        // regions (malloc's main heap, thread arenas, big buffers).
+        let smaps = std::fs::read_to_string(format!("/proc/{daemon}/smaps")).unwrap_or_default();
+        let mut regions: Vec<(u64, String)> = Vec::new();
+        let mut name = String::new();
+        for l in smaps.lines() {
+            if let Some(v) = l.strip_prefix("Anonymous:") {
+                let kb: u64 = v.split_whitespace().next().unwrap().parse().unwrap();
+                regions.push((kb, name.clone()));
+            } else if l
+                .split_whitespace()
+                .next()
+                .is_some_and(|w| w.contains('-') && !w.ends_with(':'))
+            {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                name = format!("{} {}", f[0], f.get(5).unwrap_or(&"[anon]"));
+            }
+        }
+        regions.sort_by_key(|r| std::cmp::Reverse(r.0));
+        let top: Vec<String> = regions
+            .iter()
+            .take(4)
+            .map(|(kb, n)| format!("{} MiB {n}", kb >> 10))
+            .collect();
         let kid_anon: u64 = kids.iter().map(|k| status_kib(k.id(), "RssAnon")).sum();
         let kid_rss: u64 = kids.iter().map(|k| status_kib(k.id(), "VmRSS")).sum();
         // Resident pages of head/ and of every @<tid>/ file the
@@ -372,6 +403,10 @@ impl Bench {
             private / MIB,
             daemon_anon / MIB,
             kid_rss as f64 * kib / MIB
+        );
+        println!(
+            "  daemon: {daemon_threads} threads; biggest private regions: {}",
+            top.join(", ")
         );
         println!(
             "  resident by mincore: head/ {:.0} MiB, {} @<tid>/ files {:.0} MiB",
