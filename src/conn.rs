@@ -2,7 +2,7 @@
 //!
 //! # Design
 //!
-//! A Conn owns one head/watch link ([`crate::watchlink`]) and one *pinner*
+//! A Conn owns one head/watch link (`crate::watchlink`) and one *pinner*
 //! thread that reads it. Every file opened under the Conn
 //! ([`crate::fileh`]) is watched on that link as of the Conn's `at`; the
 //! daemon then sends `pin <oid> #<blk> @<rev>` whenever a block the kernel
@@ -52,8 +52,12 @@
 //!
 //! # Fork
 //!
-//! See [`crate::fork`]: in a child every handle made before the fork is
-//! detached — its calls fail with `ENOTCONN` without touching any lock.
+//! See `crate::fork`: in a child every handle made before the fork is
+//! detached — its calls fail with `ENOTCONN` without touching any lock,
+//! releasing it only frees the child's copy of its memory, and that memory
+//! shows the view frozen at `at`. The child never writes to the link; its
+//! copy of the descriptor is closed at fork, which makes the daemon answer
+//! the parent's parked read with `EINTR` (flush): the pinner reads again.
 
 use crate::fileh::FileInner;
 use crate::watchlink::{parse_frame, parse_msg, LineReader, Link, Msg};

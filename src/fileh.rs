@@ -1,7 +1,7 @@
 //! `FileH`: one ZBigFile opened under a Conn.
 //!
 //! The file's state (under `FileInner::st`) decides, for every block, where
-//! a Mapping takes that block's memory from ([`Src`]):
+//! a Mapping takes that block's memory from (`Src`):
 //!
 //! - closed (file closed, Conn down, …) → inaccessible (`PROT_NONE`);
 //! - at or beyond the file's size as of `at` → anonymous zeros (never
@@ -20,7 +20,7 @@
 //! resynced. If a later commit shrinks head below a block that the process
 //! maps from head and has never touched, touching it raises SIGBUS in the
 //! kernel without the daemon being asked (so no pin can prevent it):
-//! [`crate::sigbus`] catches that fault and re-maps the block from `@<at>`.
+//! `crate::sigbus` catches that fault and re-maps the block from `@<at>`.
 //!
 //! Locking: see [`crate::conn`]. `st` is taken after the Conn's locks; while
 //! it is held only `mmap`-family system calls are made (no FUSE request).
@@ -56,6 +56,7 @@ pub(crate) struct FileInner {
 pub(crate) struct RevFile {
     file: File,
     size: u64,
+    blksize: u64,
 }
 
 pub(crate) struct FileState {
@@ -86,6 +87,17 @@ pub(crate) enum Src {
     Zero,
     Head,
     Rev(Tid),
+}
+
+/// What a SIGBUS repair did (see `crate::sigbus`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Repair {
+    /// The block was re-mapped from `@<at>`.
+    Remapped,
+    /// The block had been re-mapped already: retry the access.
+    Retry,
+    /// Not a fault we can do anything about.
+    NotOurs,
 }
 
 /// What the file looks like as of a new `at` (see [`FileInner::probe`]).
@@ -162,6 +174,15 @@ impl FileState {
     }
 }
 
+/// Blocks are mapped one by one at `blk * blksize`: a view cannot span a
+/// change of the file's block size.
+fn blksize_changed(oid: Oid, at: Tid, then: u64, now: usize) -> Error {
+    Error::invalid(format!(
+        "wcfs: file {oid}: blksize {then} as of {at} differs from {now}: \
+         the block size changed, this view cannot be mapped"
+    ))
+}
+
 fn stat_err(what: &str, path: &std::path::Path, e: std::io::Error) -> Error {
     Error::io(format!("wcfs: {what} {}", path.display()), e)
 }
@@ -169,11 +190,12 @@ fn stat_err(what: &str, path: &std::path::Path, e: std::io::Error) -> Error {
 impl RevFile {
     fn open(path: PathBuf) -> Result<RevFile> {
         let file = File::open(&path).map_err(|e| stat_err("open", &path, e))?;
-        let size = file
-            .metadata()
-            .map_err(|e| stat_err("stat", &path, e))?
-            .len();
-        Ok(RevFile { file, size })
+        let meta = file.metadata().map_err(|e| stat_err("stat", &path, e))?;
+        Ok(RevFile {
+            file,
+            size: meta.len(),
+            blksize: meta.blksize(),
+        })
     }
 }
 
@@ -194,6 +216,9 @@ impl FileInner {
             )));
         }
         let at_file = Arc::new(RevFile::open(mnt.join(format!("@{at}/bigfile/{oid}")))?);
+        if at_file.blksize != blksize as u64 {
+            return Err(blksize_changed(oid, at, at_file.blksize, blksize));
+        }
         let mut revs = HashMap::new();
         let size = at_file.size;
         revs.insert(at, at_file);
@@ -350,18 +375,26 @@ impl FileInner {
     /// SIGBUS at `addr` in the Mapping at `map_addr` (first block
     /// `blk_start`): if that block comes from head, head shrank below it —
     /// take it, and every block after it, from `@<at>` (see
-    /// [`crate::sigbus`]). Whether the block was re-mapped.
-    pub(crate) fn head_gone(&self, map_addr: usize, blk_start: u64, addr: usize) -> bool {
+    /// `crate::sigbus`).
+    pub(crate) fn head_gone(&self, map_addr: usize, blk_start: u64, addr: usize) -> Repair {
         let bs = self.blksize;
         let blk = blk_start + ((addr - map_addr) / bs) as u64;
         let mut st = self.st.lock();
-        if st.src(blk, bs) != Src::Head {
-            return false;
+        match st.src(blk, bs) {
+            Src::Head => {}
+            // Re-mapped since the fault (another thread's repair, a pin):
+            // retry with the new source. (Zero never faults; a Mapping
+            // being unmapped or faulting is not ours to repair.)
+            Src::Rev(_) if st.maps.values().any(|m| m.addr == map_addr) => return Repair::Retry,
+            _ => return Repair::NotOurs,
         }
         let old = st.view();
         st.head_size = st.head_size.min(blk * bs as u64);
         let new = st.view();
-        self.remap_changed(&st, old, new).is_ok()
+        match self.remap_changed(&st, old, new) {
+            Ok(()) => Repair::Remapped,
+            Err(_) => Repair::NotOurs,
+        }
     }
 
     /// Re-maps the Mapping blocks whose source differs between views.
@@ -413,6 +446,14 @@ impl FileInner {
         let mut st = self.st.lock();
         if st.closed.is_some() {
             return Ok(());
+        }
+        if p.at_file.blksize != self.blksize as u64 {
+            return Err(blksize_changed(
+                self.oid,
+                at,
+                p.at_file.blksize,
+                self.blksize,
+            ));
         }
         let old = st.view();
         st.revs.insert(at, p.at_file.clone());

@@ -12,7 +12,26 @@
 //!
 //! The C ABI over this API lives in `ffi` (header `include/wcfs.h`).
 //!
-//! (Design, invariants and locking order: see the module docs of `conn`.)
+//! # Semantics in short
+//!
+//! - Handles are cheap shared clones; `close`/`unmap` releases (once; a
+//!   second release is `EINVAL`). Closing a parent first is allowed: the
+//!   children then fail with `ENOTCONN` and their memory is `PROT_NONE`
+//!   (touching it raises SIGSEGV) until they are released.
+//! - Memory past the file's size as of `at` reads as zeros; blocks that
+//!   head no longer has (the file shrank after `at`) come from `@<at>`,
+//!   also when the kernel's SIGBUS is the first to say so (module `sigbus`).
+//! - `Conn::resync(at2)` moves forward only; going back, or a failure
+//!   half-way, takes the Conn down. Do not read a Conn's memory while it
+//!   resyncs: blocks switch to `at2` one by one.
+//! - A forked child is detached: its inherited handles answer `ENOTCONN`,
+//!   the parent's links are never written by it, and its copy of every
+//!   Mapping stays readable, frozen at the Conn's `at` (re-mapped from
+//!   `@<at>`; see module `fork`). Memory that faulted in the parent faults there.
+//!
+//! Modules: [`conn`] (design, invariants, locking order, pinner),
+//! [`fileh`] (where each block's memory comes from), [`mapping`],
+//! `watchlink` (the head/watch client), `fork`, `sigbus` (private).
 
 pub mod conn;
 pub mod error;

@@ -7,7 +7,7 @@
 //! range is unmapped, so another thread reading it sees either the old or
 //! the new block, or waits in the kernel.
 //!
-//! Every range lives in [`crate::fork::REGISTRY`] from its reservation to
+//! Every range lives in `crate::fork::REGISTRY` from its reservation to
 //! its release, so a forked child can make it inaccessible.
 //!
 //! The helpers below only ever operate on ranges this module reserved

@@ -13,10 +13,13 @@
 //! (sizes are whole blocks, so head ends at or before it) and re-maps every
 //! Mapping block of the file whose source changed — from `@<at>` — then
 //! returns: the faulting access is retried and reads the data as of `at`.
-//! Anything else (another kind of SIGBUS, a block not from head, memory
-//! not ours, a signal sent by `kill` — the daemon's way to kill a faulty
-//! client) goes to the handler that was installed before ours, or to the
-//! default action.
+//! A fault on a block that is no longer from head (another thread's fault
+//! on the same block, or a pin, re-mapped it meanwhile) is simply retried
+//! — at most a few times in a row per address, so that a source that
+//! really fails (an I/O error) is not retried forever. Anything else
+//! (another kind of SIGBUS, memory not ours, a signal sent by `kill` —
+//! the daemon's way to kill a faulty client) goes to the handler that was
+//! installed before ours, or to the default action.
 //!
 //! Safety of running this in a signal handler: the interrupted thread was
 //! reading Mapping memory. Library code never touches Mapping memory, so
@@ -25,7 +28,9 @@
 //! threads hold those locks only for short system calls. No FUSE request
 //! is made here (only `mmap`).
 
+use crate::fileh::Repair;
 use crate::fork;
+use std::cell::Cell;
 use std::sync::{Once, OnceLock};
 
 /// The disposition of SIGBUS before ours.
@@ -50,18 +55,46 @@ pub(crate) fn install() {
     });
 }
 
+/// Retries allowed for one address before the fault is someone else's.
+const MAX_RETRIES: u32 = 8;
+
+thread_local! {
+    /// The page of this thread's last fault that found its block already
+    /// re-mapped, and how many times in a row that happened: a source that
+    /// really fails (an I/O error of `@<rev>`) must not loop forever.
+    static LAST: Cell<(usize, u32)> = const { Cell::new((0, 0)) };
+}
+
 extern "C" fn handler(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
     // SAFETY: the kernel passes a valid siginfo for SA_SIGINFO handlers.
     let (code, addr) = unsafe { ((*info).si_code, (*info).si_addr() as usize) };
-    if code == libc::BUS_ADRERR && repair(addr) {
-        return; // the access is retried
+    if code == libc::BUS_ADRERR {
+        let page = addr & !(crate::mapping::page_size() - 1);
+        match repair(addr) {
+            Repair::Remapped => {
+                LAST.with(|l| l.set((page, 0)));
+                return; // the access is retried
+            }
+            Repair::Retry => {
+                let n = LAST.with(|l| {
+                    let (p, n) = l.get();
+                    let n = if p == page { n + 1 } else { 1 };
+                    l.set((page, n));
+                    n
+                });
+                if n <= MAX_RETRIES {
+                    return;
+                }
+            }
+            Repair::NotOurs => {}
+        }
     }
     chain(sig, info, ctx);
 }
 
 /// Re-maps the block at `addr` if it is a head block of one of our
-/// Mappings; whether it did.
-fn repair(addr: usize) -> bool {
+/// Mappings.
+fn repair(addr: usize) -> Repair {
     let hit = {
         let reg = fork::REGISTRY.lock();
         reg.as_ref().and_then(|r| {
@@ -73,13 +106,13 @@ fn repair(addr: usize) -> bool {
         })
     };
     let Some((start, entry)) = hit else {
-        return false;
+        return Repair::NotOurs;
     };
     if entry.gen != fork::generation() {
-        return false;
+        return Repair::NotOurs;
     }
     let Some(file) = entry.file.upgrade() else {
-        return false;
+        return Repair::NotOurs;
     };
     file.head_gone(start, entry.blk_start, addr)
 }

@@ -572,3 +572,29 @@ fn join_by_zurl() {
     wc2.close().unwrap();
     lifecycle::stop(&env.zurl, &lifecycle::Config::default()).expect("stop");
 }
+
+/// A view cannot span a change of the file's block size: open and resync
+/// refuse it (EINVAL), resync taking the Conn down.
+#[test]
+fn blksize_change_is_refused() {
+    let (mut env, f, at1, wc) = setup(2);
+    env.py.setblksize(f, 2 * BS as u64);
+    let at2 = env.commit();
+    let conn = wc.connect(at1).unwrap();
+    let e = wc.connect(at2).unwrap().open(f);
+    assert!(e.is_ok(), "open at the new blksize: {e:?}");
+    let e = conn.open(f).unwrap_err();
+    assert_eq!(e.errno(), libc::EINVAL, "{e}");
+    conn.close().unwrap();
+
+    // Opened at the new size, then it changes back.
+    let conn = wc.connect(at2).unwrap();
+    let fh = conn.open(f).unwrap();
+    assert_eq!(fh.blksize(), 2 * BS);
+    env.py.setblksize(f, BS as u64);
+    let at3 = env.commit();
+    let e = conn.resync(at3).unwrap_err();
+    assert_eq!(e.errno(), libc::EINVAL, "{e}");
+    assert_eq!(conn.open(f).unwrap_err().errno(), libc::ENOTCONN);
+    conn.close().unwrap();
+}
