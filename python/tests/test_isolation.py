@@ -233,3 +233,33 @@ def test_client_dying_in_a_pin_does_not_hurt_others(tmp_path):
             w.kill()
             w.wait()
         env.close()
+
+
+def test_forked_child_is_detached(zenv):
+    """A forked child's handles answer ENOTCONN and its memory keeps the view;
+    the parent's Conn keeps working (its pins are still answered)."""
+    import errno
+    wc = wcfs.attach(zenv.mnt)
+    conn = wc.connect(zenv.at0)
+    m = conn.open(zenv.f._p_oid).mmap(0, 4)
+    want = zenv.content(zenv.f, zenv.at0)
+    assert bytes(m.mem) == want
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            try:
+                conn.open(zenv.f._p_oid)
+                code = 3
+            except OSError as e:
+                code = 4 if e.errno != errno.ENOTCONN else 5 if bytes(m.mem) != want else 0
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, status
+    zenv.f.setblk(0, b'\xaa' * 4096)
+    at1 = zenv.commit()
+    assert bytes(m.mem) == want
+    assert bytes(wc.connect(at1).open(zenv.f._p_oid).mmap(0, 4).mem) == zenv.content(zenv.f, at1)
+    conn.close()
+    wc.close()
