@@ -110,7 +110,7 @@ fn processes_see_their_own_at() {
     let m = fh.mmap(0, MAPBLK).unwrap();
     let head = std::fs::File::open(env.w().head_file(f)).unwrap();
 
-    for step in 0..COMMITS {
+    for step in 0..e2e::steps(COMMITS) {
         let t = commit(&mut env, &mut rng, &mut log);
         tids.push(t);
         // This process reads some of head/ (pins to the children) …

@@ -30,7 +30,7 @@ fn e2e_child() {
     e2e::child_main();
 }
 
-/// Commits of the run (the brief: ≥ 50).
+/// Commits of a run (≥ 50; `$WCFS_E2E_STEPS` overrides).
 const COMMITS: usize = 60;
 const MAXVIEWS: usize = 4;
 
@@ -413,7 +413,8 @@ fn conns_see_their_at_through_random_commits() {
     t.verify(0);
     t.open_view(t1);
 
-    for _ in 0..COMMITS {
+    let commits = e2e::steps(COMMITS);
+    for _ in 0..commits {
         t.commit();
         let head =
             t.wc.head_at()
@@ -470,7 +471,7 @@ fn conns_see_their_at_through_random_commits() {
         "no pins at all: {st:?}"
     );
     eprintln!(
-        "isolation_random: {COMMITS} commits, pins {:?}, views opened {}, blktab depths {:?}",
+        "isolation_random: {commits} commits, pins {:?}, views opened {}, blktab depths {:?}",
         st.get("pin"),
         t.next_id,
         t.depths
@@ -507,6 +508,7 @@ fn threads_of_one_process_read_their_conns_at_once() {
     const NVIEW: usize = 4;
     const ROUNDS: usize = 15;
     let seed = e2e::seed("isolation_threads");
+    e2e::install_crash_report();
     let mut rng = Rng::new(seed);
     let mut env = Env::new();
     let f = env.py.new_file(BS as u64);
@@ -525,7 +527,7 @@ fn threads_of_one_process_read_their_conns_at_once() {
         })
         .collect();
     let head = env.w().head_file(f);
-    for round in 0..ROUNDS {
+    for round in 0..e2e::steps(ROUNDS) {
         // The same few blocks change often: the threads collide on them.
         for _ in 0..1 + rng.below(4) {
             let blk = rng.below(6);

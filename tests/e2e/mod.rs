@@ -41,6 +41,16 @@ pub fn seed(test: &str) -> u64 {
     seed
 }
 
+/// How many steps a randomized test runs: `default`, or `$WCFS_E2E_STEPS`
+/// (for long runs by hand: `WCFS_E2E_STEPS=1000 cargo test --release
+/// --test isolation_random`).
+pub fn steps(default: usize) -> usize {
+    std::env::var("WCFS_E2E_STEPS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default)
+}
+
 /// A copy of `len` bytes of mapped memory at `ptr`.
 ///
 /// # Safety
@@ -539,8 +549,17 @@ extern "C" fn on_fault(sig: libc::c_int, info: *mut libc::siginfo_t, _: *mut lib
 }
 
 /// Installs the SIGSEGV/SIGBUS crash report (replaces Rust's stack
-/// overflow report in this test binary).
+/// overflow report in this test binary). Once per process, and before the
+/// first Conn: the library installs its own SIGBUS handler then (it
+/// repairs faults of blocks head no longer has) and passes other faults on
+/// to the handler it found — ours. Every test of a binary that uses this
+/// must call it first thing.
 pub fn install_crash_report() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(install_crash_handlers);
+}
+
+fn install_crash_handlers() {
     for sig in [libc::SIGSEGV, libc::SIGBUS] {
         // SAFETY: a zeroed sigaction plus handler and flags is a valid
         // argument; the handler only reads the step log and writes stderr.
