@@ -40,14 +40,24 @@ fn rand_bytes(rng: &mut Rng, n: usize) -> Vec<u8> {
 
 #[test]
 fn processes_see_their_own_at() {
+    processes_see_their_own_at_over(Env::new(), "isolation_procs", 20);
+}
+
+/// The same with the daemon serving `zeo://` (a real runzeo in front of
+/// the data.fs; Python commits through ZEO too): the daemon learns of
+/// commits from ZEO's invalidations.
+#[test]
+fn processes_see_their_own_at_over_zeo() {
+    processes_see_their_own_at_over(Env::new_zeo(), "isolation_procs_zeo", 12);
+}
+
+fn processes_see_their_own_at_over(mut env: Env, name: &str, commits: usize) {
     const BS: usize = 8192;
     const MAXBLK: u64 = 16;
     const MAPBLK: i64 = 20;
     const NCHILD: usize = 3;
-    const COMMITS: usize = 20;
-    let seed = e2e::seed("isolation_procs");
+    let seed = e2e::seed(name);
     let mut rng = Rng::new(seed);
-    let mut env = Env::new();
     let f = env.py.new_file(BS as u64);
     for b in 0..10 {
         let d = rand_bytes(&mut rng, BS);
@@ -110,7 +120,7 @@ fn processes_see_their_own_at() {
     let m = fh.mmap(0, MAPBLK).unwrap();
     let head = std::fs::File::open(env.w().head_file(f)).unwrap();
 
-    for step in 0..e2e::steps(COMMITS) {
+    for step in 0..e2e::steps(commits) {
         let t = commit(&mut env, &mut rng, &mut log);
         tids.push(t);
         // This process reads some of head/ (pins to the children) …
