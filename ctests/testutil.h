@@ -8,6 +8,8 @@
  *   WCFS_TEST_OID     a ZBigFile in it (16 hex digits; 4 blocks of 4096 bytes)
  *   WCFS_PYTHON       Python with ZODB
  *   WCFS_TEST_DRIVER  path of driver.py
+ *   WCFS_TEST_ZURL    the zurl of WCFS_TEST_DATAFS (test_join)
+ *   WCFS_WCFSD        the wcfsd that wcfs_join(autostart) starts
  * A test that needs them and does not find them exits 77 (CTest: skipped). */
 #ifndef WCFS_TESTUTIL_H
 #define WCFS_TESTUTIL_H

@@ -208,6 +208,8 @@ fn ctest_suite_against_installed_library_and_real_daemon() {
             "WCFS_TEST_DRIVER",
             testkit::repo().join("python/fs_testdata/driver.py"),
         )
+        .env("WCFS_TEST_ZURL", &zurl)
+        .env("WCFS_WCFSD", common::wcfsd_bin())
         .output()
         .expect("run ctest");
     let stdout = String::from_utf8_lossy(&out.stdout);

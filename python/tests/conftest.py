@@ -37,6 +37,14 @@ def wcfsd_bin():
     return path
 
 
+def _die_with_parent():
+    # The daemon is killed if this test process dies without its teardown
+    # (a test that crashes by a signal), instead of serving on forever.
+    import ctypes
+    PR_SET_PDEATHSIG, SIGKILL = 1, 9
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, SIGKILL)
+
+
 def is_mounted(path):
     real = os.path.realpath(path)
     with open('/proc/self/mountinfo') as f:
@@ -99,7 +107,8 @@ class ZEnv:
     def start(self, *args):
         log = open(os.path.join(self.dir, 'wcfsd.log'), 'wb')
         self.proc = subprocess.Popen([wcfsd_bin(), *args, self.zurl, self.mnt],
-                                     stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+                                     stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                                     preexec_fn=_die_with_parent)
         deadline = time.time() + 20
         while True:
             if self.proc.poll() is not None:
