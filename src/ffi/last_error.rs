@@ -19,7 +19,9 @@ thread_local! {
 fn record(func: &str, err: &Error) {
     let text = format!("{func}: {err}").replace('\0', "\\0");
     let text = CString::new(text).unwrap_or_default();
-    LAST_ERROR.with(|e| *e.borrow_mut() = text);
+    // try_with: a call from a thread-local destructor (thread exit) must
+    // not panic here, outside catch_unwind; the message is then dropped.
+    let _ = LAST_ERROR.try_with(|e| *e.borrow_mut() = text);
 }
 
 fn panic_error(payload: Box<dyn std::any::Any + Send>) -> Error {
@@ -68,7 +70,9 @@ pub(super) fn call_value<T>(func: &str, fail: T, f: impl FnOnce() -> Result<T>) 
 pub extern "C" fn wcfs_last_error() -> *const c_char {
     // The CString is replaced (not mutated) on the next failure only, and
     // lives as long as the thread.
-    LAST_ERROR.with(|e| e.borrow().as_ptr())
+    LAST_ERROR
+        .try_with(|e| e.borrow().as_ptr())
+        .unwrap_or(c"".as_ptr())
 }
 
 #[cfg(test)]
