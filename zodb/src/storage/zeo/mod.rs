@@ -2,10 +2,10 @@
 //!
 //! One TCP connection to a ZEO server (`runzeo` of the `ZEO` Python
 //! package, protocol 5, pickle or msgpack marshalling — whichever the
-//! server announces; [`wire`] has the format). After
-//! the handshake we `register` read-only with storage `"1"`; the reply is the
-//! server's last tid, and from then on the server pushes every committed
-//! transaction to us as `invalidateTransaction(tid, oids)`.
+//! server announces; [`wire`] has the format). After the handshake we
+//! `register` read-only with storage `"1"`; the reply is the server's last
+//! tid, and from then on the server pushes every committed transaction to
+//! us as `invalidateTransaction(tid, oids)`.
 //!
 //! # Design
 //!
@@ -44,8 +44,12 @@
 //! and what the server offers to recover them (`getInvalidations`) merges
 //! transactions into one oid set from a bounded queue — the per-transaction
 //! stream the daemon needs for its block history and pins cannot be rebuilt
-//! from it. A daemon whose watcher fails switches to EIO mode and exits
-//! (SPEC §4); whoever starts it again gets a fresh, consistent view.
+//! from it. The storage iterator could rebuild it (a watch from an old tid
+//! does so), but only by trusting that the server reached again serves the
+//! same history as the one that went away (not a restored or replaced
+//! copy), and reads in between would have failed anyway. A daemon whose
+//! watcher fails switches to EIO mode and exits (SPEC §4); whoever starts
+//! it again gets a fresh view, provably consistent.
 //!
 //! # Locking
 //!
