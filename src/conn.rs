@@ -343,7 +343,10 @@ fn pinner(link: Arc<Link>, conn: Weak<ConnInner>) {
             continue; // EOF follows
         }
         if stream % 2 == 1 {
-            link.deliver(stream, msg);
+            if !link.deliver(stream, msg) {
+                // Every request waits for its reply until the link is down.
+                break format!("protocol error: {line:?}: no request waits on stream {stream}");
+            }
             continue;
         }
         match parse_msg(msg) {

@@ -598,3 +598,148 @@ fn blksize_change_is_refused() {
     assert_eq!(conn.open(f).unwrap_err().errno(), libc::ENOTCONN);
     conn.close().unwrap();
 }
+
+/// A fake daemon behind a pseudo-terminal: the test plays wcfsd's side of
+/// head/watch byte for byte (regular files stand for head/, @<tid>/).
+mod fake {
+    use std::io::{BufRead, BufReader, Write};
+    use std::os::fd::{FromRawFd, OwnedFd};
+    use std::path::Path;
+
+    pub struct Peer {
+        pub rx: BufReader<std::fs::File>,
+        pub tx: std::fs::File,
+        _slave: OwnedFd,
+    }
+
+    impl Peer {
+        /// A raw pty whose slave is linked at `<mnt>/head/watch`.
+        pub fn new(mnt: &Path) -> Peer {
+            // SAFETY: plain pty syscalls on descriptors we own.
+            unsafe {
+                let m = libc::posix_openpt(libc::O_RDWR | libc::O_NOCTTY);
+                assert!(m >= 0);
+                assert_eq!(libc::grantpt(m), 0);
+                assert_eq!(libc::unlockpt(m), 0);
+                let mut name = [0 as libc::c_char; 128];
+                assert_eq!(libc::ptsname_r(m, name.as_mut_ptr(), name.len()), 0);
+                let name = std::ffi::CStr::from_ptr(name.as_ptr()).to_str().unwrap();
+                let s = libc::open(
+                    std::ffi::CString::new(name).unwrap().as_ptr(),
+                    libc::O_RDWR | libc::O_NOCTTY,
+                );
+                assert!(s >= 0);
+                let mut t: libc::termios = std::mem::zeroed();
+                assert_eq!(libc::tcgetattr(s, &mut t), 0);
+                libc::cfmakeraw(&mut t);
+                assert_eq!(libc::tcsetattr(s, libc::TCSANOW, &t), 0);
+                std::os::unix::fs::symlink(name, mnt.join("head/watch")).unwrap();
+                let master = std::fs::File::from_raw_fd(m);
+                Peer {
+                    rx: BufReader::new(master.try_clone().unwrap()),
+                    tx: master,
+                    _slave: OwnedFd::from_raw_fd(s),
+                }
+            }
+        }
+
+        pub fn line(&mut self) -> String {
+            let mut l = String::new();
+            self.rx.read_line(&mut l).unwrap();
+            l.trim_end().to_string()
+        }
+
+        pub fn send(&mut self, line: &str) {
+            self.tx.write_all(format!("{line}\n").as_bytes()).unwrap();
+        }
+    }
+}
+
+/// What a hostile or broken daemon says never panics the client nor shows
+/// wrong data: pins from the fake are applied exactly, a malformed line or
+/// `0 fatal` takes the Conn down (memory faults, ENOTCONN, `bye` sent).
+#[test]
+fn fake_daemon_pins_and_bad_lines() {
+    const PBS: usize = 4096;
+    let oid: Oid = "00000000000000a1".parse().unwrap();
+    let at: Tid = "0400000000000001".parse().unwrap();
+    let rev: Tid = "0300000000000001".parse().unwrap();
+    for bad in [
+        "3 pin",
+        "x y",
+        "0 fatal the daemon is going away",
+        "2 pin 00000000000000a1 #0 @nonsense",
+        "1",
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let mnt = dir.path();
+        for d in [
+            "head/bigfile",
+            &format!("@{at}/bigfile"),
+            &format!("@{rev}/bigfile"),
+        ] {
+            std::fs::create_dir_all(mnt.join(d)).unwrap();
+        }
+        std::fs::write(mnt.join("head/at"), format!("{at}\n")).unwrap();
+        let put = |d: &str, fill: u8, nblk: usize| {
+            std::fs::write(
+                mnt.join(format!("{d}/bigfile/{oid}")),
+                vec![fill; nblk * PBS],
+            )
+            .unwrap()
+        };
+        put("head", 0x11, 3);
+        put(&format!("@{at}"), 0x22, 2);
+        put(&format!("@{rev}"), 0x33, 1);
+        let mut peer = fake::Peer::new(mnt);
+        let wc = Wcfs::attach(mnt).unwrap();
+        let conn = wc.connect(at).unwrap();
+        let opener = {
+            let conn = conn.clone();
+            std::thread::spawn(move || conn.open(oid))
+        };
+        assert_eq!(peer.line(), format!("1 watch {oid} @{at}"));
+        peer.send("1 ok");
+        let fh = opener.join().unwrap().unwrap();
+        assert_eq!(fh.blksize(), PBS);
+        let m = fh.mmap(0, 4).unwrap();
+        // SAFETY: the mapping lives until unmap below; reads are checked
+        // for faults with `readable` first where a fault is expected.
+        let mem = |i: usize| unsafe { *m.mem_start().add(i * PBS) };
+        // Size as of at: 2 blocks (from @at's size); head has 3.
+        assert_eq!((mem(0), mem(1), mem(2), mem(3)), (0x11, 0x11, 0, 0));
+        peer.send(&format!("2 pin {oid} #1 @{rev}"));
+        assert_eq!(peer.line(), "2 ack");
+        // @rev is 1 block long: block 1 of it is past its end, zeros.
+        assert_eq!(mem(1), 0);
+        peer.send(&format!("4 pin {oid} #0 @{rev}"));
+        assert_eq!(peer.line(), "4 ack");
+        assert_eq!(mem(0), 0x33);
+        peer.send(&format!("6 pin {oid} #0 @head"));
+        assert_eq!(peer.line(), "6 ack");
+        assert_eq!(mem(0), 0x11);
+        // A pin for a file we do not have is acked and ignored.
+        peer.send("8 pin 00000000000000ff #0 @head");
+        assert_eq!(peer.line(), "8 ack");
+        peer.send(bad);
+        if !bad.starts_with("0 ") {
+            assert!(peer.line().ends_with(" bye"), "after {bad:?}");
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while block_readable_at(m.mem_start(), PBS) {
+            assert!(std::time::Instant::now() < deadline, "{bad:?}: still up");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        let e = conn.open(oid).unwrap_err();
+        assert_eq!(e.errno(), libc::ENOTCONN, "{bad:?}: {e}");
+        if bad.starts_with("0 fatal") {
+            assert!(e.message().contains("going away"), "{e}");
+        }
+        m.unmap().unwrap();
+        conn.close().unwrap();
+    }
+}
+
+fn block_readable_at(p: *const u8, len: usize) -> bool {
+    readable(p, len)
+}
