@@ -1,12 +1,48 @@
 /* wcfs_join against the real lifecycle: without autostart a zurl nobody
- * serves is an error; with autostart a wcfsd is started at
+ * serves is an error; with autostart the wcfsd installed beside the library
+ * (found from libwcfs.so's own location, $WCFS_WCFSD unset) is started at
  * /dev/shm/wcfs/<sha1 of zurl> (beside the harness's daemon, on the same
  * data.fs) and serves the same data; a second join finds it. The daemon is
  * stopped with `wcfsd stop ZURL` at the end. */
 #include "testutil.h"
 
+#include <dirent.h>
+#include <limits.h>
+
 static const char *wcfsd;
 static const char *zurl;
+
+/* The executable of the process whose command line has `zurl` and `mp`
+ * (the daemon serving it), or "" if none. */
+static void daemon_exe(const char *mp, char *exe, size_t n) {
+    exe[0] = 0;
+    DIR *d = opendir("/proc");
+    CHECK(d, "opendir /proc");
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        char path[300], cmd[16384];
+        snprintf(path, sizeof path, "/proc/%s/cmdline", e->d_name);
+        FILE *f = fopen(path, "r");
+        if (!f)
+            continue;
+        size_t len = fread(cmd, 1, sizeof cmd - 1, f);
+        fclose(f);
+        int has_zurl = 0, has_mp = 0;
+        for (size_t off = 0; off < len; off += strlen(cmd + off) + 1) {
+            cmd[len] = 0;
+            has_zurl |= strcmp(cmd + off, zurl) == 0;
+            has_mp |= strcmp(cmd + off, mp) == 0;
+        }
+        if (has_zurl && has_mp) {
+            snprintf(path, sizeof path, "/proc/%s/exe", e->d_name);
+            ssize_t k = readlink(path, exe, n - 1);
+            exe[k > 0 ? k : 0] = 0;
+            break;
+        }
+    }
+    closedir(d);
+}
+
 
 static void stop_daemon(void) {
     char cmd[8192];
@@ -15,7 +51,7 @@ static void stop_daemon(void) {
 }
 
 int main(void) {
-    wcfsd = env_or_skip("WCFS_WCFSD");
+    wcfsd = env_or_skip("WCFS_TEST_WCFSD");
     zurl = env_or_skip("WCFS_TEST_ZURL");
     const char *mnt = env_or_skip("WCFS_TEST_MNT");
     wcfs_oid foid = parse_hex(env_or_skip("WCFS_TEST_OID"));
@@ -35,6 +71,12 @@ int main(void) {
     CHECK(mp && strncmp(mp, "/dev/shm/wcfs/", 14) == 0 && strlen(mp) == 14 + 40 &&
               strspn(mp + 14, "0123456789abcdef") == 40,
           "mountpoint %s is not /dev/shm/wcfs/<sha1>", mp ? mp : "(null)");
+
+    /* It is the wcfsd installed beside the library. */
+    char exe[PATH_MAX], want[PATH_MAX];
+    daemon_exe(mp, exe, sizeof exe);
+    CHECK(realpath(wcfsd, want), "realpath %s", wcfsd);
+    CHECK(strcmp(exe, want) == 0, "joined daemon runs %s, not the installed %s", exe, want);
 
     /* Same data as the harness's daemon shows. */
     wcfs_WCFS *ref;

@@ -9,7 +9,7 @@
  *   WCFS_PYTHON       Python with ZODB
  *   WCFS_TEST_DRIVER  path of driver.py
  *   WCFS_TEST_ZURL    the zurl of WCFS_TEST_DATAFS (test_join)
- *   WCFS_WCFSD        the wcfsd that wcfs_join(autostart) starts
+ *   WCFS_TEST_WCFSD   the installed wcfsd (test_join stops its daemon with it)
  * A test that needs them and does not find them exits 77 (CTest: skipped). */
 #ifndef WCFS_TESTUTIL_H
 #define WCFS_TESTUTIL_H

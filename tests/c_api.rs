@@ -62,7 +62,8 @@ fn install(tmp: &Path) -> PathBuf {
         .arg(repo.join("cmake"))
         .arg("-B")
         .arg(&build)
-        .arg(format!("-DWCFS_LIBRARY={}", lib.display())));
+        .arg(format!("-DWCFS_LIBRARY={}", lib.display()))
+        .arg(format!("-DWCFS_DAEMON={}", common::wcfsd_bin().display())));
     run(Command::new("cmake")
         .arg("--install")
         .arg(&build)
@@ -94,6 +95,7 @@ fn install_and_link_from_outside_with_cmake_and_pkg_config() {
         PathBuf::from(format!("libwcfs.so.{major}"))
     );
     for f in [
+        "bin/wcfsd",
         "include/wcfs.h",
         "lib/cmake/wcfs/wcfsConfig.cmake",
         "lib/cmake/wcfs/wcfsConfigVersion.cmake",
@@ -209,7 +211,11 @@ fn ctest_suite_against_installed_library_and_real_daemon() {
             testkit::repo().join("python/fs_testdata/driver.py"),
         )
         .env("WCFS_TEST_ZURL", &zurl)
-        .env("WCFS_WCFSD", common::wcfsd_bin())
+        // join(autostart) must find the installed prefix's bin/wcfsd by
+        // itself (from libwcfs.so's location); the tests use this one only
+        // to stop the daemon.
+        .env_remove("WCFS_WCFSD")
+        .env("WCFS_TEST_WCFSD", prefix.join("bin/wcfsd"))
         .output()
         .expect("run ctest");
     let stdout = String::from_utf8_lossy(&out.stdout);
