@@ -18,9 +18,13 @@
 //!   pipelined (`ZeoStorage::load_many`, 8 blocks in flight).
 //!
 //! All of it twice: with the server marshalling with pickle (`runzeo`'s
-//! default), then with msgpack (`$ZEO_MSGPACK`). With pickle the server
-//! itself is the bottleneck: it pickles every 2 MiB reply into a `BytesIO`,
-//! at a few hundred MiB/s — below half of what wcfsd reads from a data.fs.
+//! default), then with msgpack (`$ZEO_MSGPACK`). The Python server is the
+//! bottleneck either way: per 2 MiB reply it reads the record into a fresh
+//! buffer (heap grown and shrunk every time), encodes it (its pickle
+//! encoder alone takes milliseconds; msgpack is a copy) and sends it from
+//! one event-loop thread. Our one-at-a-time loads and the cold wcfsd read
+//! both run at about the rate the server serves; more requests in flight
+//! only make its write buffer churn (see "pipelined").
 //!
 //! Ratios are ours / theirs in speed (higher is better for us); best and
 //! median over the repetitions are printed.
