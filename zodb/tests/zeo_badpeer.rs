@@ -408,3 +408,28 @@ fn invalidation_order() {
     drop(zs);
     h.join().unwrap();
 }
+
+/// A server that stops reading: requests pile up until the socket buffers
+/// are full and writing blocks; the write timeout fails the connection and
+/// every request in flight gets the error.
+#[test]
+fn server_stops_reading() {
+    let (port, h) = fake(|p| {
+        p.accept_register(100);
+        std::thread::sleep(Duration::from_secs(4));
+    });
+    let zs = open(port).unwrap();
+    let t0 = Instant::now();
+    let reqs = vec![(Oid(1), Tid(1)); 300_000];
+    let res = zs.load_many(&reqs);
+    assert!(t0.elapsed() < Duration::from_secs(4), "{:?}", t0.elapsed());
+    let errs: Vec<String> = res
+        .iter()
+        .filter_map(|r| r.as_ref().err().map(|e| e.to_string()))
+        .collect();
+    assert_eq!(errs.len(), reqs.len(), "every request fails");
+    assert!(errs.iter().all(|e| e.contains("zeo://fake")), "{}", errs[0]);
+    println!("first error: {}", errs[0]);
+    drop(zs);
+    h.join().unwrap();
+}

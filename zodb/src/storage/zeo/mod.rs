@@ -55,7 +55,8 @@
 //!
 //! `Shared::state` (pending calls, watcher list, `last_tid`, failure) is
 //! never held while doing I/O; `Shared::writer` is held only to write one
-//! request frame; a watcher queue's lock is taken under the state lock
+//! request frame (bounded by the write timeout; failing the connection
+//! does not wait for it); a watcher queue's lock is taken under the state lock
 //! (never the other way round).
 
 pub mod wire;
@@ -165,6 +166,9 @@ struct Shared {
     codec: Codec,
     state: Mutex<State>,
     writer: Mutex<TcpStream>,
+    /// The same socket, for shutting it down without waiting for a writer
+    /// stuck on a server that stopped reading.
+    control: TcpStream,
 }
 
 /// A ZEO server, opened read-only.
@@ -264,6 +268,7 @@ impl ZeoStorage {
             .set_read_timeout(Some(tick))
             .map_err(|e| ioe("connect", e))?;
         let writer = stream.try_clone().map_err(|e| ioe("connect", e))?;
+        let control = stream.try_clone().map_err(|e| ioe("connect", e))?;
         let shared = Arc::new(Shared {
             url: url.to_string(),
             opts,
@@ -280,6 +285,7 @@ impl ZeoStorage {
                 last_rx: Instant::now(),
             }),
             writer: Mutex::new(writer),
+            control,
         });
         {
             let shared = shared.clone();
@@ -657,7 +663,7 @@ impl Shared {
         for p in pending {
             p.slot.put(Err(CallError::Conn(why.clone())));
         }
-        let _ = self.writer.lock().shutdown(Shutdown::Both);
+        let _ = self.control.shutdown(Shutdown::Both);
     }
 
     /// Periodic checks of the reader: overdue requests, keep-alive ping.
