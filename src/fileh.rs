@@ -280,28 +280,35 @@ impl FileInner {
         if st.closed.is_some() {
             return Ok(());
         }
+        // A descriptor opened twice (a race) is closed after the lock too.
+        let mut spare = None;
         match (rev, rf) {
             (Some(r), Some(rf)) => {
-                st.revs.entry(r).or_insert(rf);
+                match st.revs.entry(r) {
+                    std::collections::hash_map::Entry::Occupied(_) => spare = Some(rf),
+                    std::collections::hash_map::Entry::Vacant(v) => {
+                        v.insert(rf);
+                    }
+                }
                 st.pinned.insert(blk, r);
             }
             _ => {
                 st.pinned.remove(&blk);
             }
         }
-        let unused = st.prune(false);
+        let unused = (st.prune(false), spare);
         let bs = self.blksize;
         let covering: Vec<usize> = st
             .maps
             .values()
             .filter_map(|m| m.block_addr(blk, bs))
             .collect();
-        for addr in covering {
-            self.map_block(&st, addr, blk)?;
-        }
+        let r = covering
+            .into_iter()
+            .try_for_each(|addr| self.map_block(&st, addr, blk));
         drop(st);
         drop(unused);
-        Ok(())
+        r
     }
 
     /// Maps block `blk` at `addr` from its source.
@@ -456,7 +463,7 @@ impl FileInner {
             ));
         }
         let old = st.view();
-        st.revs.insert(at, p.at_file.clone());
+        st.revs.entry(at).or_insert_with(|| p.at_file.clone());
         st.at = at;
         st.size = p.at_file.size;
         st.head_size = p.head_size;
