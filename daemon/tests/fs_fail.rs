@@ -138,3 +138,22 @@ fn zeo_server_killed_eio_then_exit() {
     let e = std::fs::read_to_string(env.w().path("head/at")).unwrap_err();
     assert!(matches!(errno(&e), libc::EIO | libc::ENOTCONN), "{e}");
 }
+
+/// SIGTERM to a daemon serving zeo:// unmounts and exits cleanly: the ZEO
+/// connection's own thread must not take the signal the daemon waits for.
+#[test]
+fn zeo_sigterm_unmounts_cleanly() {
+    let mut env = Env::new_zeo();
+    let f = env.py.new_file(4096);
+    env.py.fill(f, 0, "zblk0", 7, 4096);
+    env.py.commit();
+    env.mount(&[]);
+    env.check_block(f, 0, 4096, None);
+    let st = env
+        .w_mut()
+        .signal_and_wait(nix::sys::signal::Signal::SIGTERM);
+    let log = env.w().log();
+    assert!(st.success(), "exit {st}:\n{log}");
+    assert!(log.contains("SIGTERM: unmounting"), "{log}");
+    assert!(!common::is_mounted(&env.w().mnt), "still mounted");
+}

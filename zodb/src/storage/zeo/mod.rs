@@ -749,6 +749,10 @@ fn invalidation(args: &Value) -> Option<Commit> {
 
 /// The reader thread: frames in, until the connection fails.
 fn reader(shared: Arc<Shared>, mut stream: TcpStream, mut frames: FrameReader) {
+    // Process signals are for the program's own threads: a program that
+    // blocks them and waits for them (wcfsd does, after opening the
+    // storage) must not have them delivered here instead.
+    let _ = nix::sys::signal::SigSet::all().thread_block();
     loop {
         if shared.state.lock().failed.is_some() {
             return;
