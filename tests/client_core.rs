@@ -471,7 +471,11 @@ fn readers_during_commits_and_resyncs() {
     let mut tids = vec![at0];
     let c1 = wc.connect(at0).unwrap();
     let c2 = wc.connect(at0).unwrap();
-    let m1 = c1.open(f).unwrap().mmap(0, NBLK as i64).unwrap();
+    let fh1 = c1.open(f).unwrap();
+    let m1 = fh1.mmap(0, NBLK as i64).unwrap();
+    // A second Mapping of the same file, over a sub-range, never touched
+    // before the resyncs: its blocks must follow too.
+    let m1b = fh1.mmap(3, 5).unwrap();
     let m2 = c2.open(f).unwrap().mmap(0, NBLK as i64).unwrap();
     let mut want1 = Arc::new(oracle_view(&mut env, f, at0, NBLK));
     let want2 = Arc::new(want1.as_ref().clone());
@@ -538,6 +542,14 @@ fn readers_during_commits_and_resyncs() {
                 mem_block(&m1, b) == want1[b as usize],
                 "round {round}: after resync #{b}"
             );
+        }
+        if round % 4 == 3 {
+            for b in 3..8 {
+                assert!(
+                    mem_block(&m1b, b) == want1[b as usize],
+                    "round {round}: sub-range after resync #{b}"
+                );
+            }
         }
     }
     let st = common::watch::stats(&env.w().mnt);
