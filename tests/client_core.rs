@@ -755,3 +755,27 @@ fn fake_daemon_pins_and_bad_lines() {
 fn block_readable_at(p: *const u8, len: usize) -> bool {
     readable(p, len)
 }
+
+/// Opening a file twice under one Conn gives two opens of one file: the
+/// memory faults only when both are closed.
+#[test]
+fn two_opens_of_one_file() {
+    let (mut env, f, at1, wc) = setup(2);
+    let conn = wc.connect(at1).unwrap();
+    let a = conn.open(f).unwrap();
+    let b = conn.open(f).unwrap();
+    let m = b.mmap(0, 2).unwrap();
+    check(&mut env, &m, f, 1, at1);
+    a.close().unwrap();
+    assert!(block_readable(&m, 0), "closing one open of two faulted");
+    let c = b.clone(); // the same open
+    c.close().unwrap();
+    assert_eq!(b.close().unwrap_err().errno(), libc::EINVAL);
+    assert!(!block_readable(&m, 0), "closing the last open must fault");
+    // Opened again afterwards: a fresh file, its own memory.
+    let d = conn.open(f).unwrap();
+    let m2 = d.mmap(0, 2).unwrap();
+    check(&mut env, &m2, f, 0, at1);
+    assert!(!block_readable(&m, 0));
+    conn.close().unwrap();
+}
