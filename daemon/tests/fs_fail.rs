@@ -157,3 +157,92 @@ fn zeo_sigterm_unmounts_cleanly() {
     assert!(log.contains("SIGTERM: unmounting"), "{log}");
     assert!(!common::is_mounted(&env.w().mnt), "still mounted");
 }
+
+/// The ZEO server killed while readers are busy on cold blocks: every read
+/// returns the right data or an error — none hangs, none returns anything
+/// else — and the daemon goes down.
+#[test]
+fn zeo_server_killed_during_reads() {
+    const BS: u64 = 64 << 10;
+    const NBLK: u64 = 48;
+    let mut env = Env::new_zeo();
+    let f = env.py.new_file(BS);
+    for blk in 0..NBLK {
+        env.py.fill(f, blk, "zblk0", 1 + blk as u8, BS as usize);
+    }
+    env.py.commit();
+    env.mount(&[]);
+    let path = env.w().head_file(f);
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let (oks, errs) = std::thread::scope(|s| {
+        let readers: Vec<_> = (0..3)
+            .map(|k| {
+                let (path, stop) = (&path, &stop);
+                s.spawn(move || {
+                    let (mut oks, mut errs) = (0, 0);
+                    let mut blk = k * 7;
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        blk = (blk + 5) % NBLK;
+                        // Out of the kernel's cache first: the read goes to
+                        // the daemon (its 16-block cache, or the server).
+                        let r = std::fs::File::open(path).and_then(|fd| {
+                            use std::os::fd::AsRawFd;
+                            // SAFETY: plain syscall on a descriptor we own.
+                            unsafe {
+                                libc::posix_fadvise(fd.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED)
+                            };
+                            common::read_block_of(&fd, blk, BS)
+                        });
+                        match r {
+                            Ok(d) => {
+                                assert_eq!(d.len() as u64, BS, "blk #{blk}");
+                                assert!(
+                                    d.iter().all(|&b| b == 1 + blk as u8),
+                                    "blk #{blk}: wrong data"
+                                );
+                                oks += 1;
+                            }
+                            Err(e) => {
+                                let n = errno(&e);
+                                assert!(
+                                    matches!(
+                                        n,
+                                        libc::EIO
+                                            | libc::ENOTCONN
+                                            | libc::ECONNABORTED
+                                            | libc::ENOENT
+                                    ),
+                                    "blk #{blk}: {e}"
+                                );
+                                errs += 1;
+                                if errs > 20 {
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                    (oks, errs)
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(300));
+        env.zeo.as_mut().unwrap().kill();
+        let t0 = std::time::Instant::now();
+        let st = env
+            .w_mut()
+            .wait_exit(Duration::from_secs(20))
+            .unwrap_or_else(|| panic!("wcfsd did not exit after the ZEO server died"));
+        assert!(!st.success());
+        assert!(t0.elapsed() < Duration::from_secs(10));
+        std::thread::sleep(Duration::from_millis(200));
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        readers
+            .into_iter()
+            .map(|r| r.join().unwrap())
+            .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1))
+    });
+    println!("reads: {oks} ok before the loss, {errs} errors after");
+    assert!(oks > 0 && errs > 0, "ok {oks}, errors {errs}");
+    let log = env.w().log();
+    assert!(log.contains("switching filesystem to EIO mode"), "{log}");
+}
