@@ -318,6 +318,14 @@ impl Conn {
 
 /// The pinner: reads the link until EOF, delivers replies, applies pins.
 fn pinner(link: Arc<Link>, conn: Weak<ConnInner>) {
+    // Signals meant for the application go to its own threads, not to a
+    // thread it does not know about (faults are synchronous: unaffected).
+    // SAFETY: sets this thread's signal mask from a filled set.
+    unsafe {
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &all, std::ptr::null_mut());
+    }
     let mut rd = LineReader::new();
     let trace = std::env::var_os("WCFS_TRACE_PINNER").is_some();
     let why = loop {
