@@ -27,6 +27,7 @@
 
 pub mod bigfile;
 pub mod btree;
+mod bufpool;
 pub mod pickle;
 pub mod serialize;
 pub mod storage;

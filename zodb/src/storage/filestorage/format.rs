@@ -512,7 +512,7 @@ pub fn read_bytes(
         ));
     }
     let n = usize::try_from(n).map_err(|_| ctx.corrupt(pos, format!("length {n} too big")))?;
-    let mut v = Vec::with_capacity(n);
+    let mut v = crate::bufpool::take(n);
     r.read_exact_at_uninit(&mut v.spare_capacity_mut()[..n], pos)
         .map_err(|e| ctx.io(pos, n as u64, e))?;
     // SAFETY: read_exact_at_uninit initialized all n bytes: it succeeded.

@@ -471,7 +471,7 @@ impl FileStorage {
         }
         let data = format::read_bytes(r, &ctx, hpos + DATA_HDR_LEN, h.plen, limit)?;
         Ok(Loaded {
-            data: Bytes::from(data),
+            data: crate::bufpool::freeze(data),
             serial,
         })
     }
