@@ -21,9 +21,10 @@
 //! tuple, as ZEO's `use_list=False` reads it); byte strings are slices of
 //! the frame either way (a 2 MiB block is not copied after it arrived).
 //!
-//! Msgpack matters for throughput: the server pickles a 2 MiB reply with
-//! a Python pickler into a `BytesIO` at some 200–400 MiB/s, while
-//! `msgpack.packb` is little more than a copy.
+//! For the server, msgpack is the cheaper encoding of big replies
+//! (`msgpack.packb` is little more than a copy; its pickler writes into a
+//! `BytesIO`), though end to end its other per-reply costs dominate (see
+//! the `zeo_read` bench of wcfsd).
 //!
 //! The peer may be hostile or broken: a frame longer than the configured
 //! maximum is refused before anything is allocated for it, and a frame's
