@@ -326,7 +326,9 @@ impl FileInner {
                         format!("wcfs: {}: @{r} not open for #{blk}", self.oid),
                     )
                 })?;
-                mapping::fixed_file(addr, bs, rf.file.as_raw_fd(), off, rf.size)
+                mapping::fixed_file(addr, bs, rf.file.as_raw_fd(), off, rf.size)?;
+                mapping::advise_overlay(addr, bs);
+                Ok(())
             }
         }
     }

@@ -115,6 +115,20 @@ pub(crate) fn fixed_file(addr: usize, len: usize, fd: RawFd, off: u64, fsize: u6
     Ok(())
 }
 
+/// Hints that `[addr, addr+len)`, a one-block overlay from an `@<rev>`
+/// file, will be read front to back and nothing around it: without the
+/// hint the kernel's fault read-around also loads the pages before the
+/// faulting one and readahead after the block — measured 2.8× the block in
+/// `@<rev>` page cache that nobody shares. Advice only: a failure changes
+/// nothing that is visible, so it is ignored.
+pub(crate) fn advise_overlay(addr: usize, len: usize) {
+    // SAFETY: madvise on a range we mapped; MADV_SEQUENTIAL does not change
+    // the contents.
+    unsafe {
+        libc::madvise(addr as *mut libc::c_void, len, libc::MADV_SEQUENTIAL);
+    }
+}
+
 /// Reserves `len` bytes of zeros somewhere for blocks from `blk_start`
 /// of `file`; registered for the fork and SIGBUS handlers.
 pub(crate) fn reserve(

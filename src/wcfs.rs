@@ -3,6 +3,13 @@
 //! A thin handle: the mountpoint, and the Conns made through it so that
 //! closing it takes them down (SPEC §8: closing a parent first is allowed,
 //! the children then fail with `ENOTCONN` and their memory faults).
+//!
+//! While open, the handle keeps the mount's root directory open. A daemon
+//! started by `join` runs with `-autoexit` and leaves once no client holds
+//! anything open on it; a joined process that has not connected yet (or
+//! between Conns) is still its client. The open directory also makes the
+//! daemon's unmount-on-idle fail (it is the plain, not the lazy, unmount),
+//! so once `attach` has it, the mount cannot vanish under us that way.
 
 use crate::conn::ConnInner;
 use crate::{fork, Conn, Error, Result, Tid};
@@ -26,6 +33,8 @@ pub(crate) struct WcfsInner {
 #[derive(Default)]
 struct WcfsState {
     closed: bool,
+    /// The mount's root directory, open until close (see the module docs).
+    root: Option<std::fs::File>,
     conns: Vec<Weak<ConnInner>>,
 }
 
@@ -40,18 +49,32 @@ impl Wcfs {
     /// (`wcfs_lifecycle::mountpoint_for`), starting `wcfsd` there when
     /// `autostart` is set and none serves (also over a dead mount).
     pub fn join(zurl: &str, autostart: bool) -> Result<Wcfs> {
-        let mnt = lifecycle::join(zurl, autostart)
-            .map_err(|e| Error::new(e.errno(), format!("wcfs: join {zurl}: {e}")))?;
-        Wcfs::attach(mnt)
+        let join = || {
+            let mnt = lifecycle::join(zurl, autostart)
+                .map_err(|e| Error::new(e.errno(), format!("wcfs: join {zurl}: {e}")))?;
+            Wcfs::attach(mnt)
+        };
+        match join() {
+            // An idle autostarted daemon may unmount itself between the
+            // lifecycle's health check and our attach: start it again, once.
+            Err(_) if autostart => join(),
+            r => r,
+        }
     }
 
     /// Uses the daemon already mounted at `mountpoint`.
     pub fn attach(mountpoint: impl AsRef<Path>) -> Result<Wcfs> {
+        let mountpoint = mountpoint.as_ref();
+        let root = std::fs::File::open(mountpoint)
+            .map_err(|e| Error::io(format!("wcfs: open {}", mountpoint.display()), e))?;
         let wc = Wcfs {
             inner: Arc::new(WcfsInner {
-                mountpoint: mountpoint.as_ref().to_path_buf(),
+                mountpoint: mountpoint.to_path_buf(),
                 gen: fork::generation(),
-                st: Mutex::new(WcfsState::default()),
+                st: Mutex::new(WcfsState {
+                    root: Some(root),
+                    ..WcfsState::default()
+                }),
             }),
         };
         // A mount that serves answers head/at.
@@ -119,6 +142,7 @@ impl Wcfs {
                 return Err(Error::invalid("wcfs: already closed"));
             }
             st.closed = true;
+            st.root = None;
             std::mem::take(&mut st.conns)
         };
         for c in conns.iter().filter_map(Weak::upgrade) {

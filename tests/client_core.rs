@@ -779,3 +779,51 @@ fn two_opens_of_one_file() {
     assert!(!block_readable(&m, 0));
     conn.close().unwrap();
 }
+
+/// A joined handle is a client of the daemon even before (and between) its
+/// Conns: an autostarted daemon (`-autoexit`) must not go idle under it,
+/// and goes once the handle is closed.
+#[test]
+fn joined_handle_keeps_an_autostarted_daemon() {
+    let mut env = Env::new();
+    let f = env.py.new_file(BS as u64);
+    env.py.fill(f, 0, "zblk0", 0x17, BS);
+    let at = env.py.commit();
+    std::env::set_var(lifecycle::WCFSD_ENV, common::wcfsd_bin());
+    // Only daemons started with -autoexit (by join) read this.
+    std::env::set_var("WCFS_AUTOEXIT_IDLE", "1s");
+    let wc = Wcfs::join(&env.zurl, true).expect("join with autostart");
+    let pid = lifecycle::status(&env.zurl).unwrap().pid;
+    assert!(pid.is_some());
+    std::thread::sleep(std::time::Duration::from_secs(4));
+    let st = lifecycle::status(&env.zurl).unwrap();
+    assert_eq!(
+        st.state,
+        lifecycle::State::Healthy,
+        "idle daemon left a joined client"
+    );
+    assert_eq!(st.pid, pid, "the same daemon serves");
+    assert_eq!(wc.head_at().unwrap(), at);
+    let conn = wc.connect(at).unwrap();
+    let m = conn.open(f).unwrap().mmap(0, 1).unwrap();
+    check(&mut env, &m, f, 0, at);
+    m.unmap().unwrap();
+    conn.close().unwrap();
+    wc.close().unwrap();
+    // Nothing holds it now: it exits after its idle period. Watch the
+    // mount table, not the mount: a probe would be activity.
+    let mnt = lifecycle::mountpoint_for(&env.zurl);
+    let mounted = || {
+        let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        info.lines()
+            .any(|l| l.split(' ').nth(4) == Some(mnt.to_str().unwrap()))
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while mounted() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "daemon did not autoexit after close"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
