@@ -404,7 +404,7 @@ fn mount_dev(mnt: &Path) -> Option<String> {
             let mut f = l.split(' ');
             let dev = f.nth(2)?;
             let point = f.nth(1)?;
-            (unescape_mountinfo(point) == want).then(|| dev.to_string())
+            (wcfs_lifecycle::sys::unescape_mountinfo(point) == want).then(|| dev.to_string())
         })
 }
 
@@ -425,31 +425,11 @@ fn check_mountpoint(mnt: &Path) -> Result<(), Error> {
         .unwrap_or_default()
         .lines()
         .filter_map(|l| l.split(' ').nth(4))
-        .any(|p| unescape_mountinfo(p) == canon.as_os_str().to_string_lossy());
+        .any(|p| wcfs_lifecycle::sys::unescape_mountinfo(p) == canon.as_os_str().to_string_lossy());
     if busy {
         return Err(bad("busy: already a mount point".into()));
     }
     Ok(())
-}
-
-/// mountinfo escapes space, tab, newline and backslash as `\ooo`.
-fn unescape_mountinfo(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\'
-            && i + 3 < b.len()
-            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
-        {
-            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
-            i += 4;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Clients abort a stuck daemon through `/sys/fs/fuse/connections/<N>/abort`
@@ -479,7 +459,10 @@ fn mount_fusectl() {
 mod tests {
     #[test]
     fn mountinfo_escapes() {
-        assert_eq!(super::unescape_mountinfo(r"/tmp/a\040b\\"), "/tmp/a b\\\\");
-        assert_eq!(super::unescape_mountinfo(r"/x\011y"), "/x\ty");
+        assert_eq!(
+            wcfs_lifecycle::sys::unescape_mountinfo(r"/tmp/a\040b\\"),
+            "/tmp/a b\\\\"
+        );
+        assert_eq!(wcfs_lifecycle::sys::unescape_mountinfo(r"/x\011y"), "/x\ty");
     }
 }
