@@ -218,6 +218,8 @@ fn ctest_suite_against_installed_library_and_real_daemon() {
         .env("WCFS_TEST_WCFSD", prefix.join("bin/wcfsd"))
         .output()
         .expect("run ctest");
+    // test_join autostarted a daemon for this zurl: leave nothing of it.
+    let _ = lifecycle::remove_all(&zurl, &lifecycle::Config::default());
     let stdout = String::from_utf8_lossy(&out.stdout);
     println!("{stdout}");
     assert!(

@@ -582,7 +582,7 @@ fn join_by_zurl() {
     m.unmap().unwrap();
     wc.close().unwrap();
     wc2.close().unwrap();
-    lifecycle::stop(&env.zurl, &lifecycle::Config::default()).expect("stop");
+    lifecycle::remove_all(&env.zurl, &lifecycle::Config::default()).expect("stop");
 }
 
 /// A view cannot span a change of the file's block size: open and resync
@@ -826,4 +826,5 @@ fn joined_handle_keeps_an_autostarted_daemon() {
         );
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
+    lifecycle::remove_all(&env.zurl, &lifecycle::Config::default()).unwrap();
 }

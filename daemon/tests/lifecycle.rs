@@ -36,16 +36,9 @@ struct Cleanup(String);
 impl Drop for Cleanup {
     fn drop(&mut self) {
         let zurl = &self.0;
-        if let Err(e) = lifecycle::stop(zurl, &cfg()) {
+        if let Err(e) = lifecycle::remove_all(zurl, &cfg()) {
             eprintln!("cleanup: stop {zurl}: {e}");
         }
-        let mnt = lifecycle::mountpoint_for(zurl);
-        if sys::mount_at(&mnt).ok().flatten().is_some() {
-            let _ = sys::lazy_unmount(&mnt);
-        }
-        let _ = std::fs::remove_dir(&mnt);
-        let _ = std::fs::remove_file(lifecycle::lock_path(zurl));
-        let _ = std::fs::remove_file(lifecycle::log_path(zurl));
     }
 }
 

@@ -120,6 +120,23 @@ pub fn log_path(zurl: &str) -> PathBuf {
     sibling(zurl, "log")
 }
 
+/// Stops the daemon of `zurl` (if any) and removes everything of it under
+/// [`MOUNT_ROOT`]: the mountpoint, the lock and the log. For tests and
+/// tear-down scripts only — removing the lock file is safe only while
+/// nobody else can be starting or joining this zurl (a process waiting on
+/// the old lock and one locking a new file would both go ahead).
+pub fn remove_all(zurl: &str, cfg: &Config) -> Result<(), Error> {
+    let stopped = stop(zurl, cfg).map(|_| ());
+    let mnt = mountpoint_for(zurl);
+    if let Ok(Some(_)) = sys::mount_at(&mnt) {
+        let _ = sys::lazy_unmount(&mnt);
+    }
+    let _ = std::fs::remove_dir(&mnt);
+    let _ = std::fs::remove_file(lock_path(zurl));
+    let _ = std::fs::remove_file(log_path(zurl));
+    stopped
+}
+
 fn sibling(zurl: &str, ext: &str) -> PathBuf {
     let mut p = mountpoint_for(zurl).into_os_string();
     p.push(".");

@@ -155,3 +155,9 @@ def test_join_starts_the_daemon_of_a_zurl(zenv, monkeypatch):
         wc.close()
     finally:
         subprocess.run([wcfsd_bin(), 'stop', zurl], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        mnt = '/dev/shm/wcfs/' + hashlib.sha1(zurl.encode()).hexdigest()
+        for leftover in (mnt + '.lock', mnt + '.log'):
+            if os.path.exists(leftover):
+                os.unlink(leftover)
+        if os.path.isdir(mnt) and not os.path.ismount(mnt):
+            os.rmdir(mnt)
