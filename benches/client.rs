@@ -62,45 +62,10 @@ const CHANGED_PER_AT: u64 = 2;
 const NPIN: u64 = 100;
 const ROLE: &str = "WCFS_BENCH_CLIENT_ROLE";
 
-fn repo() -> PathBuf {
-    testkit::repo()
-}
-
-fn read_info(path: &Path) -> Option<(Oid, u64, u64)> {
-    let text = std::fs::read_to_string(path).ok()?;
-    let (mut oid, mut blksize, mut nblk) = (None, None, None);
-    for w in text.split_ascii_whitespace() {
-        match w.split_once('=')? {
-            ("oid", v) => oid = v.parse().ok(),
-            ("blksize", v) => blksize = v.parse().ok(),
-            ("nblk", v) => nblk = v.parse().ok(),
-            _ => {}
-        }
-    }
-    Some((oid?, blksize?, nblk?))
-}
-
-/// The cached database (generated when missing or of another size): its
-/// path, the file's oid and block count.
+/// The cached database: its path, the file's oid and block count.
 fn data(mib: u64) -> (PathBuf, Oid, u64) {
-    let dir = repo().join("bench-data/client");
-    let path = dir.join("data.fs");
-    let info = dir.join("data.fs.info");
-    let nblk = (mib << 20) / BS;
-    let ok = read_info(&info).is_some_and(|(_, bs, n)| bs == BS && n == nblk);
-    if !ok || !path.exists() {
-        std::fs::create_dir_all(&dir).unwrap();
-        println!("generating {} ({mib} MiB, once)...", path.display());
-        let st = Command::new(common::python())
-            .arg(repo().join("python/wcfs_testdata/benchgen.py"))
-            .arg(&path)
-            .args(["--mib", &mib.to_string(), "--blksize", &BS.to_string()])
-            .status()
-            .unwrap();
-        assert!(st.success(), "benchgen.py failed");
-    }
-    let (oid, _, n) = read_info(&info).expect("data.fs.info");
-    (path, oid, n)
+    let d = testkit::bench_data("client", mib, BS);
+    (d.path, Oid(d.oid), d.nblk)
 }
 
 /// Sums 8 bytes at a time over `[ptr, ptr+len)`: (seconds, checksum).

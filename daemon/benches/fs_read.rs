@@ -71,49 +71,18 @@ struct Data {
     nblk: u64,
 }
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn read_info(path: &Path) -> Option<(Oid, u64, u64)> {
-    let text = std::fs::read_to_string(path).ok()?;
-    let (mut oid, mut blksize, mut nblk) = (None, None, None);
-    for w in text.split_ascii_whitespace() {
-        match w.split_once('=')? {
-            ("oid", v) => oid = v.parse().ok(),
-            ("blksize", v) => blksize = v.parse().ok(),
-            ("nblk", v) => nblk = v.parse().ok(),
-            _ => {}
-        }
-    }
-    Some((oid?, blksize?, nblk?))
-}
-
-/// The cached database, generated when missing or of another size.
+/// The cached database, in the page cache.
 fn data(mib: u64) -> Data {
-    let dir = repo().join("bench-data/fs_read");
-    let path = dir.join("data.fs");
-    let info = dir.join("data.fs.info");
-    let nblk = (mib << 20) / BS;
-    let ok = read_info(&info).is_some_and(|(_, bs, n)| bs == BS && n == nblk);
-    if !ok || !path.exists() {
-        std::fs::create_dir_all(&dir).unwrap();
-        println!("generating {} ({mib} MiB, once)...", path.display());
-        let st = Command::new(common::python())
-            .arg(repo().join("python/wcfs_testdata/benchgen.py"))
-            .arg(&path)
-            .args(["--mib", &mib.to_string(), "--blksize", &BS.to_string()])
-            .status()
-            .unwrap();
-        assert!(st.success(), "benchgen.py failed");
-    }
+    let d = testkit::bench_data("fs_read", mib, BS);
     // No dirty pages under writeback while we measure, and all of it in
     // the page cache: "cold" is about the daemon, not the disk.
-    let f = std::fs::File::open(&path).unwrap();
-    f.sync_all().unwrap();
-    read_all(&path);
-    let (oid, _, n) = read_info(&info).expect("data.fs.info");
-    Data { path, oid, nblk: n }
+    std::fs::File::open(&d.path).unwrap().sync_all().unwrap();
+    read_all(&d.path);
+    Data {
+        path: d.path,
+        oid: Oid(d.oid),
+        nblk: d.nblk,
+    }
 }
 
 /// Reads the whole file with read(2) into a 1 MiB buffer: (seconds, bytes,
@@ -219,7 +188,7 @@ fn python_all(d: &Data, script: &Path) -> f64 {
     let out = Command::new(common::python())
         .arg(script)
         .arg(&d.path)
-        .arg(repo().join("python/wcfs_testdata"))
+        .arg(testkit::repo().join("python/wcfs_testdata"))
         .arg(d.oid.to_string())
         .output()
         .unwrap();

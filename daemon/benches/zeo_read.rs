@@ -69,48 +69,13 @@ dt = time.perf_counter() - t0
 print("%d %.6f" % (n, dt))
 "#;
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn read_info(path: &Path) -> Option<(Oid, u64, u64)> {
-    let text = std::fs::read_to_string(path).ok()?;
-    let (mut oid, mut blksize, mut nblk) = (None, None, None);
-    for w in text.split_ascii_whitespace() {
-        match w.split_once('=')? {
-            ("oid", v) => oid = v.parse().ok(),
-            ("blksize", v) => blksize = v.parse().ok(),
-            ("nblk", v) => nblk = v.parse().ok(),
-            _ => {}
-        }
-    }
-    Some((oid?, blksize?, nblk?))
-}
-
-/// The cached database (generated when missing or of another size):
-/// path, ZBigFile oid, number of blocks.
+/// The cached database, in the page cache: path, ZBigFile oid, number of
+/// blocks.
 fn data(mib: u64) -> (PathBuf, Oid, u64) {
-    let dir = repo().join("bench-data/zeo_read");
-    let path = dir.join("data.fs");
-    let info = dir.join("data.fs.info");
-    let nblk = (mib << 20) / BS;
-    let ok = read_info(&info).is_some_and(|(_, bs, n)| bs == BS && n == nblk);
-    if !ok || !path.exists() {
-        std::fs::create_dir_all(&dir).unwrap();
-        println!("generating {} ({mib} MiB, once)...", path.display());
-        let st = Command::new(common::python())
-            .arg(repo().join("python/wcfs_testdata/benchgen.py"))
-            .arg(&path)
-            .args(["--mib", &mib.to_string(), "--blksize", &BS.to_string()])
-            .status()
-            .unwrap();
-        assert!(st.success(), "benchgen.py failed");
-    }
-    let f = std::fs::File::open(&path).unwrap();
-    f.sync_all().unwrap();
-    read_all(&path); // in the page cache: "cold" is about the daemon
-    let (oid, _, n) = read_info(&info).expect("data.fs.info");
-    (path, oid, n)
+    let d = testkit::bench_data("zeo_read", mib, BS);
+    std::fs::File::open(&d.path).unwrap().sync_all().unwrap();
+    read_all(&d.path); // in the page cache: "cold" is about the daemon
+    (d.path, Oid(d.oid), d.nblk)
 }
 
 /// Reads the whole file with read(2) into a 1 MiB buffer: (seconds, bytes,
@@ -171,7 +136,7 @@ fn python_zeo(addr: &str, script: &Path, oid: Oid, nblk: u64) -> f64 {
     let out = Command::new(common::python())
         .arg(script)
         .arg(addr)
-        .arg(repo().join("python/wcfs_testdata"))
+        .arg(testkit::repo().join("python/wcfs_testdata"))
         .arg(oid.to_string())
         .output()
         .unwrap();

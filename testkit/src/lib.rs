@@ -223,6 +223,63 @@ impl Drop for ZeoServer {
     }
 }
 
+/// A benchmark database: one ZBigFile of random bytes in ZBlk0 blocks,
+/// written by `python/wcfs_testdata/benchgen.py`.
+#[derive(Debug, Clone)]
+pub struct BenchData {
+    pub path: PathBuf,
+    /// The ZBigFile's oid.
+    pub oid: u64,
+    pub blksize: u64,
+    pub nblk: u64,
+}
+
+/// The bench database `bench-data/<name>/data.fs` (gitignored) of `mib` MiB
+/// in blocks of `blksize`: generated once, again when missing or of another
+/// shape (benchgen.py records the shape in `data.fs.info`).
+pub fn bench_data(name: &str, mib: u64, blksize: u64) -> BenchData {
+    let dir = repo().join("bench-data").join(name);
+    let path = dir.join("data.fs");
+    let info = dir.join("data.fs.info");
+    let nblk = (mib << 20) / blksize;
+    let current = read_bench_info(&path, &info);
+    if let Some(d) = current.filter(|d| d.blksize == blksize && d.nblk == nblk) {
+        if path.exists() {
+            return d;
+        }
+    }
+    std::fs::create_dir_all(&dir).expect("create bench-data dir");
+    println!("generating {} ({mib} MiB, once)...", path.display());
+    let st = Command::new(python())
+        .arg(repo().join("python/wcfs_testdata/benchgen.py"))
+        .arg(&path)
+        .args(["--mib", &mib.to_string(), "--blksize", &blksize.to_string()])
+        .status()
+        .expect("run benchgen.py");
+    assert!(st.success(), "benchgen.py failed");
+    read_bench_info(&path, &info).expect("benchgen.py wrote no data.fs.info")
+}
+
+/// `oid=<hex> blksize=<n> nblk=<n>` as benchgen.py writes it.
+fn read_bench_info(path: &Path, info: &Path) -> Option<BenchData> {
+    let text = std::fs::read_to_string(info).ok()?;
+    let (mut oid, mut blksize, mut nblk) = (None, None, None);
+    for w in text.split_ascii_whitespace() {
+        match w.split_once('=')? {
+            ("oid", v) => oid = u64::from_str_radix(v, 16).ok(),
+            ("blksize", v) => blksize = v.parse().ok(),
+            ("nblk", v) => nblk = v.parse().ok(),
+            _ => {}
+        }
+    }
+    Some(BenchData {
+        path: path.to_path_buf(),
+        oid: oid?,
+        blksize: blksize?,
+        nblk: nblk?,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -13,77 +13,25 @@
 //! Run: `cargo bench -p wcfs-zodb --bench bigfile_load`.
 
 use std::io::Read;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::time::{Duration, Instant};
 use zodb::bigfile::ZBigFile;
 use zodb::{Oid, Storage};
 
 const REPS: usize = 7;
 
-struct Info {
-    oid: Oid,
-    blksize: u64,
-    nblk: u64,
-}
-
-fn read_info(path: &Path) -> Option<Info> {
-    let text = std::fs::read_to_string(path).ok()?;
-    let mut oid = None;
-    let mut blksize = None;
-    let mut nblk = None;
-    for w in text.split_ascii_whitespace() {
-        match w.split_once('=')? {
-            ("oid", v) => oid = v.parse().ok(),
-            ("blksize", v) => blksize = v.parse().ok(),
-            ("nblk", v) => nblk = v.parse().ok(),
-            _ => {}
-        }
-    }
-    Some(Info {
-        oid: oid?,
-        blksize: blksize?,
-        nblk: nblk?,
-    })
-}
-
 fn main() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let dir = root.join("bench-data/bigfile");
-    let path = dir.join("data.fs");
-    let info_path = dir.join("data.fs.info");
     let mib: u64 = std::env::var("WCFS_BENCH_MIB")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(512);
-    let want_nblk = (mib << 20) / (2 << 20);
-    let ok = read_info(&info_path).is_some_and(|i| i.nblk == want_nblk && i.blksize == 2 << 20);
-    if !ok || !path.exists() {
-        std::fs::create_dir_all(&dir).unwrap();
-        let python = std::env::var_os("WCFS_PYTHON")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| root.join(".venv/bin/python"));
-        assert!(
-            python.exists(),
-            "python with ZODB not found at {} (set WCFS_PYTHON)",
-            python.display()
-        );
-        println!("generating {} ({mib} MiB, once)...", path.display());
-        let st = Command::new(python)
-            .arg(root.join("python/wcfs_testdata/benchgen.py"))
-            .arg(&path)
-            .arg("--mib")
-            .arg(mib.to_string())
-            .status()
-            .unwrap();
-        assert!(st.success(), "benchgen.py failed");
-    }
-    let info = read_info(&info_path).expect("data.fs.info");
+    let info = testkit::bench_data("bigfile", mib, 2 << 20);
+    let path = info.path.clone();
     let fsize = std::fs::metadata(&path).unwrap().len();
 
     let st = zodb::zurl::open(path.to_str().unwrap()).unwrap();
     let at = st.last_tid().unwrap();
-    let f = ZBigFile::load(&*st, info.oid, at).unwrap();
+    let f = ZBigFile::load(&*st, Oid(info.oid), at).unwrap();
     let size = f.size(&*st, at).unwrap();
     assert_eq!(size.size, info.nblk * info.blksize);
     let nblk = info.nblk;
