@@ -13,19 +13,19 @@
 
 #![allow(dead_code)] // each test binary uses a different part
 
+use crate::common::watch::{RoleChild, ROLE_ENV};
 use crate::common::Driver;
 use std::collections::HashMap;
 use std::io::{BufRead, Write};
-use std::process::{ChildStdin, Command, ExitStatus, Stdio};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::process::ExitStatus;
+use std::sync::mpsc;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use wcfs::{Conn, FileH, Mapping, Wcfs};
 use zodb::{Oid, Tid};
 
 /// The test every isolation test binary defines to host its children.
 pub const ENTRY: &str = "e2e_child";
-const ROLE_ENV: &str = "E2E_ROLE";
 /// How long a child may take to answer one command.
 pub const CHILD_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -188,86 +188,27 @@ pub fn with_timeout<T: Send + 'static>(
 // ---------------------------------------------------------------------------
 // Child processes.
 
-/// A child process running one role of [`child_main`].
-pub struct Child {
-    pub role: String,
-    child: std::process::Child,
-    stdin: Option<ChildStdin>,
-    lines: Receiver<String>,
-    seen: Vec<String>,
-    status: Option<ExitStatus>,
-}
+/// A child process running one role of [`child_main`]: this test binary
+/// re-executed (the shared [`RoleChild`] harness), answering commands
+/// with `E2E …` lines.
+pub struct Child(RoleChild);
 
 impl Child {
     pub fn spawn(role: &str, envs: &[(&str, String)]) -> Child {
-        let exe = std::env::current_exe().expect("current_exe");
-        let mut cmd = Command::new(exe);
-        cmd.args([ENTRY, "--exact", "--nocapture", "--test-threads=1"])
-            .env(ROLE_ENV, role)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped());
-        for (k, v) in envs {
-            cmd.env(k, v);
-        }
-        let mut child = cmd.spawn().expect("re-exec the test binary");
-        let stdin = child.stdin.take();
-        let out = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for l in std::io::BufReader::new(out).lines() {
-                let Ok(l) = l else { break };
-                if tx.send(l).is_err() {
-                    break;
-                }
-            }
-        });
-        Child {
-            role: role.into(),
-            child,
-            stdin,
-            lines: rx,
-            seen: Vec::new(),
-            status: None,
-        }
+        Child(RoleChild::spawn(ENTRY, role, envs))
     }
 
     pub fn pid(&self) -> i32 {
-        self.child.id() as i32
+        self.0.pid()
     }
 
     pub fn send(&mut self, line: &str) {
-        let w = self.stdin.as_mut().expect("child stdin open");
-        writeln!(w, "{line}").expect("write to child");
-        w.flush().unwrap();
+        self.0.send(line)
     }
 
     /// The next `E2E …` answer (the text after the marker).
     pub fn recv(&mut self, timeout: Duration) -> Result<String, String> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(l) => {
-                    self.seen.push(l.clone());
-                    if let Some(i) = l.find("E2E ") {
-                        return Ok(l[i + 4..].to_string());
-                    }
-                }
-                Err(e) => {
-                    let why = match e {
-                        RecvTimeoutError::Timeout => "timed out",
-                        RecvTimeoutError::Disconnected => "closed its stdout",
-                    };
-                    let st = self.wait_exit(Duration::from_millis(200));
-                    return Err(format!(
-                        "child {} (pid {}): {why} after {timeout:?} (exit: {st:?}); output: {:?}",
-                        self.role,
-                        self.pid(),
-                        self.seen
-                    ));
-                }
-            }
-        }
+        self.0.next_after("E2E ", timeout)
     }
 
     /// Sends a command and returns its answer; panics on timeout or death.
@@ -285,54 +226,22 @@ impl Child {
         assert!(
             a.starts_with(word),
             "child {}: want {word:?}, got {a:?}",
-            self.role
+            self.0.role
         );
         a
     }
 
     /// Closes the child's stdin: a role waiting for commands then exits.
     pub fn finish(&mut self) {
-        self.stdin = None;
+        self.0.finish()
     }
 
     pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
-        if self.status.is_some() {
-            return self.status;
-        }
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Ok(Some(st)) = self.child.try_wait() {
-                self.status = Some(st);
-                return self.status;
-            }
-            if Instant::now() >= deadline {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        self.0.wait_exit(timeout)
     }
 
     pub fn output(&mut self) -> Vec<String> {
-        while let Ok(l) = self.lines.try_recv() {
-            self.seen.push(l);
-        }
-        self.seen.clone()
-    }
-}
-
-impl Drop for Child {
-    fn drop(&mut self) {
-        self.stdin = None;
-        if self.status.is_none() {
-            let _ = self.child.kill();
-            if self.wait_exit(Duration::from_secs(5)).is_none() {
-                eprintln!(
-                    "child {} ({}) alive 5s after SIGKILL; not waited for",
-                    self.role,
-                    self.pid()
-                );
-            }
-        }
+        self.0.seen()
     }
 }
 

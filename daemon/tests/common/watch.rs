@@ -970,10 +970,34 @@ impl RoleChild {
         self.child.id() as i32
     }
 
+    /// Writes one line to the child's stdin.
+    pub fn send(&mut self, line: &str) {
+        use std::io::Write;
+        let w = self.stdin.as_mut().expect("child stdin open");
+        writeln!(w, "{line}").expect("write to child");
+        w.flush().expect("flush child stdin");
+    }
+
     /// Waits for a stdout line containing `marker` (libtest may print
     /// its own text before ours on the same line). Fails at once when the
     /// child reports `ISO-ERR` or closes its stdout.
     pub fn wait_line(&mut self, marker: &str, timeout: Duration) -> Result<String, String> {
+        self.wait_marked(marker, Some("ISO-ERR"), timeout)
+    }
+
+    /// The text after `marker` in the next stdout line that has it.
+    pub fn next_after(&mut self, marker: &str, timeout: Duration) -> Result<String, String> {
+        let l = self.wait_marked(marker, None, timeout)?;
+        let i = l.find(marker).expect("the line has the marker");
+        Ok(l[i + marker.len()..].to_string())
+    }
+
+    fn wait_marked(
+        &mut self,
+        marker: &str,
+        fail: Option<&str>,
+        timeout: Duration,
+    ) -> Result<String, String> {
         let deadline = Instant::now() + timeout;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -983,7 +1007,7 @@ impl RoleChild {
                     if l.contains(marker) {
                         return Ok(l);
                     }
-                    if !l.contains("ISO-ERR") {
+                    if !fail.is_some_and(|f| l.contains(f)) {
                         continue;
                     }
                     "reported an error"
@@ -991,8 +1015,10 @@ impl RoleChild {
                 Err(RecvTimeoutError::Timeout) => "timed out",
                 Err(RecvTimeoutError::Disconnected) => "closed its stdout",
             };
+            let st = self.wait_exit(Duration::from_millis(200));
             return Err(format!(
-                "child {} ({}): {why} waiting for {marker:?} ({timeout:?}); stdout: {:?}",
+                "child {} ({}): {why} waiting for {marker:?} ({timeout:?}; exit: {st:?}); \
+                 stdout: {:?}",
                 self.role,
                 self.pid(),
                 self.seen
