@@ -813,11 +813,7 @@ fn joined_handle_keeps_an_autostarted_daemon() {
     // Nothing holds it now: it exits after its idle period. Watch the
     // mount table, not the mount: a probe would be activity.
     let mnt = lifecycle::mountpoint_for(&env.zurl);
-    let mounted = || {
-        let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-        info.lines()
-            .any(|l| l.split(' ').nth(4) == Some(mnt.to_str().unwrap()))
-    };
+    let mounted = || lifecycle::sys::mount_at(&mnt).unwrap().is_some();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     while mounted() {
         assert!(

@@ -561,6 +561,7 @@ mod tests {
         assert!(parse_mountinfo_line("garbage").is_none());
         assert!(parse_mountinfo_line("1 2 0:4 / /x rw -").is_none());
         assert_eq!(unescape_mountinfo(r"/x\011y\134"), "/x\ty\\");
+        assert_eq!(unescape_mountinfo(r"/tmp/a\040b\\"), "/tmp/a b\\\\");
         assert_eq!(unescape_mountinfo(r"/x\01"), r"/x\01");
     }
 

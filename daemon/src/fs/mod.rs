@@ -395,17 +395,8 @@ impl Wcfs {
 
 /// `major:minor` of what is mounted at `mnt` (the last mount there).
 fn mount_dev(mnt: &Path) -> Option<String> {
-    let want = mnt.to_string_lossy();
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .ok()?
-        .lines()
-        .rev()
-        .find_map(|l| {
-            let mut f = l.split(' ');
-            let dev = f.nth(2)?;
-            let point = f.nth(1)?;
-            (wcfs_lifecycle::sys::unescape_mountinfo(point) == want).then(|| dev.to_string())
-        })
+    let m = wcfs_lifecycle::sys::mount_at(mnt).ok()??;
+    Some(format!("{}:{}", m.major, m.minor))
 }
 
 /// Refuses a mountpoint that is not a directory or already has something
@@ -421,12 +412,7 @@ fn check_mountpoint(mnt: &Path) -> Result<(), Error> {
         return Err(bad("not a directory".into()));
     }
     let canon = mnt.canonicalize().map_err(|e| bad(e.to_string()))?;
-    let busy = std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .any(|p| wcfs_lifecycle::sys::unescape_mountinfo(p) == canon.as_os_str().to_string_lossy());
-    if busy {
+    if let Ok(Some(_)) = wcfs_lifecycle::sys::mount_at(&canon) {
         return Err(bad("busy: already a mount point".into()));
     }
     Ok(())
@@ -452,17 +438,5 @@ fn mount_fusectl() {
     ) {
         Ok(()) => log::info!("mounted fusectl at {DIR}"),
         Err(e) => log::debug!("mount fusectl at {DIR}: {e} (ignored)"),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn mountinfo_escapes() {
-        assert_eq!(
-            wcfs_lifecycle::sys::unescape_mountinfo(r"/tmp/a\040b\\"),
-            "/tmp/a b\\\\"
-        );
-        assert_eq!(wcfs_lifecycle::sys::unescape_mountinfo(r"/x\011y"), "/x\ty");
     }
 }
