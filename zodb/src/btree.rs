@@ -719,7 +719,7 @@ fn check_separators(oid: Oid, keys: &[i64], range: KeyRange) -> Result<(), Error
 /// The range of child `i` of a node with separators `keys` covering `range`.
 /// Separators were checked to lie strictly inside `range` and increase, so
 /// `keys[i] - 1` cannot underflow and the result is never empty.
-fn child_range(keys: &[i64], i: usize, range: KeyRange) -> KeyRange {
+pub fn child_range(keys: &[i64], i: usize, range: KeyRange) -> KeyRange {
     KeyRange {
         lo: if i == 0 { range.lo } else { keys[i - 1] },
         hi: if i == keys.len() {

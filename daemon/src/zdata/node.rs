@@ -46,19 +46,6 @@ impl Node {
     }
 }
 
-/// The range of child `i` of an inner node with separators `keys` covering
-/// `range` (separators checked to lie strictly inside it).
-pub(crate) fn child_range(keys: &[i64], i: usize, range: KeyRange) -> KeyRange {
-    KeyRange {
-        lo: if i == 0 { range.lo } else { keys[i - 1] },
-        hi: if i == keys.len() {
-            range.hi
-        } else {
-            keys[i] - 1
-        },
-    }
-}
-
 /// What a ZBlk's content depends on besides itself: for a ZBlk1, every node
 /// of its chunk table and every ZData.
 pub(crate) type Parts = Arc<Vec<Oid>>;

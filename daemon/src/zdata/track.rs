@@ -16,12 +16,12 @@
 //!   the empty nodes passed over).
 
 use super::history::FileHist;
-use super::node::{child_range, ApplyCtx, Node, Parts};
+use super::node::{ApplyCtx, Node, Parts};
 use super::{Error, FileDelta, FileInfo};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use zodb::bigfile::{Block, ZBigFile};
-use zodb::btree::{KeyRange, MAX_DEPTH};
+use zodb::btree::{child_range, KeyRange, MAX_DEPTH};
 use zodb::{Oid, Storage, Tid};
 
 /// What a tracked block's blktab entry is.
