@@ -102,14 +102,26 @@ impl BlockCache {
         r
     }
 
-    /// Drops head blocks of `file`: the given ones, or all (`None`).
-    /// Called under the tracker's write lock, so no head load is in flight.
-    pub(crate) fn forget_head(&self, file: Oid, blocks: Option<&BTreeSet<u64>>) {
+    /// Drops head blocks of `file`: the given ones, or all (`None`); returns
+    /// them (their data as of the head before). Called under the tracker's
+    /// write lock, so no head load is in flight.
+    pub(crate) fn forget_head(
+        &self,
+        file: Oid,
+        blocks: Option<&BTreeSet<u64>>,
+    ) -> Vec<(u64, Bytes)> {
         let mut g = self.inner.lock();
         debug_assert!(!g.loading.iter().any(|k| k.at.is_none() && k.file == file));
-        g.lru.retain(|(k, _)| {
-            !(k.at.is_none() && k.file == file && blocks.is_none_or(|b| b.contains(&k.blk)))
+        let mut dropped = Vec::new();
+        g.lru.retain(|(k, data)| {
+            let drop =
+                k.at.is_none() && k.file == file && blocks.is_none_or(|b| b.contains(&k.blk));
+            if drop {
+                dropped.push((k.blk, data.clone()));
+            }
+            !drop
         });
+        dropped
     }
 }
 

@@ -52,28 +52,40 @@
 //!
 //! # Blocks
 //!
-//! The kernel asks for at most `max_pages` (INIT negotiates the largest the
-//! kernel allows: `/proc/sys/fs/fuse/max_pages_limit`, 1 MiB by default)
-//! per request, while a ZODB block is loaded whole (2 MiB for wendelin).
-//! Buffered reads and page faults reach us through readahead, whose window
-//! is the readahead of the mount's bdi: 128 KiB for a new FUSE mount, which
-//! INIT can only lower. So once INIT is done we raise it (sysfs, needs
-//! root) to one wendelin block — see [`READAHEAD_KB`]; a cold sequential
-//! read then comes as max_pages requests, several in flight, instead of
-//! 128 KiB ones one at a time (≈ 1.7× faster). [`cache`] makes every block
-//! be loaded once even when several requests want it at the same time
-//! (single flight), and keeps a few recently loaded blocks so that the
-//! requests covering one block share one load. A reply is a slice of the
-//! loaded block, written to the kernel with no further copy. Head blocks
-//! are dropped from the cache under the write lock when they change;
-//! `@<tid>` blocks never change.
+//! Access to one block caches that block only (SPEC §5): a reader that
+//! touches block N must not make the kernel read pages of N±1 — for a
+//! watched file that would make us pin blocks nobody touched. Kernel
+//! readahead crosses block boundaries whatever its window (measured: with
+//! the FUSE default of 128 KiB a read(2) of one whole block leaves 32–48
+//! pages of the next one cached, and an mmap fault at a block's first page
+//! under `MADV_NORMAL` reads 64 KiB of the previous block), so INIT turns
+//! it off for the mount ([`ops`]): the kernel asks only for pages a reader
+//! touches. A ZODB block is loaded whole anyway, so the request that
+//! touches a block stores the rest of it into the page cache before it
+//! replies ([`upload`]) — one byte read caches exactly its block, and the
+//! reader goes on in the cache. What readahead gave in speed — the next
+//! block loading while the reader works on this one — [`prefetch`] gives
+//! without touching the page cache: blocks asked for in order make the
+//! daemon load the next one into its own block cache.
+//!
+//! [`cache`] makes every block be loaded once even when several requests
+//! want it at the same time (single flight), and keeps a few recently
+//! loaded blocks. A reply is a slice of the loaded block, written to the
+//! kernel with no further copy. Head blocks are dropped from the cache
+//! under the write lock when they change; `@<tid>` blocks never change.
 //!
 //! Where a cold read's time goes (perf, 2 MiB blocks, data.fs in the page
 //! cache): in the daemon, the `pread` copy out of data.fs and the kernel's
-//! copy of the reply into the page cache of our file; in the reader,
-//! allocating those pages (one 4 KiB folio each) and copying them out. The
-//! zodb crate alone does only the `pread`, so a cold read through FUSE
-//! cannot come near it; a warm read does not involve us at all.
+//! copy of the stored block into the page cache of our file; in the reader,
+//! copying the pages out. The zodb crate alone does only the `pread`, so a
+//! cold read through FUSE cannot come near it; a warm read does not
+//! involve us at all.
+//!
+//! # Keeping old data
+//!
+//! When a commit changes a block the kernel caches for a watched head
+//! file, its old data goes into the page cache of `@<blkrev>` before head
+//! drops it, for the clients pinned there ([`retain`]).
 //!
 //! # -autoexit
 //!
@@ -105,6 +117,8 @@
 //!
 //! # Locking order
 //!
+//! The upload gate ([`upload`]) before `tracker`'s write side (the
+//! watcher closes it, then takes the lock);
 //! `tracker` (RwLock) → `tree` (Mutex) → `cache` (Mutex) → `zhead` (Mutex);
 //! `tracker` → the locks of [`crate::isolation`] (never together with
 //! `tree`, `cache` or `zhead`); `published` (head/at) is taken alone. No
@@ -114,7 +128,10 @@
 mod autoexit;
 mod cache;
 mod ops;
+mod prefetch;
+mod retain;
 mod tree;
+mod upload;
 mod zhead;
 mod zwatch;
 
@@ -122,8 +139,8 @@ use crate::cli::Options;
 use parking_lot::{Condvar, Mutex, RwLock};
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Once, OnceLock};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 use zodb::{Storage, Tid};
 
@@ -172,16 +189,20 @@ pub(crate) struct Wcfs {
     published_cond: Condvar,
     tree: Mutex<tree::Tree>,
     cache: cache::BlockCache,
+    /// Whole blocks pushed into the page cache after a load.
+    uploads: upload::Uploads,
+    /// Blocks loaded ahead of sequential readers, into `cache` only.
+    prefetch: prefetch::Prefetch,
     zhead: zhead::ZHeads,
     /// head/watch links and watches.
     iso: Arc<Isolation>,
     notifier: OnceLock<fuser::Notifier>,
-    /// Where we are mounted (canonical), to find our bdi.
+    /// Where we are mounted (canonical).
     mnt: PathBuf,
-    /// Tunes the bdi once the kernel has taken our INIT reply.
-    bdi_tuned: Once,
     /// Client activity, for -autoexit.
     activity: autoexit::Activity,
+    /// The watcher thread: its opens of our files get [`retain::OWN_FH`].
+    watcher_tid: AtomicI32,
 }
 
 impl Wcfs {
@@ -266,14 +287,16 @@ pub fn serve(zurl: &str, mountpoint: &Path, opts: Options) -> Result<(), Error> 
         published_cond: Condvar::new(),
         tree: Mutex::new(tree::Tree::new(opts.debug)),
         cache: cache::BlockCache::new(cache::CAPACITY),
+        uploads: upload::Uploads::default(),
+        prefetch: prefetch::Prefetch::default(),
         zhead: zhead::ZHeads::default(),
         iso: Arc::new(Isolation::new(opts.pintimeout)),
         notifier: OnceLock::new(),
         mnt: mountpoint
             .canonicalize()
             .unwrap_or_else(|_| mountpoint.to_path_buf()),
-        bdi_tuned: Once::new(),
         activity: autoexit::Activity::new(),
+        watcher_tid: AtomicI32::new(0),
         opts,
     });
 
@@ -330,6 +353,18 @@ pub fn serve(zurl: &str, mountpoint: &Path, opts: Options) -> Result<(), Error> 
     {
         let wcfs = wcfs.clone();
         std::thread::Builder::new()
+            .name("upload".into())
+            .spawn(move || upload::run(wcfs))?;
+    }
+    {
+        let wcfs = wcfs.clone();
+        std::thread::Builder::new()
+            .name("prefetch".into())
+            .spawn(move || prefetch::run(wcfs))?;
+    }
+    {
+        let wcfs = wcfs.clone();
+        std::thread::Builder::new()
             .name("reaper".into())
             .spawn(move || reaper(wcfs))?;
     }
@@ -362,41 +397,6 @@ pub fn serve(zurl: &str, mountpoint: &Path, opts: Options) -> Result<(), Error> 
     session.run()?;
     log::info!("unmounted; bye");
     Ok(())
-}
-
-/// Readahead of our mount, in KiB. The kernel starts a FUSE mount with
-/// 128 KiB, and INIT can only lower it: a sequential read(2) of a 2 MiB
-/// block then arrives as sixteen 128 KiB requests, one or two in flight,
-/// and runs at a fraction of what the loads allow (measured: 1.5 GiB/s
-/// vs 2.5 with 2 MiB). One wendelin block keeps a couple of max_pages
-/// requests in flight, loaded in parallel by the workers; more measured no
-/// faster and makes a page fault of an mmap read around it further.
-const READAHEAD_KB: u64 = 2048;
-
-impl Wcfs {
-    /// Sets the readahead of our backing device (bdi). Only after the
-    /// kernel processed our INIT reply, which would lower it again, and
-    /// before a client opens a file (a file takes the readahead at open):
-    /// at the first request after INIT. Best effort: it needs root.
-    fn tune_bdi(&self) {
-        self.bdi_tuned.call_once(|| {
-            let Some(dev) = mount_dev(&self.mnt) else {
-                log::debug!("bdi of {}: not in mountinfo", self.mnt.display());
-                return;
-            };
-            let path = format!("/sys/class/bdi/{dev}/read_ahead_kb");
-            match std::fs::write(&path, READAHEAD_KB.to_string()) {
-                Ok(()) => log::info!("readahead {READAHEAD_KB} KiB ({path})"),
-                Err(e) => log::info!("readahead: {path}: {e}; kernel default kept"),
-            }
-        });
-    }
-}
-
-/// `major:minor` of what is mounted at `mnt` (the last mount there).
-fn mount_dev(mnt: &Path) -> Option<String> {
-    let m = wcfs_lifecycle::sys::mount_at(mnt).ok()??;
-    Some(format!("{}:{}", m.major, m.minor))
 }
 
 /// Refuses a mountpoint that is not a directory or already has something

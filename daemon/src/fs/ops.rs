@@ -7,6 +7,7 @@
 
 use super::cache::Key;
 use super::tree::{self, Node};
+use super::{retain, upload};
 use super::{Wcfs, FUTURE_TID_WAIT};
 use crate::zdata;
 use bytes::Bytes;
@@ -290,7 +291,7 @@ impl Fs {
         reply.entry(&TTL_LONG, &a, Generation(0));
     }
 
-    fn read_head(&self, oid: Oid, off: u64, size: u32, reply: ReplyData) {
+    fn read_head(&self, ino: u64, oid: Oid, off: u64, size: u32, reply: ReplyData) {
         let w = self.w();
         let t = w.tracker.read();
         if w.failed() {
@@ -300,15 +301,25 @@ impl Fs {
             log::error!("read head/bigfile/{oid}: file not tracked");
             return reply.error(Errno::EIO);
         };
+        // Under the read side: the head these loads see.
+        let epoch = w.uploads.epoch();
+        if info.blksize > 0 {
+            let nblk = info.size.div_ceil(info.blksize);
+            w.prefetch.touched(ino, oid, None, off / info.blksize, nblk);
+        }
+        let mut served = Vec::new();
         let r = read_blocks(off, size, info.size, info.blksize, |blk| {
             let key = Key {
                 file: oid,
                 blk,
                 at: None,
             };
-            w.cache
+            let data = w
+                .cache
                 .get(key, || t.load_block(oid, blk).map(|b| b.data))
-                .map_err(|e| (blk, e))
+                .map_err(|e| (blk, e))?;
+            served.push((blk, data.clone()));
+            Ok(data)
         });
         if r.is_ok() && size > 0 && info.blksize > 0 {
             // Before the reply: watchers must not see this head data. Past
@@ -321,13 +332,54 @@ impl Fs {
                 .pin_read(&t, oid, off / info.blksize..=(end - 1) / info.blksize);
         }
         match r {
-            Ok(data) => reply.data(&data),
+            Ok(data) => {
+                // After the pins: the rest of the blocks is head data too.
+                self.upload_rest(ino, off, size, info.size, info.blksize, served, Some(epoch));
+                reply.data(&data)
+            }
             Err((blk, e)) => {
                 log::error!("read head/bigfile/{oid} blk #{blk}: {e}");
                 reply.error(Errno::EIO);
             }
         }
         drop(t); // only after the reply: see the module doc
+    }
+
+    /// Queues, for the page cache, the parts of the blocks a request
+    /// touched that it did not cover (see [`super::upload`]): the kernel
+    /// asked for a page it lacks, so it likely lacks the rest of the block.
+    #[allow(clippy::too_many_arguments)]
+    fn upload_rest(
+        &self,
+        ino: u64,
+        off: u64,
+        size: u32,
+        fsize: u64,
+        blksize: u64,
+        blocks: Vec<(u64, Bytes)>,
+        head_epoch: Option<u64>,
+    ) {
+        let req_end = off.saturating_add(size as u64);
+        for (blk, data) in blocks {
+            let base = blk * blksize;
+            let end = fsize.min(base + blksize).min(base + data.len() as u64);
+            let parts = upload::outside(base, end, off, req_end)
+                .into_iter()
+                .map(|(o, len)| {
+                    let from = (o - base) as usize;
+                    (o, data.slice(from..from + len as usize))
+                })
+                .collect();
+            self.w().uploads.upload(
+                self.w(),
+                upload::Job {
+                    ino,
+                    blk_off: base,
+                    parts,
+                    head_epoch,
+                },
+            );
+        }
     }
 
     fn read_rev(&self, ino: u64, off: u64, size: u32, reply: ReplyData) {
@@ -344,18 +396,30 @@ impl Fs {
             return reply.error(Errno::EIO);
         };
         let st = &*w.storage;
+        if file.blksize() > 0 {
+            let nblk = fsize.div_ceil(file.blksize());
+            w.prefetch
+                .touched(ino, oid, Some(at), off / file.blksize(), nblk);
+        }
+        let mut served = Vec::new();
         let r = read_blocks(off, size, fsize, file.blksize(), |blk| {
             let key = Key {
                 file: oid,
                 blk,
                 at: Some(at),
             };
-            w.cache
+            let data = w
+                .cache
                 .get(key, || file.load_block(st, blk, at).map(|b| b.data))
-                .map_err(|e| (blk, e))
+                .map_err(|e| (blk, e))?;
+            served.push((blk, data.clone()));
+            Ok(data)
         });
         match r {
-            Ok(data) => reply.data(&data),
+            Ok(data) => {
+                self.upload_rest(ino, off, size, fsize, file.blksize(), served, None);
+                reply.data(&data)
+            }
             Err((blk, e)) => {
                 log::error!("read @{at}/bigfile/{oid} blk #{blk}: {e}");
                 reply.error(Errno::EIO);
@@ -392,16 +456,15 @@ impl Filesystem for Fs {
                 nearest
             }
         };
-        let max_ra = match config.set_max_readahead(max) {
-            Ok(_) => max,
-            Err(nearest) => {
-                let _ = config.set_max_readahead(nearest);
-                nearest
-            }
-        };
+        // Readahead off (1 byte rounds down to 0 pages; INIT can only
+        // lower the mount's readahead, and needs no privilege to): the
+        // kernel then reads only the pages a reader touches, never pages of
+        // a neighbouring block, and we push the rest of each loaded block
+        // ourselves (see the module doc of `super`, "Blocks").
+        let _ = config.set_max_readahead(1);
         let _ = config.set_max_background(64);
         log::info!(
-            "FUSE {:?}: max_write {max_write}, max_readahead {max_ra} (max_pages_limit {limit})",
+            "FUSE {:?}: max_write {max_write}, readahead off (max_pages_limit {limit})",
             config.kernel_abi()
         );
         Ok(())
@@ -410,7 +473,6 @@ impl Filesystem for Fs {
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         let w = self.w();
         let _busy = w.activity.request();
-        w.tune_bdi();
         if w.failed() {
             return reply.error(Errno::EIO);
         }
@@ -472,7 +534,6 @@ impl Filesystem for Fs {
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         let w = self.w();
         let _busy = w.activity.request();
-        w.tune_bdi();
         if w.failed() {
             return reply.error(Errno::EIO);
         }
@@ -505,7 +566,6 @@ impl Filesystem for Fs {
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let w = self.w();
         let _busy = w.activity.request();
-        w.tune_bdi();
         if w.failed() {
             return reply.error(Errno::EIO);
         }
@@ -524,11 +584,13 @@ impl Filesystem for Fs {
             return reply.error(Errno::EPERM);
         }
         let node = w.tree.lock().get(ino.0).cloned();
+        let own = req.pid() as i32 == w.watcher_tid.load(std::sync::atomic::Ordering::Acquire);
         let (fh, fflags) = match (ino.0, node) {
             // Opening again must not drop what the kernel caches.
-            (_, Some(Node::HeadFile { .. } | Node::RevFile { .. })) => {
-                (0, FopenFlags::FOPEN_KEEP_CACHE)
-            }
+            (_, Some(Node::HeadFile { .. } | Node::RevFile { .. })) => (
+                if own { retain::OWN_FH } else { 0 },
+                FopenFlags::FOPEN_KEEP_CACHE,
+            ),
             (tree::ZHEAD, Some(_)) if w.opts.debug => (
                 w.zhead.open(),
                 FopenFlags::FOPEN_DIRECT_IO
@@ -581,6 +643,11 @@ impl Filesystem for Fs {
         reply: ReplyData,
     ) {
         let w = self.w();
+        if fh.0 == retain::OWN_FH {
+            // The watcher reading old data from the page cache: what is not
+            // there is not loaded (it may be waiting for the write side).
+            return reply.error(Errno::EIO);
+        }
         let _busy = w.activity.request();
         if w.failed() {
             return reply.error(Errno::EIO);
@@ -605,12 +672,12 @@ impl Filesystem for Fs {
                 let fs = Fs(self.0.clone());
                 let r = std::thread::Builder::new()
                     .name("read-pin".into())
-                    .spawn(move || fs.read_head(oid, offset, size, reply));
+                    .spawn(move || fs.read_head(ino.0, oid, offset, size, reply));
                 if let Err(e) = r {
                     log::error!("read head/bigfile/{oid}: spawn: {e}");
                 }
             }
-            Some(Node::HeadFile { oid }) => self.read_head(oid, offset, size, reply),
+            Some(Node::HeadFile { oid }) => self.read_head(ino.0, oid, offset, size, reply),
             Some(Node::RevFile { .. }) => self.read_rev(ino.0, offset, size, reply),
             Some(_) => reply.error(Errno::EISDIR),
             None => reply.error(Errno::ENOENT),

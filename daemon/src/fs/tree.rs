@@ -177,6 +177,11 @@ impl Tree {
         ino
     }
 
+    /// The `@<at>` directory, if the kernel has it.
+    pub(crate) fn rev_dir_ino(&self, at: Tid) -> Option<u64> {
+        self.revs.get(&at).copied()
+    }
+
     pub(crate) fn rev_bigfile_dir(&mut self, revdir: u64) -> Option<u64> {
         let (at, existing) = match self.get(revdir)? {
             Node::RevDir { at, bigfile } => (*at, *bigfile),

@@ -1,8 +1,11 @@
 //! The database watcher: applies every commit to head/, in the order the
 //! module doc of [`super`] explains —
 //!
-//! 1. under the tracker's write lock: `Tracker::apply`, drop the changed
-//!    head blocks from the block cache, trim history;
+//! 1. with head uploads paused ([`super::upload`]), under the tracker's
+//!    write lock: `Tracker::apply`, drop the changed head blocks from the
+//!    block cache, trim history;
+//!    With watchers, the old data of changed blocks is copied on the way
+//!    ([`super::retain`]) and stored into `@<blkrev>` files after the lock;
 //! 2. with no lock held: invalidate in the kernel the changed blocks of
 //!    every head file it may cache (the whole file on a reset), then their
 //!    attributes (size, mtime);
@@ -11,7 +14,7 @@
 //! Any failure — of the watcher, of applying, of a notification — means we
 //! can no longer vouch for what the kernel caches: EIO mode, then exit.
 
-use super::Wcfs;
+use super::{retain, Wcfs};
 use crate::zdata::FileDelta;
 use fuser::INodeNo;
 use std::collections::HashMap;
@@ -26,6 +29,9 @@ use zodb::{Commit, Oid, Tid, Watcher};
 const KEEP_MINUTES: u64 = 2;
 
 pub(crate) fn run(wcfs: Arc<Wcfs>, mut w: Box<dyn Watcher>) {
+    // Our own opens of files on the mount come from this thread.
+    wcfs.watcher_tid
+        .store(nix::unistd::gettid().as_raw(), Ordering::Release);
     loop {
         let commit = match w.next_timeout(Duration::from_secs(1)) {
             Ok(Some(c)) => c,
@@ -39,28 +45,50 @@ pub(crate) fn run(wcfs: Arc<Wcfs>, mut w: Box<dyn Watcher>) {
 }
 
 fn handle(wcfs: &Wcfs, c: &Commit) -> Result<(), String> {
-    // 1. Apply, excluding every head request.
-    let (changes, old_sizes): (Vec<(u64, FileDelta)>, HashMap<Oid, u64>) = {
+    // Descriptors to read the old data of watched files from (before any
+    // lock: opening looks the files up).
+    let heads = retain::open_heads(wcfs, &c.oids);
+
+    // 1. Apply, excluding every head request and every head upload.
+    let gate = wcfs.uploads.close();
+    let (changes, old_sizes, kept) = {
         let mut t = wcfs.tracker.write();
+        let old_head = t.head();
         let old_sizes: HashMap<Oid, u64> = t
             .files()
             .into_iter()
             .filter_map(|f| Some((f, t.file_info(f)?.size)))
             .collect();
         let deltas = t.apply(c).map_err(|e| format!("apply @{}: {e}", c.tid))?;
+        wcfs.uploads.bump_epoch();
+        let mut old_blocks = HashMap::new();
         for d in &deltas {
-            wcfs.cache
+            let dropped = wcfs
+                .cache
                 .forget_head(d.file, if d.reset { None } else { Some(&d.blocks) });
+            old_blocks.extend(dropped.into_iter().map(|(blk, b)| ((d.file, blk), b)));
         }
+        // Before trim: blkrev as of the old head.
+        let kept = if heads.is_empty() {
+            Vec::new()
+        } else {
+            retain::collect(&t, old_head, &deltas, &heads, old_blocks)
+        };
         // Keep history back to the oldest watched at (SPEC §5).
         let keep = Tid(c.tid.0.saturating_sub(KEEP_MINUTES << 32));
         t.trim(wcfs.iso.oldest_at().map_or(keep, |o| o.min(keep)));
-        let changes = deltas
+        let changes: Vec<(u64, FileDelta)> = deltas
             .into_iter()
             .map(|d| (t.file_info(d.file).map_or(0, |i| i.blksize), d))
             .collect();
-        (changes, old_sizes)
+        (changes, old_sizes, kept)
     };
+    drop(gate);
+
+    // The old data of changed watched blocks into their @<rev> files,
+    // before head drops it (and before anyone is pinned there by a read).
+    retain::store(wcfs, kept);
+    drop(heads);
 
     // 2. Invalidate, holding no lock (in-flight reads hold page locks).
     let inos: Vec<Option<u64>> = {
@@ -127,8 +155,9 @@ pub(super) fn fail(wcfs: &Wcfs, why: &str) {
     log::error!("zwatcher failed: {why}");
     log::error!("switching filesystem to EIO mode");
     {
-        // Wait out in-flight head requests: after this no reply of old
+        // Wait out in-flight head requests and uploads: after this no old
         // data can reach the kernel.
+        let _gate = wcfs.uploads.close();
         let _t = wcfs.tracker.write();
         wcfs.failed.store(true, Ordering::Release);
     }

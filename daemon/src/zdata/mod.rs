@@ -197,6 +197,24 @@ impl Tracker {
         v
     }
 
+    /// The tracked files a transaction changing `oids` may change (a
+    /// superset of those [`Tracker::apply`] will report).
+    pub fn files_depending_on(&self, oids: &[Oid]) -> Vec<Oid> {
+        let files: Vec<_> = self
+            .files
+            .read()
+            .iter()
+            .map(|(o, f)| (*o, f.clone()))
+            .collect();
+        let mut v: Vec<Oid> = files
+            .into_iter()
+            .filter(|(_, f)| f.lock().depends_on_any(oids))
+            .map(|(o, _)| o)
+            .collect();
+        v.sort();
+        v
+    }
+
     /// Whether block `blk` of `file` is tracked (with a known state).
     pub fn is_tracked(&self, file: Oid, blk: u64) -> bool {
         self.file(file).is_some_and(|f| f.lock().is_tracked(blk))

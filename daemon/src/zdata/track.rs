@@ -462,6 +462,18 @@ impl FileTrack {
         }
     }
 
+    /// Whether a transaction changing `oids` may change this file: the
+    /// file object, a tracked tree node, a ZBlk or part of a tracked block,
+    /// or a node deciding the size is among them.
+    pub(crate) fn depends_on_any(&self, oids: &[Oid]) -> bool {
+        oids.iter().any(|o| {
+            *o == self.oid
+                || self.nodes.contains_key(o)
+                || self.users.contains_key(o)
+                || self.size_deps.contains(o)
+        })
+    }
+
     /// Number of tracked blocks and tracked tree nodes (for tests).
     pub(crate) fn counts(&self) -> (usize, usize) {
         (self.blocks.len(), self.nodes.len())
