@@ -686,7 +686,7 @@ impl Filesystem for Fs {
 
     fn flush(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         fh: FileHandle,
         _lock_owner: LockOwner,
@@ -697,7 +697,7 @@ impl Filesystem for Fs {
             self.w().zhead.unpark(Some(fh.0), Errno::EINTR);
         }
         if ino.0 == tree::HEAD_WATCH {
-            self.w().iso.flush(fh.0);
+            self.w().iso.flush(fh.0, req.pid());
         }
         reply.ok();
     }

@@ -220,12 +220,22 @@ impl Isolation {
         Ok(data.len() as u32)
     }
 
-    /// Flush of link `fh` (a close of one of its descriptors): its parked
-    /// read is answered, the link stays.
-    pub(crate) fn flush(&self, fh: u64) {
-        if let Some(l) = self.link(fh) {
-            l.flush();
+    /// Flush of link `fh`: thread `pid` closes one of its descriptors. By
+    /// the opener: its parked read is answered, the link stays. By another
+    /// process — a forked child closing, exiting or exec'ing with its copy —
+    /// nothing: the link is not that process's (SPEC §6), and its opener's
+    /// reader would take an interrupted read for a broken link.
+    pub(crate) fn flush(&self, fh: u64, pid: u32) {
+        let Some(l) = self.link(fh) else { return };
+        let closer = pin::tgid_of(pid);
+        if closer != l.pid {
+            log::debug!(
+                "head/watch link {fh} (pid {}): closed by pid {closer}: not its opener, nothing to do",
+                l.pid
+            );
+            return;
         }
+        l.flush();
     }
 
     /// Release of link `fh`: the last descriptor is gone.

@@ -208,6 +208,8 @@ struct Shared {
     closed: AtomicBool,
     /// Why the reader stopped (EOF or the read error).
     close_reason: Mutex<String>,
+    /// Reads answered EINTR while we were not closing.
+    interrupted: AtomicU64,
 }
 
 impl Shared {
@@ -240,6 +242,8 @@ impl Shared {
 /// One link: an open of `head/watch`.
 pub struct WatchLink {
     sh: Arc<Shared>,
+    /// The descriptors of the link (writer, reader): one open file.
+    fds: [std::os::fd::RawFd; 2],
     next_stream: AtomicU64,
     manual: Mutex<Receiver<PinRecord>>,
     reader_done: Mutex<Receiver<()>>,
@@ -255,8 +259,10 @@ impl WatchLink {
     }
 
     pub fn open_with(path: &Path, mode: PinMode) -> std::io::Result<WatchLink> {
+        use std::os::fd::AsRawFd;
         let f = OpenOptions::new().read(true).write(true).open(path)?;
         let rf = f.try_clone()?;
+        let fds = [f.as_raw_fd(), rf.as_raw_fd()];
         let sh = Arc::new(Shared {
             mode: Mutex::new(mode),
             writer: Mutex::new(Some(f)),
@@ -268,6 +274,7 @@ impl WatchLink {
             closing: AtomicBool::new(false),
             closed: AtomicBool::new(false),
             close_reason: Mutex::new(String::new()),
+            interrupted: AtomicU64::new(0),
         });
         let (pin_tx, pin_rx) = mpsc::channel::<PinRecord>();
         let (manual_tx, manual_rx) = mpsc::channel::<PinRecord>();
@@ -285,6 +292,7 @@ impl WatchLink {
             .spawn(move || pinner_loop(&sh_p, pin_rx, manual_tx))?;
         Ok(WatchLink {
             sh,
+            fds,
             next_stream: AtomicU64::new(1),
             manual: Mutex::new(manual_rx),
             reader_done: Mutex::new(done_rx),
@@ -435,6 +443,18 @@ impl WatchLink {
         true
     }
 
+    /// How many of our reads the daemon interrupted (EINTR) while we kept
+    /// the link: a client like upstream's takes its link down on one.
+    pub fn interrupts(&self) -> u64 {
+        self.sh.interrupted.load(Ordering::SeqCst)
+    }
+
+    /// The raw descriptors of the link (they share one open file), e.g. to
+    /// let a child inherit them.
+    pub fn fds(&self) -> [std::os::fd::RawFd; 2] {
+        self.fds
+    }
+
     /// Why the reader stopped ("" while it runs).
     pub fn close_reason(&self) -> String {
         self.sh.close_reason.lock().unwrap().clone()
@@ -489,6 +509,7 @@ fn reader_loop(mut f: File, sh: &Shared, pin_tx: Sender<PinRecord>) {
                 if sh.closing.load(Ordering::SeqCst) {
                     break "EINTR after close".to_string();
                 }
+                sh.interrupted.fetch_add(1, Ordering::SeqCst);
             }
             Err(e) => break format!("read: {e}"),
         }
