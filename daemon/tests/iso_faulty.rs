@@ -68,7 +68,8 @@ fn child_main(role: &str) -> i32 {
         "never" => PinMode::Never,
         "late" => PinMode::Late(Duration::from_secs(3)),
         "lateok" => PinMode::Late(Duration::from_millis(200)),
-        "garbage" => PinMode::Garbage("nak".into()),
+        "garbage" | "nakseen" => PinMode::Garbage("nak".into()),
+        "neverseen" => PinMode::Never,
         "close" => PinMode::Close,
         "malformed" | "exit" => PinMode::Manual,
         "good" => PinMode::Ack,
@@ -77,6 +78,12 @@ fn child_main(role: &str) -> i32 {
             return 3;
         }
     };
+    if role.ends_with("seen") {
+        // Survive the SIGBUS long enough to report the line that came
+        // before it (SIGKILL follows).
+        // SAFETY: sets the disposition of one signal to "ignore".
+        unsafe { libc::signal(libc::SIGBUS, libc::SIG_IGN) };
+    }
     let l = match WatchLink::open_with(&wpath, mode) {
         Ok(l) => l,
         Err(e) => {
@@ -100,6 +107,12 @@ fn child_main(role: &str) -> i32 {
             if let Some(p) = l.next_pin(Duration::from_secs(60)) {
                 println!("ISO-PIN {} #{} {}", p.oid, p.blk, p.rev);
                 std::process::exit(0);
+            }
+        }
+        "nakseen" | "neverseen" => {
+            l.wait_closed(Duration::from_secs(60));
+            for line in l.received().iter().filter(|x| x.starts_with("0 ")) {
+                println!("ISO-FATAL {line}");
             }
         }
         _ => {}
@@ -276,6 +289,43 @@ fn faulty_clients_are_killed() {
     }
     wait_stat(&env, "WatchLink", 1);
     wait_stat(&env, "pinkill", killed.len() as i64);
+}
+
+/// What a faulty client is told before it is killed, in upstream's words
+/// (SPEC §6): a wrong answer, and no answer within the pin timeout.
+#[test]
+fn fatal_lines_are_upstreams() {
+    let (mut env, f, h0) = setup(&["-pintimeout", "1s"]);
+    read_head(&env, f, 0);
+    let ce = child_env(&env, f, h0);
+    let mut kids: Vec<RoleChild> = ["nakseen", "neverseen"]
+        .iter()
+        .map(|r| RoleChild::spawn(ENTRY, r, &ce))
+        .collect();
+    for k in &mut kids {
+        k.wait_line("ISO-READY", Duration::from_secs(30))
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    env.py.fill(f, 0, "zblk0", 0xf0, BS as usize);
+    env.commit();
+    read_head(&env, f, 0);
+    for k in &mut kids {
+        let want = match k.role.as_str() {
+            "nakseen" => format!(r#"0 fatal: pin #0 @{h0}: expect "ack"; got "nak""#),
+            _ => format!(
+                "0 fatal: pin #0 @{h0}: sendReq: waiting for reply: context deadline exceeded"
+            ),
+        };
+        let got = k
+            .next_after("ISO-FATAL ", Duration::from_secs(10))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(got, want, "{}", k.role);
+        let st = k
+            .wait_exit(Duration::from_secs(10))
+            .unwrap_or_else(|| panic!("{} not killed", k.role));
+        assert_eq!(term_signal(&st), Some(libc::SIGKILL), "{}: {st:?}", k.role);
+    }
+    wait_stat(&env, "pinkill", 2);
 }
 
 /// A process blocked in read(2) of head/watch and killed with SIGKILL dies

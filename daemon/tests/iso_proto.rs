@@ -437,3 +437,194 @@ fn requests_on_one_link_are_concurrent() {
         .expect("reply after commit");
     assert_eq!(r.msg, Msg::Ok, "{r:?}");
 }
+
+/// Microseconds since the epoch of `tid` as Python's ZODB prints it
+/// (`str(TimeStamp)`), the independent clock of the δt in errors.
+fn py_micros(tid: Tid) -> i64 {
+    const SCRIPT: &str = "python/fs_testdata/tid_time.py";
+    let out = testkit::run_python(SCRIPT, &[tid.to_string()]);
+    String::from_utf8(out).unwrap().trim().parse().unwrap()
+}
+
+/// Go's `time.Duration` text of a whole number of microseconds (SPEC §6:
+/// `δt = <Go duration>`), from Go's documentation: `0s`, `123µs`,
+/// `1.5ms`, `2.5s`, `2m0s`, `1h2m3.000004s`.
+fn go_duration_us(us: i64) -> String {
+    let (neg, us) = (us < 0, us.unsigned_abs());
+    let trim = |int: u64, frac: u64, width: usize| {
+        let f = format!("{frac:0width$}");
+        let f = f.trim_end_matches('0');
+        if f.is_empty() {
+            int.to_string()
+        } else {
+            format!("{int}.{f}")
+        }
+    };
+    let s = if us == 0 {
+        "0s".to_string()
+    } else if us < 1000 {
+        format!("{us}µs")
+    } else if us < 1_000_000 {
+        format!("{}ms", trim(us / 1000, us % 1000, 3))
+    } else {
+        let (secs, frac) = (us / 1_000_000, us % 1_000_000);
+        let (h, m, s) = (secs / 3600, secs / 60 % 60, secs % 60);
+        let s = format!("{}s", trim(s, frac, 6));
+        match (h, secs / 60) {
+            (0, 0) => s,
+            (0, _) => format!("{m}m{s}"),
+            _ => format!("{h}h{m}m{s}"),
+        }
+    };
+    if neg {
+        format!("-{s}")
+    } else {
+        s
+    }
+}
+
+/// Every error line the daemon can send on head/watch, exact, in
+/// upstream's words (SPEC §6); each one answered at once — none times out.
+#[test]
+fn error_lines_are_upstreams() {
+    let (mut env, f, h0) = setup(&[]);
+    read_all(&env, f);
+    // A ZBigFile never opened, and files with an epoch after h0: one
+    // created, one whose blksize changes, one whose blktab is replaced.
+    let never = env.py.new_file(BS);
+    let resized = env.py.new_file(BS);
+    let rebuilt = env.py.new_file(BS);
+    for g in [never, resized, rebuilt] {
+        env.py.fill(g, 0, "zblk0", 1, BS as usize);
+    }
+    let t_create = env.commit();
+    let created = env.py.new_file(BS);
+    env.py.fill(created, 0, "zblk0", 2, BS as usize);
+    let t_created = env.commit();
+    env.py.setblksize(resized, 2 * BS);
+    let t_resized = env.commit();
+    env.py.newblktab(rebuilt, 2, 7);
+    let t_rebuilt = env.commit();
+    let t1 = change(&mut env, f, 0, 0xe1);
+    let head = env.w().head();
+    for g in [created, resized, rebuilt] {
+        read_head(&env, g, 0);
+    }
+    let root = Oid(0);
+    let no_at = "ffffffffffffffff";
+    let too_far = Tid(head.0 - (2 << 32)); // two minutes before head
+    let dt = go_duration_us(py_micros(head) - py_micros(too_far));
+
+    let l = link(&env);
+    l.watch(f, t1).unwrap();
+    let replies: Vec<(String, String)> = vec![
+        (
+            format!("watch {never} @{h0}"),
+            format!("error setup watch f<{never}> @{h0}: file not yet known to wcfs or is not a ZBigFile"),
+        ),
+        (
+            format!("watch {root} @{h0}"),
+            format!("error setup watch f<{root}> @{h0}: file not yet known to wcfs or is not a ZBigFile"),
+        ),
+        (
+            format!("watch {never} -"),
+            format!("error setup watch f<{never}> @{no_at}: file not yet known to wcfs or is not a ZBigFile"),
+        ),
+        (format!("watch {created} -"), "ok".to_string()),
+        (
+            format!("watch {f} @{h0}"),
+            format!("error setup watch f<{f}> @{h0}: going back in history is forbidden"),
+        ),
+        (
+            format!("watch {f} @{too_far}"),
+            format!("error setup watch f<{f}> @{too_far}: too far away back from head/at (@{head}); δt = {dt}"),
+        ),
+        (
+            format!("watch {created} @{h0}"),
+            format!("error setup watch f<{created}> @{h0}: file epoch detected @{t_created} in between (at,head=@{head}]"),
+        ),
+        (
+            format!("watch {resized} @{t_create}"),
+            format!("error setup watch f<{resized}> @{t_create}: file epoch detected @{t_resized} in between (at,head=@{head}]"),
+        ),
+        (
+            format!("watch {rebuilt} @{t_resized}"),
+            format!("error setup watch f<{rebuilt}> @{t_resized}: file epoch detected @{t_rebuilt} in between (at,head=@{head}]"),
+        ),
+        // At or after the epoch is fine.
+        (format!("watch {rebuilt} @{t_rebuilt}"), "ok".to_string()),
+        (
+            "bla bla".to_string(),
+            r#"error bad watch: not a watch request: "bla bla""#.to_string(),
+        ),
+        (
+            "watch".to_string(),
+            r#"error bad watch: not a watch request: "watch""#.to_string(),
+        ),
+        (
+            "bye now".to_string(),
+            r#"error bad watch: not a watch request: "bye now""#.to_string(),
+        ),
+        (
+            "ack".to_string(),
+            r#"error bad watch: not a watch request: "ack""#.to_string(),
+        ),
+        (
+            format!("watch {f}"),
+            "error bad watch: expected 2 arguments, got 1".to_string(),
+        ),
+        (
+            format!("watch {f} @{h0} x"),
+            "error bad watch: expected 2 arguments, got 3".to_string(),
+        ),
+        (
+            format!("watch 11 @{h0}"),
+            "error bad watch: invalid oid".to_string(),
+        ),
+        (
+            format!("watch {f} {h0}"),
+            "error bad watch: invalid at".to_string(),
+        ),
+        (
+            format!("watch {f} @zz"),
+            "error bad watch: invalid at".to_string(),
+        ),
+    ];
+    for (req, want) in replies {
+        let s = l.new_stream();
+        let rx = l.expect_reply(s);
+        l.send_raw(&format!("{s} {req}")).unwrap();
+        let got = l
+            .wait_reply(s, rx, Duration::from_secs(5))
+            .unwrap_or_else(|e| panic!("{req:?}: {e}"));
+        let raw = l
+            .received()
+            .into_iter()
+            .rev()
+            .find(|x| x.starts_with(&format!("{s} ")))
+            .unwrap();
+        assert_eq!(raw, format!("{s} {want}"), "{req:?} ({got:?})");
+    }
+    assert!(l.fatal().is_empty() && l.protocol_errors().is_empty());
+
+    // Lines that are no frame, replies nobody waits for: `0 error: …`
+    // and the link is closed.
+    for (bad, want) in [
+        (
+            "zzz hello",
+            r#"0 error: invalid frame: "zzz hello\n" (invalid stream)"#,
+        ),
+        ("hello", r#"0 error: invalid frame: "hello\n""#),
+        (
+            "-1 bye",
+            r#"0 error: invalid frame: "-1 bye\n" (invalid stream)"#,
+        ),
+        ("2 ack", "0 error: 2: reply on unexpected stream"),
+        ("0 ack", "0 error: 0: reply on unexpected stream"),
+    ] {
+        let l = link(&env);
+        l.send_raw(bad).unwrap();
+        assert!(l.wait_closed(Duration::from_secs(5)), "{bad:?}: not closed");
+        assert_eq!(l.received(), vec![want.to_string()], "{bad:?}");
+    }
+}

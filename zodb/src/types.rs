@@ -113,6 +113,22 @@ impl Tid {
     }
 }
 
+impl Tid {
+    /// Microseconds since the Unix epoch, in integers: the seconds of the
+    /// low 32 bits to the nanosecond (truncated), then rounded half up to
+    /// the microsecond — the time ZODB/py's `TimeStamp` prints and
+    /// upstream wcfs computes with.
+    pub fn unix_micros(self) -> i64 {
+        let t = self.time();
+        let sixty = (self.0 & 0xffff_ffff) * 60;
+        let sec = sixty >> 32;
+        let nsec = ((sixty - (sec << 32)) * 1_000_000_000) >> 32;
+        let days = days_from_civil(t.year as i64, t.month, t.day);
+        let secs = ((days * 24 + t.hour as i64) * 60 + t.minute as i64) * 60 + sec as i64;
+        secs * 1_000_000 + (nsec / 1000) as i64 + i64::from(nsec % 1000 >= 500)
+    }
+}
+
 /// The broken-down UTC time a [`Tid`] encodes.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct TidTime {
@@ -165,5 +181,17 @@ mod tests {
         assert!((t.second - 56.5).abs() < 1e-6);
         let unix = Tid((hi << 32) | lo).unix_time();
         assert!((unix - 1522758896.5).abs() < 1e-3, "{unix}");
+        assert_eq!(Tid((hi << 32) | lo).unix_micros(), 1_522_758_896_500_000);
+    }
+
+    #[test]
+    fn unix_micros_rounds_like_zodb() {
+        // ZODB/py: TimeStamp(p64(0x037969f722a53488)) prints
+        // 2008-10-24 05:11:08.120000 (the nanoseconds end in ...999).
+        let t = Tid(0x037969f722a53488);
+        assert_eq!(t.unix_micros() % 60_000_000, 8_120_000);
+        // Day 31 of a 30-day month runs on into the next month.
+        let hi = (((2020 - 1900) * 12 + 3) * 31 + 30) * 24 * 60; // "April 31"
+        assert_eq!(Tid(hi << 32).unix_micros(), 1_588_291_200_000_000); // May 1
     }
 }

@@ -14,13 +14,15 @@
 //! no parked read makes the next read that would park return EINTR: the
 //! reader of a closing client may be between two reads.
 //!
-//! A malformed line — not `<decimal stream> <message>`, stream 0, a reply
-//! to a pin we did not send or that is no longer in flight — gets
-//! `0 error <why>` and the link is shut down; pins in flight on it then
-//! count as failed (the client is faulty). A well-framed odd request we do
-//! not understand gets `<stream> error <why>` and the link stays usable.
+//! A malformed line — not `<decimal stream> <message>`, a reply on an even
+//! stream (0 included) with no pin of ours in flight — gets `0 error: <why>`
+//! and the link is shut down; pins in flight on it then count as failed
+//! (the client is faulty). A well-framed odd request we do not understand
+//! gets `<stream> error bad watch: <why>` and the link stays usable. The
+//! texts are upstream's ([`super::text`]).
 
 use super::pin::PinSlot;
+use super::text::{self, quote};
 use super::{watch, Isolation};
 use fuser::{Errno, ReplyData};
 use parking_lot::Mutex;
@@ -246,15 +248,19 @@ pub(super) fn write(iso: &Arc<Isolation>, l: &Arc<Link>, data: &[u8]) -> Result<
     let n = lines.len();
     for (i, raw) in lines.into_iter().enumerate() {
         let r = if too_long && i == n - 1 {
-            Err(format!("line longer than {MAX_LINE} bytes"))
+            Err(format!("invalid frame: line longer than {MAX_LINE} bytes"))
         } else {
             handle_line(iso, l, &raw[..raw.len() - 1])
         };
         if let Err(why) = r {
             log::warn!("head/watch link {} (pid {}): {why}", l.fh, l.pid);
-            let inflight = iso.shutdown(l, Some(format!("0 error {why}")));
+            let inflight = iso.shutdown(l, Some(format!("0 error: {why}")));
             if inflight > 0 {
-                iso.fault(l, &format!("{why}, with {inflight} pin(s) in flight"));
+                iso.fault(
+                    l,
+                    &format!("{why}, with {inflight} pin(s) in flight"),
+                    false,
+                );
             }
             break;
         }
@@ -283,62 +289,76 @@ pub enum Request {
     Bye,
 }
 
-/// Parses the message of an odd stream; Err: `<stream> error <why>`.
+/// Parses the message of an odd stream; Err: the text of
+/// `<stream> error <text>` (upstream's words, see [`super::text`]).
 pub fn parse_request(msg: &str) -> Result<Request, String> {
-    let w: Vec<&str> = msg.split(' ').collect();
-    match w.as_slice() {
-        ["bye"] => Ok(Request::Bye),
-        ["watch", oid, at] => {
-            let file: Oid = oid.parse().map_err(|e| format!("watch: {e}"))?;
-            let at = match *at {
-                "-" => None,
-                a => Some(
-                    a.strip_prefix('@')
-                        .ok_or_else(|| format!("watch: {a:?}: want @<tid> or -"))?
-                        .parse::<Tid>()
-                        .map_err(|e| format!("watch: {e}"))?,
-                ),
-            };
-            Ok(Request::Watch { file, at })
-        }
-        ["watch", ..] => Err("want watch <oid> @<at> | watch <oid> -".into()),
-        [word, ..] => Err(format!("unknown request {word:?}")),
-        [] => Err("empty request".into()),
+    if msg == "bye" {
+        return Ok(Request::Bye);
     }
+    let bad = |why: String| Err(format!("bad watch: {why}"));
+    let Some(args) = msg.strip_prefix("watch ") else {
+        return bad(format!("not a watch request: {}", quote(msg.as_bytes())));
+    };
+    let argv: Vec<&str> = args.split(' ').collect();
+    if argv.len() != 2 {
+        return bad(format!("expected 2 arguments, got {}", argv.len()));
+    }
+    let Ok(file) = argv[0].parse::<Oid>() else {
+        return bad("invalid oid".into());
+    };
+    let at = match argv[1] {
+        "-" => None,
+        a => match a.strip_prefix('@').map(str::parse::<Tid>) {
+            Some(Ok(t)) => Some(t),
+            _ => return bad("invalid at".into()),
+        },
+    };
+    Ok(Request::Watch { file, at })
 }
 
-/// Splits `<stream> <message>`; Err: the line is malformed.
+/// Splits `<stream> <message>` (`raw` without its `\n`); Err: why the
+/// line is not a frame, in upstream's words.
 pub fn parse_frame(raw: &[u8]) -> Result<(u64, &str), String> {
-    let line = std::str::from_utf8(raw).map_err(|_| "line is not UTF-8".to_string())?;
-    let (s, msg) = line
-        .split_once(' ')
-        .ok_or_else(|| format!("{line:?}: want \"<stream> <message>\""))?;
-    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(format!("{line:?}: stream is not a decimal number"));
-    }
-    let stream: u64 = s.parse().map_err(|_| format!("{line:?}: stream too big"))?;
-    if stream == 0 {
-        return Err(format!("{line:?}: stream 0 is the daemon's"));
-    }
+    let quoted = || {
+        let mut l = raw.to_vec();
+        l.push(b'\n');
+        quote(&l)
+    };
+    let Some(sp) = raw.iter().position(|&b| b == b' ') else {
+        return Err(format!("invalid frame: {}", quoted()));
+    };
+    let s = &raw[..sp];
+    let stream = std::str::from_utf8(s)
+        .ok()
+        .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|s| s.parse::<u64>().ok());
+    let Some(stream) = stream else {
+        return Err(format!("invalid frame: {} (invalid stream)", quoted()));
+    };
+    let msg = std::str::from_utf8(&raw[sp + 1..])
+        .map_err(|_| format!("invalid frame: {} (not UTF-8)", quoted()))?;
     Ok((stream, msg))
 }
 
 fn handle_line(iso: &Arc<Isolation>, l: &Arc<Link>, raw: &[u8]) -> Result<(), String> {
     let (stream, msg) = parse_frame(raw)?;
     if stream % 2 == 0 {
-        // A reply to one of our pins.
+        // A reply to one of our pins (stream 0 included: never one).
         let slot = l.pins.lock().inflight.remove(&stream);
         let Some(slot) = slot else {
-            return Err(format!(
-                "{stream} {msg:?}: no pin in flight on stream {stream}"
-            ));
+            return Err(format!("{stream}: reply on unexpected stream"));
         };
         if msg == "ack" {
             slot.finish(Ok(()));
         } else {
-            let why = format!("pin {stream} answered {msg:?} instead of ack");
+            let why = format!(
+                "{}: expect {}; got {}",
+                slot.what(),
+                quote(b"ack"),
+                quote(msg.as_bytes())
+            );
             slot.finish(Err(why.clone()));
-            iso.fault(l, &why);
+            iso.fault(l, &why, true);
         }
         return Ok(());
     }
@@ -354,7 +374,13 @@ fn handle_line(iso: &Arc<Isolation>, l: &Arc<Link>, raw: &[u8]) -> Result<(), St
                 .spawn(move || watch::serve(&iso2, &l2, stream, file, at));
             if let Err(e) = spawned {
                 log::error!("head/watch: spawn: {e}");
-                l.send(&format!("{stream} error cannot start: {e}"));
+                let why = text::Why::Other(format!("cannot start: {e}"));
+                l.send(&text::setup_error(
+                    stream,
+                    file,
+                    at.unwrap_or(text::NO_AT),
+                    &why,
+                ));
             }
         }
         Err(why) => {

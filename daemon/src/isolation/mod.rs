@@ -83,6 +83,7 @@
 mod link;
 pub use link::{parse_frame, parse_request, Request};
 mod pin;
+mod text;
 mod watch;
 
 pub(crate) use link::Link;
@@ -247,7 +248,11 @@ impl Isolation {
         let inflight = self.shutdown(&l, None);
         if inflight > 0 {
             // Closed in the middle of a pin: faulty — unless it exited.
-            self.fault(&l, &format!("link closed with {inflight} pin(s) in flight"));
+            self.fault(
+                &l,
+                &format!("link closed with {inflight} pin(s) in flight"),
+                false,
+            );
         }
     }
 
@@ -264,7 +269,7 @@ impl Isolation {
         let links: Vec<_> = self.links.lock().values().cloned().collect();
         for l in links {
             l.unpark(Errno::EIO);
-            self.shutdown(&l, Some("0 fatal filesystem switched to EIO mode".into()));
+            self.shutdown(&l, Some("0 fatal: filesystem switched to EIO mode".into()));
         }
     }
 

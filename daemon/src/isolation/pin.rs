@@ -20,12 +20,23 @@ use zodb::{Oid, Tid};
 
 pub(crate) struct PinSlot {
     stream: u64,
+    blk: u64,
+    /// The revision pinned to; None: head.
+    rev: Option<Tid>,
     deadline: Instant,
     res: Mutex<Option<Result<(), String>>>,
     cond: Condvar,
 }
 
 impl PinSlot {
+    /// `pin #<blk> @<rev|head>`: how upstream names a pin in its errors.
+    pub(super) fn what(&self) -> String {
+        match self.rev {
+            Some(t) => format!("pin #{} @{t}", self.blk),
+            None => format!("pin #{} @head", self.blk),
+        }
+    }
+
     /// Sets the outcome, if not set yet; whether this call set it.
     pub(super) fn finish(&self, r: Result<(), String>) -> bool {
         let mut g = self.res.lock();
@@ -70,6 +81,8 @@ impl Isolation {
             let stream = pins.next_stream();
             let slot = Arc::new(PinSlot {
                 stream,
+                blk,
+                rev,
                 deadline: Instant::now() + self.pintimeout,
                 res: Mutex::new(None),
                 cond: Condvar::new(),
@@ -94,24 +107,33 @@ impl Isolation {
             if slot.wait().is_some() {
                 continue;
             }
+            // Upstream's words for a reply that did not come in time.
             let why = format!(
-                "no ack for pin {} within {:?}",
-                slot.stream, self.pintimeout
+                "{}: sendReq: waiting for reply: context deadline exceeded",
+                slot.what()
             );
             if slot.finish(Err(why.clone())) {
                 l.pins.lock().inflight.remove(&slot.stream);
-                self.fault(&l, &why);
+                log::warn!(
+                    "head/watch link {}: no ack for pin {} within {:?}",
+                    l.fh,
+                    slot.stream,
+                    self.pintimeout
+                );
+                self.fault(&l, &why, true);
             }
         }
     }
 
-    /// `l` failed a pin: shut it down (nobody waits for it any more) and
-    /// kill its process — unless that process is exiting anyway.
-    pub(super) fn fault(&self, l: &Arc<Link>, why: &str) {
+    /// `l` failed a pin: shut it down (nobody waits for it any more) with
+    /// `0 fatal: <why>` (a pin failure) or `0 error: <why>`, and kill its
+    /// process — unless that process is exiting anyway.
+    pub(super) fn fault(&self, l: &Arc<Link>, why: &str, fatal: bool) {
         if l.faulted.swap(true, Ordering::AcqRel) {
             return;
         }
-        self.shutdown(l, Some(format!("0 error {why}")));
+        let kind = if fatal { "fatal" } else { "error" };
+        self.shutdown(l, Some(format!("0 {kind}: {why}")));
         if process_dying(l.pid) {
             log::info!(
                 "head/watch link {}: {why}; pid {} exited: not killed",

@@ -9,6 +9,7 @@
 //! while it is in flight waits for that slot instead of pinning again.
 
 use super::pin::{Pending, PinSlot};
+use super::text::{self, Why};
 use super::{Host, Isolation, Link};
 use parking_lot::Mutex;
 use std::collections::{BTreeSet, HashMap};
@@ -56,10 +57,7 @@ const HEAD_POLL: Duration = Duration::from_millis(50);
 pub(super) fn serve(iso: &Isolation, l: &Arc<Link>, stream: u64, file: Oid, at: Option<Tid>) {
     let Some(host) = iso.host() else { return };
     let r = match at {
-        None => {
-            iso.unwatch(l, file);
-            Ok(())
-        }
+        None => iso.unwatch(&*host, l, file),
         Some(at) => iso.watch(&*host, l, file, at),
     };
     match r {
@@ -67,38 +65,26 @@ pub(super) fn serve(iso: &Isolation, l: &Arc<Link>, stream: u64, file: Oid, at: 
             l.send(&format!("{stream} ok"));
         }
         Err(Some(why)) => {
-            log::debug!("head/watch link {}: watch {file}: {why}", l.fh);
-            l.send(&format!("{stream} error {why}"));
+            let line = text::setup_error(stream, file, at.unwrap_or(text::NO_AT), &why);
+            log::debug!("head/watch link {}: {line}", l.fh);
+            l.send(&line);
         }
         Err(None) => {}
     }
 }
 
 impl Isolation {
-    /// `watch <file> @<at>`. Err(None): the link went down (no reply).
-    fn watch(
-        &self,
-        host: &dyn Host,
-        l: &Arc<Link>,
-        file: Oid,
-        at: Tid,
-    ) -> Result<(), Option<String>> {
-        let never_opened = || Some(format!("{file} was never opened under head/bigfile"));
-        if host.tracker().read().file_info(file).is_none() {
-            return Err(never_opened());
-        }
-        let back = |cur: Tid| Some(format!("at {at} is older than the watch's at {cur}"));
-        if let Some(cur) = l.watches.lock().get(&file).map(|w| w.at()) {
-            if at < cur {
-                return Err(back(cur));
-            }
-        }
+    /// `watch <file> @<at>`: waits for head ≥ `at`, then checks in
+    /// upstream's order — history kept back to `at`, file known, not going
+    /// back, no file epoch in `(at, head]` — and pins. Err(None): the link
+    /// went down (no reply).
+    fn watch(&self, host: &dyn Host, l: &Arc<Link>, file: Oid, at: Tid) -> Result<(), Option<Why>> {
         while !host.wait_head(at, HEAD_POLL) {
             if l.is_down() {
                 return Err(None);
             }
             if host.failed() {
-                return Err(Some("filesystem in EIO mode".into()));
+                return Err(Some(Why::Other("filesystem in EIO mode".into())));
             }
         }
 
@@ -106,16 +92,20 @@ impl Isolation {
         let _setup = setup.lock();
         let t = host.tracker().read();
         if host.failed() {
-            return Err(Some("filesystem in EIO mode".into()));
+            return Err(Some(Why::Other("filesystem in EIO mode".into())));
+        }
+        let head = t.head();
+        if at < t.history_start() {
+            return Err(Some(Why::TooFarBack { head, at }));
         }
         if t.file_info(file).is_none() {
-            return Err(never_opened());
+            return Err(Some(Why::NotKnown));
         }
-        if at < t.history_start() {
-            return Err(Some(format!(
-                "at {at} is older than the kept history (from {})",
-                t.history_start()
-            )));
+        if l.watches.lock().get(&file).is_some_and(|w| at < w.at()) {
+            return Err(Some(Why::GoingBack));
+        }
+        if let Some(rev) = t.epoch_after(file, at) {
+            return Err(Some(Why::Epoch { rev, head }));
         }
         let fw = self.file(file);
         let w = l
@@ -144,7 +134,7 @@ impl Isolation {
                 return Err(None);
             }
             if at < st.at {
-                return Err(back(st.at));
+                return Err(Some(Why::GoingBack));
             }
             let blks: BTreeSet<u64> = {
                 let mut f = fw.inner.lock();
@@ -154,7 +144,6 @@ impl Isolation {
                 f.read_blocks().chain(st.pinned.keys().copied()).collect()
             };
             st.at = at;
-            let head = t.head();
             for blk in blks {
                 let want = (t.blkrev(file, blk, head) > at).then(|| t.blkrev(file, blk, at));
                 let have = st.pinned.get(&blk);
@@ -194,14 +183,21 @@ impl Isolation {
         Ok(())
     }
 
-    /// `watch <file> -`: the watch goes, with its pins (no messages).
-    fn unwatch(&self, l: &Link, file: Oid) {
+    /// `watch <file> -`: the watch goes, with its pins (no messages). A
+    /// file this link does not watch is fine if the daemon knows it (as
+    /// upstream: an error otherwise).
+    fn unwatch(&self, host: &dyn Host, l: &Link, file: Oid) -> Result<(), Option<Why>> {
         let setup = l.setup_lock(file);
         let _setup = setup.lock();
         let w = l.watches.lock().remove(&file);
-        if let Some(w) = w {
-            self.drop_watch(&w);
+        match w {
+            Some(w) => self.drop_watch(&w),
+            None if host.tracker().read().file_info(file).is_none() => {
+                return Err(Some(Why::NotKnown))
+            }
+            None => {}
         }
+        Ok(())
     }
 
     fn drop_watch(&self, w: &Arc<Watch>) {

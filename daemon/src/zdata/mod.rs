@@ -358,6 +358,18 @@ impl Tracker {
             .map_or(self.start, |t| t.max(self.start))
     }
 
+    /// The first transaction in `(at, head]` that changed the ZBigFile
+    /// object `file` itself — created it, or replaced its blksize or
+    /// blktab: a file *epoch*, across which a view cannot be moved block
+    /// by block. `at` must be ≥ the history start (the window's oid lists
+    /// answer it exactly).
+    pub fn epoch_after(&self, file: Oid, at: Tid) -> Option<Tid> {
+        self.txns
+            .iter()
+            .find(|(tid, oids)| *tid > at && oids.binary_search(&file).is_ok())
+            .map(|(tid, _)| *tid)
+    }
+
     /// Oldest tid the history answers for.
     pub fn history_start(&self) -> Tid {
         self.start

@@ -117,8 +117,10 @@ pub fn parse_line(line: &str) -> Result<Line, String> {
         ("ok", None) => Msg::Ok,
         ("ack", None) => Msg::Ack,
         ("bye", None) => Msg::Bye,
-        ("error", r) => Msg::Error(r.unwrap_or("").to_string()),
-        ("fatal", r) => Msg::Fatal(r.unwrap_or("").to_string()),
+        // Replies say `error <text>`; stream 0 says `error: <text>` or
+        // `fatal: <text>` (upstream's forms).
+        ("error" | "error:", r) => Msg::Error(r.unwrap_or("").to_string()),
+        ("fatal" | "fatal:", r) => Msg::Fatal(r.unwrap_or("").to_string()),
         ("pin", Some(r)) => {
             let w: Vec<&str> = r.split(' ').collect();
             if w.len() != 3 {
@@ -640,9 +642,10 @@ pub struct WatchState {
 /// - `blkrev(f, blk, at)` = the last change ≤ at, or `h0` if none (§5).
 /// - `want(w, blk)` = `@blkrev(blk, w.at)` if blk changed in (w.at, head],
 ///   else head.
-/// - watch (link, f, at) (§6): error if f was never opened under
-///   head/bigfile, if at < h0 (older than the kept history), or if at <
-///   the link's current at for f; else, for every block read through
+/// - watch (link, f, at) (§6): error, in this order and in upstream's
+///   words, if at < h0 (older than the kept history), if f was never
+///   opened under head/bigfile, or if at < the link's current at for f
+///   (the files exist before h0: no epochs); else, for every block read through
 ///   head/ whose `want` differs from what the watch holds now, one pin to
 ///   `want` (`@head` for a block pinned before that no longer needs it); a
 ///   first watch holds nothing, so only `@rev` pins.
@@ -746,15 +749,20 @@ impl PinModel {
     /// `watch f @at` on `link`: Err(why) if the daemon must answer error,
     /// else the pins it must send first (sorted).
     pub fn watch(&mut self, link: usize, f: Oid, at: Tid) -> Result<Vec<ExpPin>, String> {
-        if !self.opened.contains(&f) {
-            return Err(format!("{f} never opened under head/bigfile"));
-        }
+        let why = |reason: String| Err(format!("setup watch f<{f}> @{at}: {reason}"));
         if at < self.h0 {
-            return Err(format!("at {at} older than the history start {}", self.h0));
+            // The duration after "δt = " is not modelled: a prefix.
+            return why(format!(
+                "too far away back from head/at (@{}); δt = ",
+                self.head
+            ));
+        }
+        if !self.opened.contains(&f) {
+            return why("file not yet known to wcfs or is not a ZBigFile".into());
         }
         if let Some(w) = self.watches.get(&(link, f)) {
             if at < w.at {
-                return Err(format!("at {at} older than the watch's at {}", w.at));
+                return why("going back in history is forbidden".into());
             }
         }
         let mut w = self.watches.remove(&(link, f)).unwrap_or_default();
