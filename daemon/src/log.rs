@@ -8,7 +8,11 @@
 //!
 //! Levels: info and above always; debug with `-debug` for our own targets;
 //! fuser's per-request debug lines (target `fuser::…`) only with
-//! `-trace.fuse`, since they are one line per FUSE request.
+//! `-trace.fuse`, since they are one line per FUSE request. One fuser
+//! warning is an expected event, not a warning: after the kernel ended the
+//! session because someone else unmounted us (`fusermount3 -u`, `umount`),
+//! fuser unmounts once more and reports the `EINVAL` — it is logged as
+//! debug.
 
 use log::{Level, LevelFilter, Log, Metadata, Record};
 use std::io::Write;
@@ -53,12 +57,15 @@ impl Log for Logger {
     }
 
     fn log(&self, r: &Record) {
-        if !self.enabled(r.metadata()) {
+        let demoted = expected_fuser_warning(r);
+        let level = if demoted { Level::Debug } else { r.level() };
+        let meta = Metadata::builder().level(level).target(r.target()).build();
+        if !self.enabled(&meta) {
             return;
         }
         let line = format!(
             "{}{} {:>7} {}] {}\n",
-            match r.level() {
+            match level {
                 Level::Error => 'E',
                 Level::Warn => 'W',
                 Level::Info => 'I',
@@ -74,6 +81,16 @@ impl Log for Logger {
     }
 
     fn flush(&self) {}
+}
+
+/// fuser's unmount at the end of a session that someone else unmounted.
+fn expected_fuser_warning(r: &Record) -> bool {
+    if r.level() != Level::Warn || !r.target().starts_with("fuser") {
+        return false;
+    }
+    let msg = r.args().to_string();
+    msg.starts_with("Failed to umount filesystem")
+        && msg.contains(&format!("(os error {})", libc::EINVAL))
 }
 
 /// `MMDD HH:MM:SS.uuuuuu` in UTC, as glog prints it.

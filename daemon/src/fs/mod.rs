@@ -394,6 +394,10 @@ pub fn serve(zurl: &str, mountpoint: &Path, opts: Options) -> Result<(), Error> 
             .spawn(move || autoexit::run(w, &mnt, idle))?;
     }
 
+    // Returns when the kernel ends the session: the mount is gone. (fuser
+    // then tries to unmount once more and fails with EINVAL when someone
+    // else unmounted us — `fusermount3 -u`, -autoexit: the logger keeps
+    // that expected failure quiet.)
     session.run()?;
     log::info!("unmounted; bye");
     Ok(())
