@@ -46,7 +46,18 @@ fn release_large_buffers() {
 
 fn main() -> ExitCode {
     release_large_buffers();
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    // Arguments that are not UTF-8 (a zurl with odd bytes) are refused
+    // with a message, not a panic.
+    let mut args = Vec::new();
+    for a in std::env::args_os().skip(1) {
+        match a.into_string() {
+            Ok(a) => args.push(a),
+            Err(a) => {
+                eprintln!("wcfsd: argument {a:?} is not valid UTF-8");
+                return ExitCode::from(2);
+            }
+        }
+    }
     match cli::parse(&args) {
         Ok(Command::Help) => {
             println!("{}", cli::USAGE);
@@ -95,7 +106,7 @@ fn main() -> ExitCode {
                     } else {
                         "started"
                     };
-                    eprintln!("wcfsd: {zurl}: {what}{pid}");
+                    eprintln!("wcfsd: {}: {what}{pid}", lifecycle::shown(&zurl));
                     println!("{}", s.mountpoint.display());
                     ExitCode::SUCCESS
                 }
@@ -113,7 +124,7 @@ fn main() -> ExitCode {
                     ExitCode::from(status_code(&st.state))
                 }
                 Err(e) => {
-                    println!("{zurl}: unknown: {e}");
+                    println!("{}: unknown: {e}", lifecycle::shown(&zurl));
                     ExitCode::from(4)
                 }
             }
@@ -128,7 +139,8 @@ fn main() -> ExitCode {
                     let pid = s.pid.map_or(String::new(), |p| format!(" pid {p}"));
                     let mnt = s.mountpoint.display();
                     println!(
-                        "{zurl}: {}",
+                        "{}: {}",
+                        lifecycle::shown(&zurl),
                         match s.how {
                             lifecycle::StopHow::NotRunning => format!("not running ({mnt})"),
                             lifecycle::StopHow::Graceful =>
@@ -186,7 +198,8 @@ fn status_code(state: &lifecycle::State) -> u8 {
         lifecycle::State::Absent => 3,
         lifecycle::State::Stuck(_)
         | lifecycle::State::Unhealthy(_)
-        | lifecycle::State::Foreign(_) => 4,
+        | lifecycle::State::Foreign(_)
+        | lifecycle::State::OtherUser(_) => 4,
     }
 }
 
