@@ -181,11 +181,31 @@ fn serve(zurl: &str, mountpoint: &Path, mut opts: cli::Options) -> ExitCode {
     match wcfsd::fs::serve(zurl, mountpoint, opts) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            log::error!("{e}");
-            eprintln!("wcfsd: {e}");
+            let hint = dev_fuse_hint(&e);
+            log::error!("{e}{hint}");
+            eprintln!("wcfsd: {e}{hint}");
             ExitCode::FAILURE
         }
     }
+}
+
+/// What to do when an ordinary user's mount failed for want of
+/// `/dev/fuse`: fuser opens it before it hands the mount to fusermount3,
+/// and some machines (containers) leave it mode 0600 where udev makes it
+/// 0666.
+fn dev_fuse_hint(e: &wcfsd::fs::Error) -> String {
+    use nix::unistd::{access, geteuid, AccessFlags};
+    let denied = matches!(e, wcfsd::fs::Error::Mount { source, .. }
+        if source.kind() == std::io::ErrorKind::PermissionDenied);
+    if !denied
+        || geteuid().is_root()
+        || access("/dev/fuse", AccessFlags::R_OK | AccessFlags::W_OK).is_ok()
+    {
+        return String::new();
+    }
+    " (this user may not open /dev/fuse: an ordinary user needs it mode 0666, \
+     as udev makes it; `chmod 0666 /dev/fuse` as root)"
+        .into()
 }
 
 /// Exit status of `wcfsd status`, after the LSB init-script convention:

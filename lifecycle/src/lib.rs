@@ -572,6 +572,11 @@ struct Prepared {
 /// is ours and is free.
 fn prepare(zurl: &str, cfg: &Config) -> Result<Prepared, Error> {
     let root = Root::create(&cfg.mount_root)?;
+    // Another user's daemon: say so, rather than refuse its lock file.
+    let st = status_in(zurl, cfg)?;
+    if let State::OtherUser(_) = st.state {
+        return Err(st.to_error());
+    }
     let lock = take_lock(&root, zurl, cfg)?.ok_or(Error::LockTimeout {
         lock: cfg.lock_path(zurl),
     })?;
