@@ -892,3 +892,44 @@ fn ordinary_users_daemon_kills_its_faulty_client() {
     assert!(out.status.success(), "stop: {}", text(&out));
     assert!(pv.mounts().is_empty(), "{:?}", pv.mounts());
 }
+
+/// `wcfsd ZURL MOUNTPOINT` itself refuses a mountpoint in a directory
+/// every user can write to that is not its own directory — another user's
+/// directory, or a symbolic link to a directory outside — and mounts
+/// nothing; its own directory there is fine.
+#[test]
+fn daemon_refuses_a_foreign_mountpoint_in_a_shared_dir() {
+    let (env, _f) = setup();
+    let pv = Private::with_root();
+    let victim = Victim::new();
+    let theirs = pv.root.join("theirs");
+    as_attacker(&format!("mkdir {}", sh_quote(&theirs)));
+    let link = pv.root.join("link");
+    as_attacker(&format!(
+        "ln -s {} {}",
+        sh_quote(&victim.dir),
+        sh_quote(&link)
+    ));
+    for (mnt, why) in [(&theirs, "is owned by uid"), (&link, "is a symbolic link")] {
+        let out = Command::new(wcfsd_bin())
+            .arg(&env.zurl)
+            .arg(mnt)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{}: {}", mnt.display(), text(&out));
+        let msg = text(&out);
+        assert!(
+            msg.contains(&format!("refusing {}", mnt.display())) && msg.contains(why),
+            "{msg}"
+        );
+        assert!(pv.mounts().is_empty(), "{:?}", pv.mounts());
+        victim.assert_untouched(&mnt.display().to_string());
+    }
+    let ours = pv.root.join("ours");
+    std::fs::create_dir(&ours).unwrap();
+    let logfile = env.dir.path().join("ours.log");
+    let w = common::Wcfs::start(&env.zurl, &ours, &logfile, &[]).unwrap_or_else(|e| panic!("{e}"));
+    drop(w);
+    assert!(pv.mounts().is_empty(), "{:?}", pv.mounts());
+}

@@ -7,6 +7,34 @@
 //! its parent created with mode 1777 so that every user can join. Next to
 //! the mountpoint live `<sha1>.lock` (serializes starting and stopping)
 //! and `<sha1>.log` (the log of daemons started in the background).
+//! `$WCFS_MOUNT_ROOT` names another mount root ([`Config::mount_root`]):
+//! for tests, which must not touch the machine's.
+//!
+//! # A directory everyone can write to
+//!
+//! Because every user may create names in the mount root, nothing found
+//! there is trusted that we did not create: the root must be a real
+//! directory of root's or ours, sticky if others may write to it; the
+//! mountpoint our own directory; the lock and the log regular files of
+//! ours (or root's) with a single link. They are made and opened relative
+//! to a checked descriptor of the root, without following links, created
+//! exclusively, and checked on what was opened. Anything else —
+//! a symbolic link to `/etc`, a hard link to a file of root's, another
+//! user's directory, a FIFO — is refused ([`Error::Unsafe`], naming the
+//! path and the reason) before anything is mounted, written or removed
+//! through it. The rules, and why a name once checked stays ours until
+//! the mount, are in the `place` module. The zurl never reaches a path:
+//! the names are the SHA-1 of the zurl; it is shown escaped (see
+//! [`shown`]) wherever it is printed or logged.
+//!
+//! # Users
+//!
+//! Whoever runs the lifecycle — root or an ordinary user — starts a daemon
+//! of their own, mounted through `fusermount3` for an ordinary user. A
+//! FUSE mount without `allow_other` answers only its owner (not even
+//! root): another user who finds it ([`State::OtherUser`], from the
+//! mount's `user_id`) gets a clear error ([`Error::OtherUser`]) instead of
+//! a probe that fails with `EACCES`; only root may stop it for them.
 //!
 //! # What is there
 //!
@@ -21,7 +49,9 @@
 //!   killed and left its mount behind;
 //! - ours, no answer within the probe timeout, or the daemon process is
 //!   stopped (SIGSTOP): *stuck*;
-//! - ours, answering something else or failing otherwise: *unhealthy*.
+//! - ours, answering something else or failing otherwise: *unhealthy*;
+//! - ours but mounted by another user: *another user's* — not probed
+//!   (their mount answers nobody else).
 //!
 //! The daemon process is found through its `/dev/fuse` descriptors (SPEC
 //! §4: the daemon keeps them itself): the FUSE connection number is the
@@ -36,14 +66,16 @@
 //! others find it healthy once they get the lock. Under the lock it
 //! re-checks: healthy → done; dead → lazy-unmount the leftover (and kill
 //! the process if one still holds the aborted connection); stuck,
-//! unhealthy or foreign → error (a daemon that is slow is not ours to kill
+//! unhealthy, foreign or another user's → error (a daemon that is slow is not ours to kill
 //! behind its clients' backs: `wcfsd stop` does that on request). Then it
 //! starts `wcfsd [args] ZURL MOUNTPOINT` detached — double fork, `setsid`,
 //! cwd `/`, stdin `/dev/null`, stdout and stderr appended to `<sha1>.log`
 //! — so that the daemon outlives the caller, is not its child (no zombie
 //! in a long-lived application) and keeps no terminal. It waits until
 //! `.wcfs/zurl` reads back the zurl, the daemon exits (error with the tail
-//! of its log), or the start timeout passes (the daemon is killed, error).
+//! of its log, read from the descriptor we appended through), or the start
+//! timeout passes (the daemon is killed, error). The daemon checks the
+//! mountpoint once more right before it mounts ([`check_mountpoint`]).
 //!
 //! Which binary: [`Config::wcfsd`] if given; else `$WCFS_WCFSD`; else
 //! `wcfsd` next to the running executable; else `wcfsd` next to the
@@ -61,9 +93,13 @@
 //! after which it unmounts and exits by itself; if it has not within the
 //! grace period, or it is stuck or dead to begin with, the FUSE connection
 //! is aborted (`/sys/fs/fuse/connections/<N>/abort`, mounting fusectl if
-//! needed — every request in flight then fails with ENOTCONN instead of
-//! hanging), the process is SIGKILLed (which also ends a SIGSTOPped one)
-//! and the mount is detached lazily.
+//! needed and we are root — every request in flight then fails with
+//! ENOTCONN instead of hanging), the process is SIGKILLed (which also ends
+//! a SIGSTOPped one) and the mount is detached lazily (never through a
+//! symbolic link; `fusermount3 -u -z` for an ordinary user). An ordinary
+//! user stops only their own daemon; root may stop anyone's. A lock file
+//! that is not ours does not keep a stop from working: it goes on without
+//! the lock, as it does when the lock is held too long.
 //!
 //! # Foreground serving
 //!

@@ -51,10 +51,12 @@
 //! assume and do not check (`/dev/shm` may itself be a symbolic link on
 //! some systems).
 //!
-//! That is why the mountpoint can be handed to the kernel by path. The
-//! daemon checks it once more right before mounting ([`check_mountpoint`]),
-//! for the only change left: root, or our own user, replacing it in
-//! between. Mounting through `/proc/self/fd/N` of a checked `O_PATH`
+//! That is why the mountpoint can be handed to the kernel by path: no
+//! other user can make that path name anything else between our check
+//! and the mount. The daemon checks it once more right before mounting
+//! ([`check_mountpoint`]), for the only change left: root, or our own
+//! user, replacing it in between (which is no attack: either could mount
+//! anything anywhere it can write anyway). Mounting through `/proc/self/fd/N` of a checked `O_PATH`
 //! descriptor would not help: fuser canonicalizes the mountpoint and
 //! fusermount3 resolves it with `realpath` before mounting, so both turn
 //! it back into this path.
@@ -475,11 +477,12 @@ impl Root {
     }
 }
 
-/// Right before mounting at `mountpoint`: when it lies in a directory that
-/// others may write to (as the mount root), it must be our own directory,
-/// not a symbolic link, in a directory owned by root or us and sticky
-/// (see the module doc). Elsewhere (a mountpoint the user chose in a
-/// directory of their own) nothing more is asked.
+/// Right before mounting at `mountpoint`: when it lies in a directory
+/// every user may write to (as the mount root, or `/tmp`), it must be our
+/// own directory, not a symbolic link, in a directory owned by root or us
+/// and sticky (see the module doc). Elsewhere (a mountpoint the user chose
+/// in a directory of their own) nothing more is asked. wcfsd calls it
+/// when it checks its mountpoint and again just before the mount.
 pub fn check_mountpoint(mountpoint: &Path) -> Result<(), Error> {
     let Some(name) = mountpoint.file_name() else {
         return Ok(());
