@@ -933,3 +933,59 @@ fn daemon_refuses_a_foreign_mountpoint_in_a_shared_dir() {
     drop(w);
     assert!(pv.mounts().is_empty(), "{:?}", pv.mounts());
 }
+
+/// As `nobody`: a killed daemon's dead mount is cleaned up by the next
+/// start (through fusermount3), and a stopped (SIGSTOP) daemon is stopped
+/// all the same — its connection aborted through fusectl, whose files
+/// belong to the mount's owner.
+#[test]
+fn ordinary_user_recovers_dead_and_stops_stuck() {
+    let (_env, _f) = setup();
+    let zurl = _env.zurl.clone();
+    let pv = Private::with_root();
+    let root = pv.root.clone();
+    let user = Some(nobody());
+    let z = OsStr::new(&zurl);
+    let pid_of = || {
+        let st = lifecycle::status_in(&zurl, &cfg(&root)).unwrap();
+        assert_eq!(
+            st.state,
+            lifecycle::State::OtherUser(nobody().0),
+            "{}",
+            st.summary()
+        );
+        st.pid.expect("daemon pid")
+    };
+
+    let out = wcfsd_as(&root, user, &[OsStr::new("start"), z]);
+    assert!(out.status.success(), "start: {}", text(&out));
+    let pid = pid_of();
+    sys::signal(pid, libc::SIGKILL).unwrap();
+    assert!(sys::wait_until(Duration::from_secs(10), || !sys::alive(
+        pid
+    )));
+    let out = wcfsd_as(&root, user, &[OsStr::new("status"), z]);
+    assert_eq!(out.status.code(), Some(1), "status of dead: {}", text(&out));
+    let out = wcfsd_as(&root, user, &[OsStr::new("start"), z]);
+    assert!(out.status.success(), "start over dead: {}", text(&out));
+    assert!(text(&out).contains("over the dead mount"), "{}", text(&out));
+    assert_eq!(pv.mounts().len(), 1, "{:?}", pv.mounts());
+
+    let pid = pid_of();
+    sys::signal(pid, libc::SIGSTOP).unwrap();
+    let out = wcfsd_as(
+        &root,
+        user,
+        &[
+            OsStr::new("stop"),
+            OsStr::new("-timeout"),
+            OsStr::new("1s"),
+            z,
+        ],
+    );
+    assert!(out.status.success(), "stop of stuck: {}", text(&out));
+    assert!(text(&out).contains("stuck"), "{}", text(&out));
+    assert!(pv.mounts().is_empty(), "{:?}", pv.mounts());
+    assert!(!sys::alive(pid), "the stuck daemon lives");
+    assert_quiet_log(&std::fs::read_to_string(cfg(&root).log_path(&zurl)).unwrap());
+}

@@ -269,7 +269,8 @@ impl Root {
     /// Opens and checks the mount root at `path`, creating it (mode 1777)
     /// when missing.
     pub(crate) fn create(path: &Path) -> Result<Root, Error> {
-        Self::open_or_create(path, true).map(|r| r.expect("created"))
+        Self::open_or_create(path, true)?
+            .ok_or_else(|| Error::io(path.display(), io::Error::from_raw_os_error(libc::ENOENT)))
     }
 
     fn open_or_create(path: &Path, create: bool) -> Result<Option<Root>, Error> {
