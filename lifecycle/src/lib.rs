@@ -1023,6 +1023,33 @@ mod tests {
     }
 
     #[test]
+    fn zurls_are_shown_escaped() {
+        assert_eq!(shown("file:///srv/data.fs"), "file:///srv/data.fs");
+        assert_eq!(shown("file:///a b/é.fs"), "file:///a b/é.fs");
+        assert_eq!(shown("file:///x\n/y"), r#""file:///x\n/y""#);
+        assert_eq!(shown("z\u{1b}[2J"), r#""z\u{1b}[2J""#);
+        assert_eq!(shown("a\\b"), r#""a\\b""#);
+    }
+
+    #[test]
+    fn config_mount_root_places_everything() {
+        // ($WCFS_MOUNT_ROOT is exercised through wcfsd in the daemon's
+        // lifecycle_shared tests: setting it here would race other tests.)
+        let cfg = Config {
+            mount_root: "/tmp/elsewhere".into(),
+            ..Config::default()
+        };
+        assert_eq!(
+            cfg.mountpoint("abc"),
+            PathBuf::from("/tmp/elsewhere/a9993e364706816aba3e25717850c26c9cd0d89d")
+        );
+        assert_eq!(
+            cfg.log_path("abc"),
+            PathBuf::from("/tmp/elsewhere/a9993e364706816aba3e25717850c26c9cd0d89d.log")
+        );
+    }
+
+    #[test]
     fn binary_given_must_be_executable() {
         let cfg = Config {
             wcfsd: Some("/nonexistent/wcfsd".into()),

@@ -553,6 +553,13 @@ mod tests {
         assert_eq!(m.fstype, "fuse.wcfs");
         assert_eq!(m.source, "file:///tmp/x y/data.fs");
         assert_eq!(m.fuse_conn(), 41);
+        assert_eq!(m.user_id, Some(0));
+        let m = parse_mountinfo_line(
+            "50 27 0:45 / /dev/shm/wcfs/ab rw,nosuid,nodev - fuse.wcfs file:///x \
+             rw,user_id=65534,group_id=65534",
+        )
+        .unwrap();
+        assert_eq!(m.user_id, Some(65534));
         let m = parse_mountinfo_line("1 2 259:3 / /x rw - ext4 /dev/nvme0n1p3 rw").unwrap();
         assert_eq!(m.fuse_conn(), (259 << 20) | 3);
         assert!(parse_mountinfo_line("garbage").is_none());
