@@ -27,6 +27,8 @@ ZURL's own mountpoint is /dev/shm/wcfs/<sha1 hex of ZURL>: where clients joining
 (wcfs_join) look, and where they start `wcfsd -autoexit ZURL MOUNTPOINT` in the background
 when asked to. Background daemons log to /dev/shm/wcfs/<sha1>.log. The binary joining
 clients start is $WCFS_WCFSD, else wcfsd next to the program or to libwcfs.so, else on $PATH.
+$WCFS_MOUNT_ROOT names another directory than /dev/shm/wcfs (for tests). Anything there
+that is not wcfs's own (a symbolic link, another user's entry, a hard link) is refused.
 
 options (single or double dash):
   -debug           enable debugging features (.wcfs/debug/) and debug logging

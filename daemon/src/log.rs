@@ -74,7 +74,7 @@ impl Log for Logger {
             timestamp(SystemTime::now()),
             std::process::id(),
             r.target(),
-            r.args()
+            Escaped(r.args())
         );
         // One write per line: lines of concurrent threads do not interleave.
         let _ = std::io::stderr().lock().write_all(line.as_bytes());
@@ -91,6 +91,32 @@ fn expected_fuser_warning(r: &Record) -> bool {
     let msg = r.args().to_string();
     msg.starts_with("Failed to umount filesystem")
         && msg.contains(&format!("(os error {})", libc::EINVAL))
+}
+
+/// A message with its control characters escaped (`\n`, `\r`, `\t`,
+/// `\u{1b}`, …): one record is one line, and nothing in a message — a
+/// zurl, a path, a client's text — can end a line or forge another, or
+/// send escape sequences to a terminal showing the log.
+struct Escaped<'a>(&'a std::fmt::Arguments<'a>);
+
+impl std::fmt::Display for Escaped<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use std::fmt::Write as _;
+        let msg = match self.0.as_str() {
+            Some(s) => std::borrow::Cow::Borrowed(s),
+            None => std::borrow::Cow::Owned(self.0.to_string()),
+        };
+        for c in msg.chars() {
+            if c.is_control() {
+                for e in c.escape_default() {
+                    f.write_char(e)?;
+                }
+            } else {
+                f.write_char(c)?;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// `MMDD HH:MM:SS.uuuuuu` in UTC, as glog prints it.
@@ -127,6 +153,19 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn messages_are_one_line() {
+        let zurl = "file:///tmp/a\nI1125 forged] b\r\u{1b}[2J\u{85}c";
+        let got = Escaped(&format_args!("serving {zurl}")).to_string();
+        assert_eq!(
+            got,
+            "serving file:///tmp/a\\nI1125 forged] b\\r\\u{1b}[2J\\u{85}c"
+        );
+        assert!(!got.chars().any(char::is_control), "{got:?}");
+        let plain = Escaped(&format_args!("plain {} é", 1)).to_string();
+        assert_eq!(plain, "plain 1 é");
+    }
 
     #[test]
     fn timestamps() {

@@ -46,7 +46,18 @@ fn release_large_buffers() {
 
 fn main() -> ExitCode {
     release_large_buffers();
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    // Arguments that are not UTF-8 (a zurl with odd bytes) are refused
+    // with a message, not a panic.
+    let mut args = Vec::new();
+    for a in std::env::args_os().skip(1) {
+        match a.into_string() {
+            Ok(a) => args.push(a),
+            Err(a) => {
+                eprintln!("wcfsd: argument {a:?} is not valid UTF-8");
+                return ExitCode::from(2);
+            }
+        }
+    }
     match cli::parse(&args) {
         Ok(Command::Help) => {
             println!("{}", cli::USAGE);
@@ -95,7 +106,7 @@ fn main() -> ExitCode {
                     } else {
                         "started"
                     };
-                    eprintln!("wcfsd: {zurl}: {what}{pid}");
+                    eprintln!("wcfsd: {}: {what}{pid}", lifecycle::shown(&zurl));
                     println!("{}", s.mountpoint.display());
                     ExitCode::SUCCESS
                 }
@@ -113,7 +124,7 @@ fn main() -> ExitCode {
                     ExitCode::from(status_code(&st.state))
                 }
                 Err(e) => {
-                    println!("{zurl}: unknown: {e}");
+                    println!("{}: unknown: {e}", lifecycle::shown(&zurl));
                     ExitCode::from(4)
                 }
             }
@@ -128,7 +139,8 @@ fn main() -> ExitCode {
                     let pid = s.pid.map_or(String::new(), |p| format!(" pid {p}"));
                     let mnt = s.mountpoint.display();
                     println!(
-                        "{zurl}: {}",
+                        "{}: {}",
+                        lifecycle::shown(&zurl),
                         match s.how {
                             lifecycle::StopHow::NotRunning => format!("not running ({mnt})"),
                             lifecycle::StopHow::Graceful =>
@@ -169,11 +181,31 @@ fn serve(zurl: &str, mountpoint: &Path, mut opts: cli::Options) -> ExitCode {
     match wcfsd::fs::serve(zurl, mountpoint, opts) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            log::error!("{e}");
-            eprintln!("wcfsd: {e}");
+            let hint = dev_fuse_hint(&e);
+            log::error!("{e}{hint}");
+            eprintln!("wcfsd: {e}{hint}");
             ExitCode::FAILURE
         }
     }
+}
+
+/// What to do when an ordinary user's mount failed for want of
+/// `/dev/fuse`: fuser opens it before it hands the mount to fusermount3,
+/// and some machines (containers) leave it mode 0600 where udev makes it
+/// 0666.
+fn dev_fuse_hint(e: &wcfsd::fs::Error) -> String {
+    use nix::unistd::{access, geteuid, AccessFlags};
+    let denied = matches!(e, wcfsd::fs::Error::Mount { source, .. }
+        if source.kind() == std::io::ErrorKind::PermissionDenied);
+    if !denied
+        || geteuid().is_root()
+        || access("/dev/fuse", AccessFlags::R_OK | AccessFlags::W_OK).is_ok()
+    {
+        return String::new();
+    }
+    " (this user may not open /dev/fuse: an ordinary user needs it mode 0666, \
+     as udev makes it; `chmod 0666 /dev/fuse` as root)"
+        .into()
 }
 
 /// Exit status of `wcfsd status`, after the LSB init-script convention:
@@ -186,7 +218,8 @@ fn status_code(state: &lifecycle::State) -> u8 {
         lifecycle::State::Absent => 3,
         lifecycle::State::Stuck(_)
         | lifecycle::State::Unhealthy(_)
-        | lifecycle::State::Foreign(_) => 4,
+        | lifecycle::State::Foreign(_)
+        | lifecycle::State::OtherUser(_) => 4,
     }
 }
 

@@ -34,6 +34,17 @@ pub enum Error {
         mountpoint: PathBuf,
         what: String,
     },
+    /// The wcfsd of the zurl runs as another user (this uid); its mount is
+    /// private to that user (`EACCES`).
+    OtherUser {
+        zurl: String,
+        mountpoint: PathBuf,
+        uid: u32,
+    },
+    /// Something under the mount root that we did not create, or a mount
+    /// root we cannot trust: a symbolic link, another owner, a hard link,
+    /// the wrong type (`EPERM`). Nothing was done through it.
+    Unsafe { path: PathBuf, why: String },
     /// `serve` found a healthy daemon already serving the zurl (`EEXIST`).
     AlreadyServed {
         zurl: String,
@@ -80,6 +91,8 @@ impl Error {
             Error::Unhealthy { .. } => libc::EIO,
             Error::Foreign { .. } => libc::EBUSY,
             Error::AlreadyServed { .. } => libc::EEXIST,
+            Error::OtherUser { .. } => libc::EACCES,
+            Error::Unsafe { .. } => libc::EPERM,
             Error::StartFailed { timed_out, .. } => {
                 if *timed_out {
                     libc::ETIMEDOUT
@@ -94,6 +107,7 @@ impl Error {
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use crate::shown;
         match self {
             Error::BadZurl { zurl } => write!(
                 f,
@@ -104,14 +118,16 @@ impl fmt::Display for Error {
                 f,
                 "no wcfsd serves {zurl} (nothing mounted at {}); start one with \
                  `wcfsd serve {zurl}`, or join with autostart",
-                mountpoint.display()
+                mountpoint.display(),
+                zurl = shown(zurl)
             ),
             Error::Dead { zurl, mountpoint } => write!(
                 f,
                 "the wcfsd that served {zurl} at {} is gone (the mount answers \
                  ENOTCONN); join with autostart to start a new one, or clean up \
                  with `wcfsd stop {zurl}`",
-                mountpoint.display()
+                mountpoint.display(),
+                zurl = shown(zurl)
             ),
             Error::Stuck {
                 zurl,
@@ -121,7 +137,8 @@ impl fmt::Display for Error {
                 f,
                 "the wcfsd serving {zurl} at {} does not answer: {why}; \
                  `wcfsd stop {zurl}` kills it",
-                mountpoint.display()
+                mountpoint.display(),
+                zurl = shown(zurl)
             ),
             Error::Unhealthy {
                 zurl,
@@ -130,7 +147,8 @@ impl fmt::Display for Error {
             } => write!(
                 f,
                 "the wcfsd serving {zurl} at {} is unhealthy: {why}",
-                mountpoint.display()
+                mountpoint.display(),
+                zurl = shown(zurl)
             ),
             Error::Foreign {
                 zurl,
@@ -140,14 +158,38 @@ impl fmt::Display for Error {
                 f,
                 "{} (the mountpoint of {zurl}) has {what} mounted on it, not a \
                  wcfsd serving {zurl}; not touching it",
-                mountpoint.display()
+                mountpoint.display(),
+                zurl = shown(zurl)
+            ),
+            Error::OtherUser {
+                zurl,
+                mountpoint,
+                uid,
+            } => write!(
+                f,
+                "{zurl} is served at {} by the wcfsd of uid {uid}, whose mount only that \
+                 user can use (it is not mounted allow_other); join as uid {uid}, or stop \
+                 it (as that user or root) to serve it as yourself",
+                mountpoint.display(),
+                zurl = shown(zurl)
+            ),
+            Error::Unsafe { path, why } => write!(
+                f,
+                "refusing {}: it {why}; wcfs uses only what it created itself there \
+                 (remove it, as its owner or root, if it is a leftover)",
+                path.display()
             ),
             Error::AlreadyServed {
                 zurl,
                 mountpoint,
                 pid,
             } => {
-                write!(f, "{zurl} is already served at {}", mountpoint.display())?;
+                write!(
+                    f,
+                    "{} is already served at {}",
+                    shown(zurl),
+                    mountpoint.display()
+                )?;
                 if let Some(pid) = pid {
                     write!(f, " by wcfsd pid {pid}")?;
                 }
@@ -167,7 +209,8 @@ impl fmt::Display for Error {
             } => {
                 write!(
                     f,
-                    "starting wcfsd for {zurl}: {why} (log: {})",
+                    "starting wcfsd for {}: {why} (log: {})",
+                    shown(zurl),
                     log.display()
                 )?;
                 if !log_tail.is_empty() {

@@ -7,6 +7,34 @@
 //! its parent created with mode 1777 so that every user can join. Next to
 //! the mountpoint live `<sha1>.lock` (serializes starting and stopping)
 //! and `<sha1>.log` (the log of daemons started in the background).
+//! `$WCFS_MOUNT_ROOT` names another mount root ([`Config::mount_root`]):
+//! for tests, which must not touch the machine's.
+//!
+//! # A directory everyone can write to
+//!
+//! Because every user may create names in the mount root, nothing found
+//! there is trusted that we did not create: the root must be a real
+//! directory of root's or ours, sticky if others may write to it; the
+//! mountpoint our own directory; the lock and the log regular files of
+//! ours (or root's) with a single link. They are made and opened relative
+//! to a checked descriptor of the root, without following links, created
+//! exclusively, and checked on what was opened. Anything else —
+//! a symbolic link to `/etc`, a hard link to a file of root's, another
+//! user's directory, a FIFO — is refused ([`Error::Unsafe`], naming the
+//! path and the reason) before anything is mounted, written or removed
+//! through it. The rules, and why a name once checked stays ours until
+//! the mount, are in the `place` module. The zurl never reaches a path:
+//! the names are the SHA-1 of the zurl; it is shown escaped (see
+//! [`shown`]) wherever it is printed or logged.
+//!
+//! # Users
+//!
+//! Whoever runs the lifecycle — root or an ordinary user — starts a daemon
+//! of their own, mounted through `fusermount3` for an ordinary user. A
+//! FUSE mount without `allow_other` answers only its owner (not even
+//! root): another user who finds it ([`State::OtherUser`], from the
+//! mount's `user_id`) gets a clear error ([`Error::OtherUser`]) instead of
+//! a probe that fails with `EACCES`; only root may stop it for them.
 //!
 //! # What is there
 //!
@@ -21,7 +49,9 @@
 //!   killed and left its mount behind;
 //! - ours, no answer within the probe timeout, or the daemon process is
 //!   stopped (SIGSTOP): *stuck*;
-//! - ours, answering something else or failing otherwise: *unhealthy*.
+//! - ours, answering something else or failing otherwise: *unhealthy*;
+//! - ours but mounted by another user: *another user's* — not probed
+//!   (their mount answers nobody else).
 //!
 //! The daemon process is found through its `/dev/fuse` descriptors (SPEC
 //! §4: the daemon keeps them itself): the FUSE connection number is the
@@ -36,14 +66,16 @@
 //! others find it healthy once they get the lock. Under the lock it
 //! re-checks: healthy → done; dead → lazy-unmount the leftover (and kill
 //! the process if one still holds the aborted connection); stuck,
-//! unhealthy or foreign → error (a daemon that is slow is not ours to kill
+//! unhealthy, foreign or another user's → error (a daemon that is slow is not ours to kill
 //! behind its clients' backs: `wcfsd stop` does that on request). Then it
 //! starts `wcfsd [args] ZURL MOUNTPOINT` detached — double fork, `setsid`,
 //! cwd `/`, stdin `/dev/null`, stdout and stderr appended to `<sha1>.log`
 //! — so that the daemon outlives the caller, is not its child (no zombie
 //! in a long-lived application) and keeps no terminal. It waits until
 //! `.wcfs/zurl` reads back the zurl, the daemon exits (error with the tail
-//! of its log), or the start timeout passes (the daemon is killed, error).
+//! of its log, read from the descriptor we appended through), or the start
+//! timeout passes (the daemon is killed, error). The daemon checks the
+//! mountpoint once more right before it mounts ([`check_mountpoint`]).
 //!
 //! Which binary: [`Config::wcfsd`] if given; else `$WCFS_WCFSD`; else
 //! `wcfsd` next to the running executable; else `wcfsd` next to the
@@ -61,9 +93,13 @@
 //! after which it unmounts and exits by itself; if it has not within the
 //! grace period, or it is stuck or dead to begin with, the FUSE connection
 //! is aborted (`/sys/fs/fuse/connections/<N>/abort`, mounting fusectl if
-//! needed — every request in flight then fails with ENOTCONN instead of
-//! hanging), the process is SIGKILLed (which also ends a SIGSTOPped one)
-//! and the mount is detached lazily.
+//! needed and we are root — every request in flight then fails with
+//! ENOTCONN instead of hanging), the process is SIGKILLed (which also ends
+//! a SIGSTOPped one) and the mount is detached lazily (never through a
+//! symbolic link; `fusermount3 -u -z` for an ordinary user). An ordinary
+//! user stops only their own daemon; root may stop anyone's. A lock file
+//! that is not ours does not keep a stop from working: it goes on without
+//! the lock, as it does when the lock is held too long.
 //!
 //! # Foreground serving
 //!
@@ -82,66 +118,124 @@
 //! and that must not be us.
 
 mod error;
+mod place;
 pub mod sys;
 
 pub use error::Error;
+pub use place::check_mountpoint;
 
+use place::{Kind, Root};
+use std::borrow::Cow;
 use std::ffi::{CStr, OsStr, OsString};
 use std::fs;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 use sys::{FileLock, Probe};
 
-/// The directory under which joined daemons are mounted.
+/// The directory under which joined daemons are mounted, unless
+/// [`MOUNT_ROOT_ENV`] names another.
 pub const MOUNT_ROOT: &str = "/dev/shm/wcfs";
+
+/// Environment variable naming another mount root (for tests, which must
+/// not touch the machine's; the directories above it must be as safe as
+/// `/dev/shm`: see the module doc of `place`).
+pub const MOUNT_ROOT_ENV: &str = "WCFS_MOUNT_ROOT";
 
 /// Environment variable naming the wcfsd binary to start.
 pub const WCFSD_ENV: &str = "WCFS_WCFSD";
 
-/// The mountpoint at which the daemon serving `zurl` is expected.
+/// The mount root in force: `$WCFS_MOUNT_ROOT` when set (made absolute),
+/// else [`MOUNT_ROOT`].
+pub fn mount_root() -> PathBuf {
+    match std::env::var_os(MOUNT_ROOT_ENV).filter(|v| !v.is_empty()) {
+        Some(v) => std::path::absolute(&v).unwrap_or_else(|_| PathBuf::from(v)),
+        None => PathBuf::from(MOUNT_ROOT),
+    }
+}
+
+/// The name of a zurl's mountpoint: the SHA-1 of the zurl in hex, so that
+/// nothing of the zurl itself reaches a path.
+fn hex_name(zurl: &str) -> String {
+    sha1_smol::Sha1::from(zurl.as_bytes()).digest().to_string()
+}
+
+/// The mountpoint at which the daemon serving `zurl` is expected (under
+/// [`mount_root`]).
 pub fn mountpoint_for(zurl: &str) -> PathBuf {
-    let hex = sha1_smol::Sha1::from(zurl.as_bytes()).digest().to_string();
-    PathBuf::from(MOUNT_ROOT).join(hex)
+    mount_root().join(hex_name(zurl))
 }
 
 /// The lock serializing starts and stops of the daemon of `zurl`.
 pub fn lock_path(zurl: &str) -> PathBuf {
-    sibling(zurl, "lock")
+    mount_root().join(lock_name(zurl))
 }
 
 /// The log of daemons of `zurl` started in the background.
 pub fn log_path(zurl: &str) -> PathBuf {
-    sibling(zurl, "log")
+    mount_root().join(log_name(zurl))
+}
+
+fn lock_name(zurl: &str) -> String {
+    format!("{}.lock", hex_name(zurl))
+}
+
+fn log_name(zurl: &str) -> String {
+    format!("{}.log", hex_name(zurl))
+}
+
+/// A zurl as messages and logs show it: as is when every character of it
+/// prints plainly, else quoted with escapes (a zurl with a newline, an
+/// escape sequence or odd bytes cannot forge a log line).
+pub fn shown(zurl: &str) -> Cow<'_, str> {
+    let quoted = format!("{zurl:?}");
+    if quoted.len() == zurl.len() + 2 {
+        Cow::Borrowed(zurl)
+    } else {
+        Cow::Owned(quoted)
+    }
 }
 
 /// Stops the daemon of `zurl` (if any) and removes everything of it under
-/// [`MOUNT_ROOT`]: the mountpoint, the lock and the log. For tests and
-/// tear-down scripts only — removing the lock file is safe only while
-/// nobody else can be starting or joining this zurl (a process waiting on
-/// the old lock and one locking a new file would both go ahead).
+/// the mount root: the mountpoint, the lock and the log — each only if it
+/// is ours (see `place`; what is not is left alone and reported). For
+/// tests and tear-down scripts only — removing the lock file is safe only
+/// while nobody else can be starting or joining this zurl (a process
+/// waiting on the old lock and one locking a new file would both go
+/// ahead).
 pub fn remove_all(zurl: &str, cfg: &Config) -> Result<(), Error> {
     let stopped = stop(zurl, cfg).map(|_| ());
-    let mnt = mountpoint_for(zurl);
-    if let Ok(Some(_)) = sys::mount_at(&mnt) {
-        let _ = sys::lazy_unmount(&mnt);
+    let root = match Root::open(&cfg.mount_root) {
+        Ok(Some(root)) => root,
+        Ok(None) => return stopped,
+        Err(e) => return stopped.and(Err(e)),
+    };
+    let mnt = cfg.mountpoint(zurl);
+    let mut trouble = stopped.err();
+    match sys::mount_at(&mnt) {
+        Ok(Some(m)) if is_ours(&m, zurl) => {
+            let _ = sys::lazy_unmount(&mnt);
+        }
+        _ => {}
     }
-    let _ = std::fs::remove_dir(&mnt);
-    let _ = std::fs::remove_file(lock_path(zurl));
-    let _ = std::fs::remove_file(log_path(zurl));
-    stopped
-}
-
-fn sibling(zurl: &str, ext: &str) -> PathBuf {
-    let mut p = mountpoint_for(zurl).into_os_string();
-    p.push(".");
-    p.push(ext);
-    PathBuf::from(p)
+    let hex = hex_name(zurl);
+    // Never look up the mountpoint while something is mounted on it.
+    if sys::mount_at(&mnt).ok().flatten().is_none() {
+        if let Err(e) = root.remove(OsStr::new(&hex), Kind::Mountpoint) {
+            trouble.get_or_insert(e);
+        }
+    }
+    for (name, kind) in [(lock_name(zurl), Kind::Lock), (log_name(zurl), Kind::Log)] {
+        if let Err(e) = root.remove(OsStr::new(&name), kind) {
+            trouble.get_or_insert(e);
+        }
+    }
+    trouble.map_or(Ok(()), Err)
 }
 
 /// How to start the daemon and how long to wait for things.
@@ -158,6 +252,8 @@ pub struct Config {
     /// How long `stop` waits after SIGTERM before killing, and after
     /// killing for the process to be gone.
     pub stop_grace: Duration,
+    /// Where mountpoints, locks and logs live: [`mount_root`] by default.
+    pub mount_root: PathBuf,
 }
 
 impl Default for Config {
@@ -170,6 +266,7 @@ impl Default for Config {
             start_timeout: Duration::from_secs(30),
             probe_timeout: Duration::from_secs(5),
             stop_grace: Duration::from_secs(10),
+            mount_root: mount_root(),
         }
     }
 }
@@ -182,6 +279,21 @@ impl Config {
             daemon_args: vec!["-autoexit".into()],
             ..Config::default()
         }
+    }
+
+    /// The mountpoint of `zurl` under this configuration's mount root.
+    pub fn mountpoint(&self, zurl: &str) -> PathBuf {
+        self.mount_root.join(hex_name(zurl))
+    }
+
+    /// The lock of `zurl` under this configuration's mount root.
+    pub fn lock_path(&self, zurl: &str) -> PathBuf {
+        self.mount_root.join(lock_name(zurl))
+    }
+
+    /// The log of `zurl` under this configuration's mount root.
+    pub fn log_path(&self, zurl: &str) -> PathBuf {
+        self.mount_root.join(log_name(zurl))
     }
 
     /// Longest a start can hold the lock: others wait this long for it.
@@ -199,6 +311,9 @@ pub enum State {
     Stuck(String),
     Unhealthy(String),
     Foreign(String),
+    /// The wcfsd of this zurl, but mounted by another user (this uid): its
+    /// mount is private to that user (no `allow_other`).
+    OtherUser(u32),
 }
 
 /// The daemon of a zurl as [`status`] found it.
@@ -222,16 +337,22 @@ impl Status {
     pub fn summary(&self) -> String {
         let mnt = self.mountpoint.display();
         let pid = self.pid.map_or(String::new(), |p| format!(" (pid {p})"));
+        let zurl = shown(&self.zurl);
         match &self.state {
-            State::Absent => format!("{}: not running (nothing mounted at {mnt})", self.zurl),
-            State::Healthy => format!("{}: healthy: served at {mnt}{pid}", self.zurl),
+            State::Absent => format!("{}: not running (nothing mounted at {mnt})", zurl),
+            State::Healthy => format!("{}: healthy: served at {mnt}{pid}", zurl),
             State::Dead => format!(
                 "{}: dead: the daemon is gone, its mount at {mnt} answers ENOTCONN",
-                self.zurl
+                zurl
             ),
-            State::Stuck(why) => format!("{}: stuck{pid}: {why}", self.zurl),
-            State::Unhealthy(why) => format!("{}: unhealthy{pid}: {why}", self.zurl),
-            State::Foreign(what) => format!("{}: {mnt} has {what} mounted on it", self.zurl),
+            State::Stuck(why) => format!("{}: stuck{pid}: {why}", zurl),
+            State::Unhealthy(why) => format!("{}: unhealthy{pid}: {why}", zurl),
+            State::Foreign(what) => format!("{}: {mnt} has {what} mounted on it", zurl),
+            State::OtherUser(uid) => format!(
+                "{}: served at {mnt} by the wcfsd of uid {uid}{pid}, whose mount only \
+                 that user can use",
+                zurl
+            ),
         }
     }
 
@@ -255,6 +376,11 @@ impl Status {
                 zurl,
                 mountpoint,
                 what: what.clone(),
+            },
+            State::OtherUser(uid) => Error::OtherUser {
+                zurl,
+                mountpoint,
+                uid: *uid,
             },
         }
     }
@@ -280,12 +406,25 @@ fn is_ours(m: &sys::MountEntry, zurl: &str) -> bool {
 /// Looks at the mountpoint of `zurl` and says what serves there, probing
 /// the daemon with the default timeout.
 pub fn status(zurl: &str) -> Result<Status, Error> {
-    status_with(zurl, Config::default().probe_timeout)
+    status_in(zurl, &Config::default())
 }
 
 /// [`status`] with a probe timeout.
 pub fn status_with(zurl: &str, probe_timeout: Duration) -> Result<Status, Error> {
-    let mountpoint = mountpoint_for(zurl);
+    status_in(
+        zurl,
+        &Config {
+            probe_timeout,
+            ..Config::default()
+        },
+    )
+}
+
+/// [`status`] under a configuration (its mount root and probe timeout).
+/// A mount root or a mountpoint that is not ours (see `place`) is an
+/// error, not a state.
+pub fn status_in(zurl: &str, cfg: &Config) -> Result<Status, Error> {
+    let mountpoint = cfg.mountpoint(zurl);
     let mut st = Status {
         zurl: zurl.to_string(),
         mountpoint: mountpoint.clone(),
@@ -293,8 +432,13 @@ pub fn status_with(zurl: &str, probe_timeout: Duration) -> Result<Status, Error>
         pid: None,
         conn: None,
     };
+    let Some(root) = Root::open(&cfg.mount_root)? else {
+        return Ok(st);
+    };
     let mount = sys::mount_at(&mountpoint).map_err(|e| Error::io("/proc/self/mountinfo", e))?;
     let Some(m) = mount else {
+        // Nothing mounted: whatever has the name must be ours.
+        root.inspect(OsStr::new(&hex_name(zurl)), Kind::Mountpoint)?;
         return Ok(st);
     };
     if !is_ours(&m, zurl) {
@@ -304,12 +448,18 @@ pub fn status_with(zurl: &str, probe_timeout: Duration) -> Result<Status, Error>
     let conn = m.fuse_conn();
     st.conn = Some(conn);
     st.pid = sys::find_server(conn, zurl, &mountpoint);
+    if let Some(uid) = m.user_id.filter(|&u| u != sys::euid()) {
+        // Its mount answers nobody else (not even root): no probe.
+        st.state = State::OtherUser(uid);
+        return Ok(st);
+    }
     if let Some(pid) = st.pid {
         if sys::stopped(pid) {
             st.state = State::Stuck(format!("daemon pid {pid} is stopped (SIGSTOP?)"));
             return Ok(st);
         }
     }
+    let probe_timeout = cfg.probe_timeout;
     st.state = match sys::probe(&mountpoint, probe_timeout) {
         Probe::Answer(s) if s == zurl => State::Healthy,
         Probe::Answer(s) => State::Unhealthy(format!(".wcfs/zurl reads {s:?}")),
@@ -334,7 +484,7 @@ pub fn join(zurl: &str, autostart: bool) -> Result<PathBuf, Error> {
 pub fn join_with(zurl: &str, autostart: bool, cfg: &Config) -> Result<PathBuf, Error> {
     check_zurl(zurl)?;
     // The common case needs no lock: a daemon already serving.
-    let st = status_with(zurl, cfg.probe_timeout)?;
+    let st = status_in(zurl, cfg)?;
     if st.is_healthy() {
         return Ok(st.mountpoint);
     }
@@ -371,8 +521,10 @@ pub fn start(zurl: &str, cfg: &Config) -> Result<Started, Error> {
         });
     }
     let bin = wcfsd_binary(cfg)?;
-    let logpath = log_path(zurl);
-    let (log, log_from) = open_log(&logpath, &bin, cfg, zurl);
+    let logpath = cfg.log_path(zurl);
+    let (log, log_from) = open_log(&prep.root, &bin, cfg, zurl)?;
+    // What we read the tail from: the log we opened, not its name again.
+    let log_reader = log.as_ref().and_then(|f| f.try_clone().ok());
     let mut args: Vec<OsString> = cfg.daemon_args.iter().map(OsString::from).collect();
     args.push(zurl.into());
     args.push(mountpoint.clone().into_os_string());
@@ -382,7 +534,9 @@ pub fn start(zurl: &str, cfg: &Config) -> Result<Started, Error> {
         zurl: zurl.to_string(),
         why,
         log: logpath.clone(),
-        log_tail: sys::tail(&logpath, log_from, 20),
+        log_tail: log_reader
+            .as_ref()
+            .map_or(String::new(), |f| sys::tail(f, log_from, 20)),
         timed_out,
     };
     let deadline = Instant::now() + cfg.start_timeout;
@@ -446,16 +600,23 @@ struct Prepared {
     healthy: Option<Option<u32>>,
     cleaned_dead: bool,
     lock: FileLock,
+    root: Root,
 }
 
 /// Under the lock: a healthy daemon → report it; dead → clean up; stuck,
-/// unhealthy, foreign → error; then the mountpoint exists and is free.
+/// unhealthy, foreign, another user's → error; then the mountpoint exists,
+/// is ours and is free.
 fn prepare(zurl: &str, cfg: &Config) -> Result<Prepared, Error> {
-    ensure_root()?;
-    let lock = take_lock(zurl, cfg.lock_timeout())?.ok_or(Error::LockTimeout {
-        lock: lock_path(zurl),
+    let root = Root::create(&cfg.mount_root)?;
+    // Another user's daemon: say so, rather than refuse its lock file.
+    let st = status_in(zurl, cfg)?;
+    if let State::OtherUser(_) = st.state {
+        return Err(st.to_error());
+    }
+    let lock = take_lock(&root, zurl, cfg)?.ok_or(Error::LockTimeout {
+        lock: cfg.lock_path(zurl),
     })?;
-    let st = status_with(zurl, cfg.probe_timeout)?;
+    let st = status_in(zurl, cfg)?;
     let mut cleaned_dead = false;
     match st.state {
         State::Healthy => {
@@ -464,6 +625,7 @@ fn prepare(zurl: &str, cfg: &Config) -> Result<Prepared, Error> {
                 healthy: Some(st.pid),
                 cleaned_dead,
                 lock,
+                root,
             })
         }
         State::Dead => {
@@ -471,25 +633,24 @@ fn prepare(zurl: &str, cfg: &Config) -> Result<Prepared, Error> {
             cleaned_dead = true;
         }
         State::Absent => {}
-        State::Stuck(_) | State::Unhealthy(_) | State::Foreign(_) => return Err(st.to_error()),
+        State::Stuck(_) | State::Unhealthy(_) | State::Foreign(_) | State::OtherUser(_) => {
+            return Err(st.to_error())
+        }
     }
-    match fs::create_dir(&st.mountpoint) {
-        Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-        Err(e) => return Err(Error::io(format!("mkdir {}", st.mountpoint.display()), e)),
-    }
+    let mountpoint = root.make_mountpoint(OsStr::new(&hex_name(zurl)))?;
     Ok(Prepared {
-        mountpoint: st.mountpoint,
+        mountpoint,
         healthy: None,
         cleaned_dead,
         lock,
+        root,
     })
 }
 
-/// The lock of `zurl`, waiting at most `timeout` (None: timed out).
-fn take_lock(zurl: &str, timeout: Duration) -> Result<Option<FileLock>, Error> {
-    let path = lock_path(zurl);
-    FileLock::acquire(&path, timeout).map_err(|e| Error::io(path.display(), e))
+/// The lock of `zurl`, waiting at most the lock timeout (None: timed out).
+fn take_lock(root: &Root, zurl: &str, cfg: &Config) -> Result<Option<FileLock>, Error> {
+    let file = root.open_lock(OsStr::new(&lock_name(zurl)))?;
+    Ok(FileLock::acquire(file, cfg.lock_timeout()))
 }
 
 /// A dead mount: whatever process still holds the aborted connection is
@@ -531,24 +692,11 @@ fn kill_and_detach(pid: Option<u32>, conn: Option<u64>, mountpoint: &Path) -> Ve
     trouble
 }
 
-/// Creates [`MOUNT_ROOT`] with mode 1777 if missing (every user can join;
-/// the sticky bit keeps them from removing each other's mountpoints).
+/// Creates the mount root ([`mount_root`]) with mode 1777 if missing
+/// (every user can join; the sticky bit keeps them from removing or
+/// renaming each other's entries), and checks it (see `place`).
 pub fn ensure_root() -> Result<(), Error> {
-    match fs::create_dir(MOUNT_ROOT) {
-        Ok(()) => fs::set_permissions(MOUNT_ROOT, fs::Permissions::from_mode(0o1777))
-            .map_err(|e| Error::io(format!("chmod 1777 {MOUNT_ROOT}"), e)),
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-            if Path::new(MOUNT_ROOT).is_dir() {
-                Ok(())
-            } else {
-                Err(Error::io(
-                    MOUNT_ROOT,
-                    io::Error::from_raw_os_error(libc::ENOTDIR),
-                ))
-            }
-        }
-        Err(e) => Err(Error::io(format!("mkdir {MOUNT_ROOT}"), e)),
-    }
+    Root::create(&mount_root()).map(|_| ())
 }
 
 /// The wcfsd binary to start (see the module doc for the order).
@@ -634,17 +782,16 @@ fn this_object_dir() -> Option<PathBuf> {
 
 /// Opens the log for a started daemon (appending) and writes a header;
 /// returns it with the offset the new daemon's lines start at. None (the
-/// daemon's output is dropped) when the log cannot be opened — a log is
-/// not worth failing the start for.
-fn open_log(path: &Path, bin: &Path, cfg: &Config, zurl: &str) -> (Option<fs::File>, u64) {
-    let opened = fs::OpenOptions::new()
-        .append(true)
-        .create(true)
-        .mode(0o644)
-        .open(path)
-        .or_else(|_| fs::OpenOptions::new().append(true).open(path));
-    let Ok(mut f) = opened else {
-        return (None, 0);
+/// daemon's output is dropped) when we may not write to it; a log that is
+/// not ours (see `place`) is an error.
+fn open_log(
+    root: &Root,
+    bin: &Path,
+    cfg: &Config,
+    zurl: &str,
+) -> Result<(Option<fs::File>, u64), Error> {
+    let Some(mut f) = root.open_log(OsStr::new(&log_name(zurl)))? else {
+        return Ok((None, 0));
     };
     let from = f.metadata().map(|m| m.len()).unwrap_or(0);
     let now = SystemTime::now()
@@ -653,13 +800,14 @@ fn open_log(path: &Path, bin: &Path, cfg: &Config, zurl: &str) -> (Option<fs::Fi
         .as_secs();
     let _ = writeln!(
         f,
-        "--- unix time {now}: pid {} starts {} {} {zurl} {}",
+        "--- unix time {now}: pid {} starts {} {} {} {}",
         std::process::id(),
         bin.display(),
         cfg.daemon_args.join(" "),
-        mountpoint_for(zurl).display()
+        shown(zurl),
+        cfg.mountpoint(zurl).display()
     );
-    (Some(f), from)
+    Ok((Some(f), from))
 }
 
 /// Starts `bin args` detached from us: a double fork (the daemon is the
@@ -736,9 +884,13 @@ pub struct Stopped {
 /// mounted at its mountpoint and the daemon process is gone.
 pub fn stop(zurl: &str, cfg: &Config) -> Result<Stopped, Error> {
     // The lock keeps a starter from racing us; but a stop must work even
-    // when whoever holds it is stuck, so after the wait we go on without.
-    let _lock = take_lock(zurl, cfg.lock_timeout()).ok().flatten();
-    let st = status_with(zurl, cfg.probe_timeout)?;
+    // when whoever holds it is stuck, so after the wait we go on without —
+    // as we do when the lock file is not ours (we never use such a file).
+    let root = Root::open(&cfg.mount_root)?;
+    let _lock = root
+        .as_ref()
+        .and_then(|r| take_lock(r, zurl, cfg).ok().flatten());
+    let st = status_in(zurl, cfg)?;
     let done = |how| Stopped {
         mountpoint: st.mountpoint.clone(),
         pid: st.pid,
@@ -754,17 +906,19 @@ pub fn stop(zurl: &str, cfg: &Config) -> Result<Stopped, Error> {
     match &st.state {
         State::Absent => return Ok(done(StopHow::NotRunning)),
         State::Foreign(_) => return Err(st.to_error()),
+        // Another user's daemon: theirs to stop, or root's.
+        State::OtherUser(_) if sys::euid() != 0 => return Err(st.to_error()),
         State::Dead => {
             clean_dead(&st)?;
             if !sys::wait_until(cfg.stop_grace, || gone(st.pid)) {
                 return Err(Error::io(
-                    format!("stopping the dead daemon of {zurl}"),
+                    format!("stopping the dead daemon of {}", shown(zurl)),
                     io::Error::other("its process or mount is still there"),
                 ));
             }
             return Ok(done(StopHow::CleanedDead));
         }
-        State::Healthy | State::Unhealthy(_) => {
+        State::Healthy | State::Unhealthy(_) | State::OtherUser(_) => {
             let asked = match st.pid {
                 Some(pid) => sys::signal(pid, libc::SIGTERM).is_ok(),
                 // No process to ask: detaching ends the session once unused.
@@ -781,7 +935,7 @@ pub fn stop(zurl: &str, cfg: &Config) -> Result<Stopped, Error> {
         Ok(done(StopHow::Killed))
     } else {
         Err(Error::io(
-            format!("stopping the daemon of {zurl} (pid {:?})", st.pid),
+            format!("stopping the daemon of {} (pid {:?})", shown(zurl), st.pid),
             io::Error::other(format!(
                 "still there after abort+kill+unmount{}",
                 if trouble.is_empty() {
@@ -865,6 +1019,33 @@ mod tests {
         assert_eq!(
             log_path("abc"),
             PathBuf::from("/dev/shm/wcfs/a9993e364706816aba3e25717850c26c9cd0d89d.log")
+        );
+    }
+
+    #[test]
+    fn zurls_are_shown_escaped() {
+        assert_eq!(shown("file:///srv/data.fs"), "file:///srv/data.fs");
+        assert_eq!(shown("file:///a b/é.fs"), "file:///a b/é.fs");
+        assert_eq!(shown("file:///x\n/y"), r#""file:///x\n/y""#);
+        assert_eq!(shown("z\u{1b}[2J"), r#""z\u{1b}[2J""#);
+        assert_eq!(shown("a\\b"), r#""a\\b""#);
+    }
+
+    #[test]
+    fn config_mount_root_places_everything() {
+        // ($WCFS_MOUNT_ROOT is exercised through wcfsd in the daemon's
+        // lifecycle_shared tests: setting it here would race other tests.)
+        let cfg = Config {
+            mount_root: "/tmp/elsewhere".into(),
+            ..Config::default()
+        };
+        assert_eq!(
+            cfg.mountpoint("abc"),
+            PathBuf::from("/tmp/elsewhere/a9993e364706816aba3e25717850c26c9cd0d89d")
+        );
+        assert_eq!(
+            cfg.log_path("abc"),
+            PathBuf::from("/tmp/elsewhere/a9993e364706816aba3e25717850c26c9cd0d89d.log")
         );
     }
 

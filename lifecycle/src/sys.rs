@@ -10,9 +10,8 @@
 //! abandoned at its deadline (see [`probe`] for why not a thread).
 
 use std::fs;
-use std::io::{self, Read};
+use std::io;
 use std::os::fd::{FromRawFd, OwnedFd};
-use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -26,6 +25,10 @@ pub struct MountEntry {
     pub mountpoint: String,
     pub fstype: String,
     pub source: String,
+    /// `user_id=` of the superblock options: who mounted a FUSE
+    /// filesystem (only that user's processes may use it, unless
+    /// `allow_other`).
+    pub user_id: Option<u32>,
 }
 
 impl MountEntry {
@@ -75,12 +78,18 @@ pub fn parse_mountinfo_line(line: &str) -> Option<MountEntry> {
     }
     let fstype = fields.next()?.to_string();
     let source = unescape_mountinfo(fields.next()?);
+    let user_id = fields.next().and_then(|opts| {
+        opts.split(',')
+            .find_map(|o| o.strip_prefix("user_id="))
+            .and_then(|v| v.parse().ok())
+    });
     Some(MountEntry {
         major: major.parse().ok()?,
         minor: minor.parse().ok()?,
         mountpoint,
         fstype,
         source,
+        user_id,
     })
 }
 
@@ -373,13 +382,20 @@ unsafe fn close_all_but(keep: libc::c_int) {
     }
 }
 
+/// The effective uid of this process: whose files and mounts are ours.
+pub fn euid() -> u32 {
+    // SAFETY: geteuid has no failure mode and no memory effects.
+    unsafe { libc::geteuid() }
+}
+
 /// Detaches the mount at `path` (lazily: processes still using it keep
-/// what they hold, and it goes away when they let go). Non-root: through
-/// fusermount3, which does the same with `-z`.
+/// what they hold, and it goes away when they let go), never following a
+/// symbolic link there. Non-root: through fusermount3, which does the
+/// same with `-z` (and unmounts only its user's FUSE mounts).
 pub fn lazy_unmount(path: &Path) -> io::Result<()> {
     let cpath = cstring(path)?;
-    // SAFETY: umount2 with a valid NUL-terminated path and a flag.
-    let rc = unsafe { libc::umount2(cpath.as_ptr(), libc::MNT_DETACH) };
+    // SAFETY: umount2 with a valid NUL-terminated path and flags.
+    let rc = unsafe { libc::umount2(cpath.as_ptr(), libc::MNT_DETACH | libc::UMOUNT_NOFOLLOW) };
     if rc == 0 {
         return Ok(());
     }
@@ -407,10 +423,12 @@ const FUSECTL: &str = "/sys/fs/fuse/connections";
 
 /// Aborts FUSE connection `conn`: every request in flight and every later
 /// one fails with ENOTCONN, and the daemon's reads of /dev/fuse fail.
-/// Mounts fusectl first when it is not (needs root).
+/// Mounts fusectl first when it is not — root only; another user can
+/// abort the connections of their own mounts once fusectl is mounted (the
+/// kernel gives each connection's files to the mount's owner).
 pub fn abort_conn(conn: u64) -> io::Result<()> {
     let abort = PathBuf::from(format!("{FUSECTL}/{conn}/abort"));
-    if !abort.exists() {
+    if !abort.exists() && euid() == 0 {
         let mounted = mount_at(Path::new(FUSECTL))?.is_some_and(|m| m.fstype == "fusectl");
         if !mounted {
             let (src, dir) = (cstring(Path::new("fusectl"))?, cstring(Path::new(FUSECTL))?);
@@ -480,17 +498,15 @@ pub struct FileLock {
 }
 
 impl FileLock {
-    /// Takes the lock on `path` (created if missing), waiting at most
-    /// `timeout`. Opening an existing file does not need write access, so
-    /// a lock file created by another user works too.
-    pub fn acquire(path: &Path, timeout: Duration) -> io::Result<Option<FileLock>> {
-        let file = open_shared_file(path, 0o666)?;
+    /// Takes the lock on `file` (open for reading is enough), waiting at
+    /// most `timeout`; None when it timed out.
+    pub fn acquire(file: fs::File, timeout: Duration) -> Option<FileLock> {
         let fd = file.as_raw_fd();
         let got = wait_until(timeout, || {
             // SAFETY: flock on a descriptor we own.
             unsafe { libc::flock(fd, libc::LOCK_EX | libc::LOCK_NB) == 0 }
         });
-        Ok(got.then_some(FileLock { file }))
+        got.then_some(FileLock { file })
     }
 }
 
@@ -501,41 +517,22 @@ impl Drop for FileLock {
     }
 }
 
-/// Opens `path` for reading, creating it with `mode` if missing. In a
-/// sticky world-writable directory, `O_CREAT` on another user's existing
-/// file may be refused (fs.protected_regular), hence open first, create
-/// only if missing.
-pub fn open_shared_file(path: &Path, mode: u32) -> io::Result<fs::File> {
-    loop {
-        match fs::File::open(path) {
-            Ok(f) => return Ok(f),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e),
-        }
-        match fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(mode)
-            .open(path)
-        {
-            Ok(f) => return Ok(f),
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(e),
+/// The last `max_lines` lines of the file `f` from byte `from` on (read
+/// with pread, so the file offset does not matter; a descriptor that
+/// cannot be read gives nothing).
+pub fn tail(f: &fs::File, from: u64, max_lines: usize) -> String {
+    use std::os::unix::fs::FileExt;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut n = 0;
+    while n < buf.len() {
+        match f.read_at(&mut buf[n..], from + n as u64) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => break,
         }
     }
-}
-
-/// The last `max_lines` lines of `path` from byte `from` on.
-pub fn tail(path: &Path, from: u64, max_lines: usize) -> String {
-    let Ok(mut f) = fs::File::open(path) else {
-        return String::new();
-    };
-    use std::io::Seek;
-    if f.seek(io::SeekFrom::Start(from)).is_err() {
-        return String::new();
-    }
-    let mut buf = Vec::new();
-    let _ = f.take(1 << 20).read_to_end(&mut buf);
+    buf.truncate(n);
     let text = String::from_utf8_lossy(&buf);
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(max_lines)..].join("\n")
@@ -556,6 +553,13 @@ mod tests {
         assert_eq!(m.fstype, "fuse.wcfs");
         assert_eq!(m.source, "file:///tmp/x y/data.fs");
         assert_eq!(m.fuse_conn(), 41);
+        assert_eq!(m.user_id, Some(0));
+        let m = parse_mountinfo_line(
+            "50 27 0:45 / /dev/shm/wcfs/ab rw,nosuid,nodev - fuse.wcfs file:///x \
+             rw,user_id=65534,group_id=65534",
+        )
+        .unwrap();
+        assert_eq!(m.user_id, Some(65534));
         let m = parse_mountinfo_line("1 2 259:3 / /x rw - ext4 /dev/nvme0n1p3 rw").unwrap();
         assert_eq!(m.fuse_conn(), (259 << 20) | 3);
         assert!(parse_mountinfo_line("garbage").is_none());

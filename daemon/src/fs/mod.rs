@@ -275,7 +275,11 @@ pub fn serve(zurl: &str, mountpoint: &Path, opts: Options) -> Result<(), Error> 
     // Watch from the very tid the tracker starts at: no commit is missed
     // between opening and serving.
     let watcher = storage.watch(head)?;
-    log::info!("serving {zurl} at {} @{head}", mountpoint.display());
+    log::info!(
+        "serving {} at {} @{head}",
+        wcfs_lifecycle::shown(zurl),
+        mountpoint.display()
+    );
 
     let wcfs = Arc::new(Wcfs {
         zurl: zurl.to_string(),
@@ -312,8 +316,9 @@ pub fn serve(zurl: &str, mountpoint: &Path, opts: Options) -> Result<(), Error> 
     }
     sigs.thread_block().map_err(io::Error::from)?;
 
+    let root = nix::unistd::geteuid().is_root();
     let mut options = vec![
-        fuser::MountOption::FSName(zurl.to_string()),
+        fuser::MountOption::FSName(fsname(zurl, root)),
         fuser::MountOption::DefaultPermissions,
         fuser::MountOption::NoSuid,
         fuser::MountOption::NoDev,
@@ -321,7 +326,7 @@ pub fn serve(zurl: &str, mountpoint: &Path, opts: Options) -> Result<(), Error> 
     // fuser's direct mount(2) path (root) gives the kernel only "kernel"
     // options, so the subtype must be one of them there; fusermount3 (non
     // root) takes it as its own option.
-    if nix::unistd::geteuid().is_root() {
+    if root {
         options.push(fuser::MountOption::CUSTOM("subtype=wcfs".into()));
     } else {
         options.push(fuser::MountOption::Subtype("wcfs".into()));
@@ -331,6 +336,12 @@ pub fn serve(zurl: &str, mountpoint: &Path, opts: Options) -> Result<(), Error> 
     config.n_threads = Some(N_THREADS);
     config.clone_fd = true;
 
+    // Once more right before the mount: in a shared directory the
+    // mountpoint must still be our own (wcfs_lifecycle::check_mountpoint).
+    wcfs_lifecycle::check_mountpoint(mountpoint).map_err(|e| Error::Mountpoint {
+        path: mountpoint.display().to_string(),
+        why: e.to_string(),
+    })?;
     let mut session =
         fuser::Session::new(ops::Fs(wcfs.clone()), mountpoint, &config).map_err(|source| {
             Error::Mount {
@@ -411,6 +422,9 @@ fn check_mountpoint(mnt: &Path) -> Result<(), Error> {
         path: mnt.display().to_string(),
         why,
     };
+    // In a directory others can write to (the mount root), only our own
+    // directory will do (see wcfs_lifecycle::check_mountpoint).
+    wcfs_lifecycle::check_mountpoint(mnt).map_err(|e| bad(e.to_string()))?;
     let meta = std::fs::metadata(mnt).map_err(|e| bad(e.to_string()))?;
     if !meta.is_dir() {
         return Err(bad("not a directory".into()));
@@ -422,15 +436,34 @@ fn check_mountpoint(mnt: &Path) -> Result<(), Error> {
     Ok(())
 }
 
+/// The mount source: the zurl exactly (SPEC §4). fusermount3 (non-root)
+/// takes it inside its `-o` list, where a `,` would end the option and
+/// start another taken from the zurl: it reads `\,` and `\\` inside
+/// `fsname=` as the plain characters, so those are escaped there.
+fn fsname(zurl: &str, root: bool) -> String {
+    if root {
+        return zurl.to_string();
+    }
+    let mut s = String::with_capacity(zurl.len());
+    for c in zurl.chars() {
+        if c == ',' || c == '\\' {
+            s.push('\\');
+        }
+        s.push(c);
+    }
+    s
+}
+
 /// Clients abort a stuck daemon through `/sys/fs/fuse/connections/<N>/abort`
-/// (SPEC §4): mount fusectl there when it is not. Best effort.
+/// (SPEC §4): mount fusectl there when it is not. Best effort, and only
+/// tried as root (nobody else may mount it).
 fn mount_fusectl() {
     const DIR: &str = "/sys/fs/fuse/connections";
     let mounted = std::fs::read_to_string("/proc/self/mountinfo")
         .unwrap_or_default()
         .lines()
         .any(|l| l.split(' ').nth(4) == Some(DIR));
-    if mounted || !Path::new(DIR).is_dir() {
+    if mounted || !Path::new(DIR).is_dir() || !nix::unistd::geteuid().is_root() {
         return;
     }
     match nix::mount::mount(

@@ -956,7 +956,19 @@ pub struct RoleChild {
 
 impl RoleChild {
     pub fn spawn(entry_test: &str, role: &str, envs: &[(&str, String)]) -> RoleChild {
+        Self::spawn_as(entry_test, role, envs, None)
+    }
+
+    /// [`RoleChild::spawn`] as another user: `(uid, gid)`, with no
+    /// supplementary groups (we are root).
+    pub fn spawn_as(
+        entry_test: &str,
+        role: &str,
+        envs: &[(&str, String)],
+        user: Option<(u32, u32)>,
+    ) -> RoleChild {
         use std::io::BufRead;
+        use std::os::unix::process::CommandExt;
         use std::process::{Command, Stdio};
         let exe = std::env::current_exe().expect("current_exe");
         let mut cmd = Command::new(exe);
@@ -972,6 +984,10 @@ impl RoleChild {
         .stdout(Stdio::piped());
         for (k, v) in envs {
             cmd.env(k, v);
+        }
+        if let Some((uid, gid)) = user {
+            // std drops the supplementary groups when root sets a uid.
+            cmd.uid(uid).gid(gid);
         }
         let mut child = cmd.spawn().expect("re-exec the test binary");
         let stdin = child.stdin.take();
