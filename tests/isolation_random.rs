@@ -73,6 +73,13 @@ struct T {
     log: Vec<String>,
     /// blktab depths seen (1: one inline bucket; 2+: the tree split).
     depths: std::collections::BTreeSet<u32>,
+    /// Per file, the commits that replaced its blktab (file epochs: no
+    /// view may be set up or moved to an `at` before one, SPEC §6).
+    epochs: Vec<Vec<Tid>>,
+    /// Files whose blktab the commit being prepared replaces.
+    epoch_pending: Vec<usize>,
+    /// Views refused because of an epoch (the check must have run).
+    refused: usize,
 }
 
 impl T {
@@ -148,6 +155,7 @@ impl T {
                 let n = 2 + self.rng.below(f.maxblk - 2);
                 let seed = self.rng.next_u64() % 1000;
                 self.env.py.newblktab(f.oid, n, seed);
+                self.epoch_pending.push(fi);
                 format!("newblktab {n}")
             }
             8 => {
@@ -184,6 +192,11 @@ impl T {
         }
         let tid = self.env.commit();
         self.tids.push(tid);
+        for fi in std::mem::take(&mut self.epoch_pending) {
+            if self.epochs[fi].last() != Some(&tid) {
+                self.epochs[fi].push(tid);
+            }
+        }
         let shapes: Vec<String> = self
             .files
             .clone()
@@ -247,20 +260,72 @@ impl T {
         self.views.push(View { id, conn, files });
     }
 
+    /// The latest file epoch, if any.
+    fn last_epoch(&self) -> Option<Tid> {
+        self.epochs.iter().flatten().max().copied()
+    }
+
+    /// Index of the first tid ≥ `t`.
+    fn tid_index(&self, t: Tid) -> usize {
+        self.tids.iter().position(|&x| x >= t).unwrap()
+    }
+
     /// A tid a new view may use: not older than the oldest view (the
-    /// daemon keeps history back to the oldest watched `at`).
+    /// daemon keeps history back to the oldest watched `at`), nor than the
+    /// last file epoch.
     fn pick_at(&mut self) -> Tid {
         let oldest = self.views.iter().map(|v| v.conn.at()).min();
-        let lo = oldest.map_or(self.tids.len() - 1, |o| {
-            self.tids.iter().position(|&t| t >= o).unwrap()
-        });
+        let mut lo = oldest.map_or(self.tids.len() - 1, |o| self.tid_index(o));
+        if let Some(e) = self.last_epoch() {
+            lo = lo.max(self.tid_index(e));
+        }
         let i = lo + self.rng.below((self.tids.len() - lo) as u64) as usize;
         self.tids[i]
     }
 
+    /// A view set up before a file epoch is refused when it opens that
+    /// file, in upstream's words (SPEC §6), and nothing else changes.
+    fn open_before_epoch(&mut self) {
+        let Some(e) = self.last_epoch() else { return };
+        let oldest = self.views.iter().map(|v| v.conn.at()).min().unwrap_or(e);
+        let lo = self.tid_index(oldest);
+        let hi = self.tid_index(e);
+        if lo >= hi {
+            return;
+        }
+        let at = self.tids[lo + self.rng.below((hi - lo) as u64) as usize];
+        let conn = self
+            .wc
+            .connect(at)
+            .unwrap_or_else(|err| self.fail(&format!("connect {at}: {err}")));
+        for (fi, f) in self.files.clone().iter().enumerate() {
+            let epoch = self.epochs[fi].iter().find(|&&t| t > at).copied();
+            match (conn.open(f.oid), epoch) {
+                (Ok(fh), None) => fh.close().unwrap(),
+                (Err(err), Some(ep)) => {
+                    let want = format!("file epoch detected @{ep} in between (at,head=@");
+                    if !err.to_string().contains(&want) {
+                        self.fail(&format!("open file{fi} @{at}: {err}; want …{want}…"));
+                    }
+                    self.refused += 1;
+                    break;
+                }
+                (Ok(_), Some(ep)) => self.fail(&format!(
+                    "open file{fi} @{at} across its epoch @{ep} succeeded"
+                )),
+                (Err(err), None) => self.fail(&format!("open file{fi} @{at}: {err}")),
+            }
+        }
+        let _ = conn.close();
+        self.note(format!("view @{at} before epoch @{e}: refused"));
+    }
+
     fn resync(&mut self, vi: usize) {
         let cur = self.views[vi].conn.at();
-        let lo = self.tids.iter().position(|&t| t >= cur).unwrap();
+        let mut lo = self.tid_index(cur);
+        if let Some(e) = self.last_epoch() {
+            lo = lo.max(self.tid_index(e));
+        }
         // Mostly forward; now and then to the same `at`.
         let i = lo + self.rng.below((self.tids.len() - lo) as u64) as usize;
         let at = self.tids[i];
@@ -407,6 +472,9 @@ fn conns_see_their_at_through_random_commits() {
         oracle: Oracle::default(),
         log: Vec::new(),
         depths: Default::default(),
+        epochs: vec![Vec::new(); 2],
+        epoch_pending: Vec::new(),
+        refused: 0,
     };
     let _ = t0;
     t.open_view(t1);
@@ -438,6 +506,9 @@ fn conns_see_their_at_through_random_commits() {
                     t.resync(vi);
                 }
                 6 if t.views.len() < MAXVIEWS => {
+                    if t.rng.one_in(3) {
+                        t.open_before_epoch();
+                    }
                     let at = t.pick_at();
                     t.open_view(at);
                 }
@@ -471,9 +542,11 @@ fn conns_see_their_at_through_random_commits() {
         "no pins at all: {st:?}"
     );
     eprintln!(
-        "isolation_random: {commits} commits, pins {:?}, views opened {}, blktab depths {:?}",
+        "isolation_random: {commits} commits, pins {:?}, views opened {}, \
+         refused across an epoch {}, blktab depths {:?}",
         st.get("pin"),
         t.next_id,
+        t.refused,
         t.depths
     );
     while !t.views.is_empty() {
