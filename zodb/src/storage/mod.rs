@@ -9,6 +9,30 @@
 //! Errors distinguish the cases a caller must treat differently: the object
 //! never existed, it did not exist yet (or was deleted) as of `at`, the
 //! storage is corrupt, or the storage could not be reached.
+//!
+//! # Servers that go away (networked storages)
+//!
+//! A storage behind a server (ZEO, PostgreSQL) keeps serving across a
+//! restart of that server or a dropped connection, exactly — the contract
+//! every such driver keeps, and what the daemon relies on:
+//!
+//! - it reconnects by itself, with backoff, for as long as it takes;
+//! - before serving again it checks that the server still has *our*
+//!   history (the transaction at the last tid we reported exists, and
+//!   nothing is missing before it). If not — another database behind the
+//!   same address, a restore from an older backup — the storage fails for
+//!   good with [`Error::NotSameDatabase`]: loads and watchers return it,
+//!   and the daemon switches to EIO mode. Never stale data;
+//! - the [`Watcher`] never reports a transient loss: it catches up from the
+//!   last transaction it reported and goes on, so every transaction is
+//!   reported exactly once, in order, as if nothing had happened;
+//! - a call that needs the server ([`Storage::load`]) during an outage waits
+//!   for the reconnect up to [`Resilience::wait`], then fails with
+//!   [`Error::Unavailable`] — that call alone;
+//! - [`Storage::last_tid`] needs no round trip: it is the position of the
+//!   watch stream, which stays where it was during an outage;
+//! - every loss, reconnect, catch-up and giving-up is logged once, as one
+//!   line (the `log` crate), and counted ([`Storage::counters`]).
 
 pub mod filestorage;
 pub mod zeo;
@@ -69,6 +93,19 @@ pub enum Error {
     /// The storage is closed or the watcher was stopped.
     #[error("{0}: closed")]
     Closed(String),
+    /// The server could not be reached within [`Resilience::wait`]: this
+    /// request failed; the storage keeps trying to reconnect.
+    #[error("{storage}: {op}: server unavailable for {waited:?}: {why}")]
+    Unavailable {
+        storage: String,
+        op: String,
+        waited: Duration,
+        why: String,
+    },
+    /// The server reached after a reconnect does not serve the history we
+    /// served: final, nothing from it can be trusted.
+    #[error("{storage}: not the same database any more: {why}")]
+    NotSameDatabase { storage: String, why: String },
 }
 
 impl Error {
@@ -81,6 +118,38 @@ impl Error {
             Error::NoObject { .. } | Error::NotYetCreated { .. } | Error::Deleted { .. }
         )
     }
+}
+
+/// How a networked storage rides through losing its server (see the
+/// module doc). File storages ignore it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resilience {
+    /// How long a call that needs the server waits for a reconnect before
+    /// it fails with [`Error::Unavailable`].
+    pub wait: Duration,
+    /// Reconnect attempts back off exponentially from 50 ms up to this.
+    pub backoff_max: Duration,
+}
+
+impl Default for Resilience {
+    fn default() -> Self {
+        Resilience {
+            wait: Duration::from_secs(30),
+            backoff_max: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Names of [`Storage::counters`] (cumulative, for `.wcfs/stats`).
+pub mod counter {
+    /// Connections to the server lost.
+    pub const LOST: &str = "zconnlost";
+    /// Successful reconnects (registered again, history checked).
+    pub const RECONNECT: &str = "zreconnect";
+    /// Transactions caught up after reconnects.
+    pub const CATCHUP: &str = "zcatchup";
+    /// Calls that failed because the server stayed away past the wait.
+    pub const GIVEUP: &str = "zgiveup";
 }
 
 /// A read-only ZODB storage.
@@ -103,6 +172,12 @@ pub trait Storage: Send + Sync {
     /// Starts watching for commits after `after`: the watcher reports every
     /// transaction with tid > `after`, in order, each exactly once.
     fn watch(&self, after: Tid) -> Result<Box<dyn Watcher>, Error>;
+
+    /// Cumulative counters of the storage's life with its server (names
+    /// in [`counter`]); nothing for storages without one.
+    fn counters(&self) -> Vec<(&'static str, u64)> {
+        Vec::new()
+    }
 }
 
 /// A fresh [`Storage::instance_id`].
