@@ -95,12 +95,13 @@ pub enum Error {
     Closed(String),
     /// The server could not be reached within [`Resilience::wait`]: this
     /// request failed; the storage keeps trying to reconnect.
-    #[error("{storage}: {op}: server unavailable for {waited:?}: {why}")]
+    #[error("{storage}: {what} (server unavailable for {waited:?})")]
     Unavailable {
         storage: String,
-        op: String,
+        /// The request and why the server is away (`load 0000…@…: connection
+        /// refused`).
+        what: String,
         waited: Duration,
-        why: String,
     },
     /// The server reached after a reconnect does not serve the history we
     /// served: final, nothing from it can be trusted.
