@@ -235,6 +235,14 @@ fn ls(url: &str) -> Result<(), Box<dyn std::error::Error>> {
             )
             .into());
         }
+        ZUrl::Postgres(_) => {
+            return Err(format!(
+                "{}: ls lists the objects of a FileStorage; for PostgreSQL, \
+                 copy the database to a data.fs with RelStorage's zodbconvert",
+                zurl::redacted(url)
+            )
+            .into());
+        }
     };
     let t0 = Instant::now();
     let fs = FileStorage::open(&path, url)?;

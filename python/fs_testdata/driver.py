@@ -3,6 +3,7 @@
 
 usage: driver.py PATH/data.fs
        driver.py zeo://HOST:PORT    (commit through a ZEO ClientStorage)
+       driver.py postgresql://...   (commit through RelStorage, history-preserving)
 
 Reads one JSON object per line on stdin and answers one line on stdout
 ("error <why>" on failure); ids and tids are 16 hex digits:
@@ -66,6 +67,7 @@ from BTrees.LOBTree import LOBTree  # noqa: E402
 from ZODB.utils import p64, u64  # noqa: E402
 
 from wendelin.bigfile.file_zodb import ZBigFile, ZBlk0  # noqa: E402
+import pgstorage  # noqa: E402
 
 
 def h(b):
@@ -77,7 +79,10 @@ def unh(s):
 
 
 def open_storage(where, read_only=False):
-    """A FileStorage at a path, or a ZEO ClientStorage for zeo://HOST:PORT."""
+    """A FileStorage at a path, a ZEO ClientStorage for zeo://HOST:PORT, or
+    a RelStorage for postgresql://..."""
+    if pgstorage.is_pg(where):
+        return pgstorage.open_relstorage(where, read_only=read_only)
     if where.startswith('zeo://'):
         from ZEO.ClientStorage import ClientStorage
         host, port = where[len('zeo://'):].rsplit(':', 1)
@@ -87,6 +92,7 @@ def open_storage(where, read_only=False):
 
 class Driver:
     def __init__(self, path):
+        self.pg = pgstorage.is_pg(path)
         self.db = ZODB.DB(open_storage(path))
         self.conn = self.db.open()
         self.root = self.conn.root()
@@ -122,6 +128,8 @@ class Driver:
 
     def op_commit(self, c):
         transaction.commit()
+        if self.pg:
+            return 'tid ' + h(pgstorage.committed_tid(self.conn))
         return 'tid ' + h(self.db.lastTransaction())
 
     def op_size(self, c):

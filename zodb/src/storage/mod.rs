@@ -35,6 +35,7 @@
 //!   line (the `log` crate), and counted ([`Storage::counters`]).
 
 pub mod filestorage;
+pub mod postgres;
 pub mod zeo;
 
 use crate::types::{Oid, Tid};
@@ -103,6 +104,10 @@ pub enum Error {
         what: String,
         waited: Duration,
     },
+    /// The storage was packed past `at`: the revisions that would answer a
+    /// load as of `at` may be gone (never "not yet created" for them).
+    #[error("{oid}: no answer as of @{at}: the database was packed at @{packed}, its history before that is gone")]
+    PackedAway { oid: Oid, at: Tid, packed: Tid },
     /// The server reached after a reconnect does not serve the history we
     /// served: final, nothing from it can be trusted.
     #[error("{storage}: not the same database any more: {why}")]
@@ -178,6 +183,14 @@ pub trait Storage: Send + Sync {
     /// in [`counter`]); nothing for storages without one.
     fn counters(&self) -> Vec<(&'static str, u64)> {
         Vec::new()
+    }
+
+    /// The oldest tid whose view the storage still answers exactly, when
+    /// a pack removed history before it (None: all history is there, or
+    /// the storage does not know). No round trip: what the storage knows
+    /// already.
+    fn oldest_tid(&self) -> Option<Tid> {
+        None
     }
 }
 
