@@ -22,15 +22,17 @@ its history-preserving schema there on first use):
       for every oid of every transaction and every tid (and the one before
       the first).
 
-  writer ZURL N OUT [--seed S] [--sleep]
+  writer ZURL N OUT [--seed S] [--sleep] [--retry]
       Commit N transactions touching varied objects of root["holder"] (made
       by gen), each followed by a line "<tid> <oid,oid,...> <unix time>" in
       OUT (flushed; the oids as RelStorage's iterator lists them); "done"
       ends the file. Several writers may run at once (conflicts are retried).
+      With --retry, any error (the server restarting) is retried after a
+      pause too; a commit whose outcome the error hid is then not listed.
 
-  pack ZURL [--gc]
-      Pack the database as of its last transaction (zodbpack --days 0);
-      prints "packed <tid>".
+  pack ZURL [--gc] [--at TID]
+      Pack the database as of its last transaction (zodbpack --days 0), or
+      as of transaction TID; prints "packed <tid>" (the tid asked for).
 
   histfree ZURL
       Create RelStorage's history-free schema in the database, and commit
@@ -153,28 +155,40 @@ def dump(zurl, out):
     st.close()
 
 
-def writer(zurl, ntxn, out, seed, sleep):
+def writer(zurl, ntxn, out, seed, sleep, retry):
     rng = random.Random(seed)
     db = ZODB.DB(open_relstorage(zurl))
     conn = db.open()
     with open(out, "w") as f:
         n = 0
         while n < ntxn:
-            conn.sync()
-            holder = conn.root()["holder"]
-            objs = list(holder.values())
-            touched = rng.sample(objs, rng.randrange(1, min(8, len(objs))))
-            for o in touched:
-                o["v"] = payload(rng)
             try:
+                conn.sync()
+                holder = conn.root()["holder"]
+                objs = list(holder.values())
+                touched = rng.sample(objs, rng.randrange(1, min(8, len(objs))))
+                for o in touched:
+                    o["v"] = payload(rng)
                 commit("writer-%d-%d" % (seed, n))
+                tid = committed_tid(conn, touched[0])
+                now = time.time()
+                t = next(iter(db.storage.iterator(tid, tid)))
+                oids = ",".join(hx(r.oid) for r in t) or "-"
             except ConflictError:
                 transaction.abort()
                 continue
-            tid = committed_tid(conn, touched[0])
-            now = time.time()
-            t = next(iter(db.storage.iterator(tid, tid)))
-            f.write("%s %s %.6f\n" % (hx(tid), ",".join(hx(r.oid) for r in t) or "-", now))
+            except Exception as e:  # noqa: BLE001 - the server went away
+                if not retry:
+                    raise
+                try:
+                    transaction.abort()
+                except Exception:  # noqa: BLE001 - still away
+                    pass
+                print("writer %d: %s: %s (retrying)" % (seed, type(e).__name__, e),
+                      file=sys.stderr)
+                time.sleep(0.05)
+                continue
+            f.write("%s %s %.6f\n" % (hx(tid), oids, now))
             f.flush()
             n += 1
             if sleep:
@@ -184,13 +198,20 @@ def writer(zurl, ntxn, out, seed, sleep):
     db.close()
 
 
-def pack(zurl, gc):
+def pack(zurl, gc, at):
     from ZODB.serialize import referencesf
+    from ZODB.TimeStamp import TimeStamp
     st = open_relstorage(zurl, pack_gc=gc)
-    last = st.lastTransaction()
-    # As of just after the last transaction: everything before it goes.
-    st.pack(time.time() + 1, referencesf)
-    print("packed %s" % hx(last))
+    if at is None:
+        at = st.lastTransaction()
+        t = time.time() + 1
+    else:
+        at = p64(int(at, 16))
+        # The time of that transaction (and not of the next: they are
+        # milliseconds apart).
+        t = TimeStamp(at).timeTime() + 1e-5
+    st.pack(t, referencesf)
+    print("packed %s" % hx(at))
     st.close()
 
 
@@ -220,9 +241,11 @@ def main():
     w.add_argument("out")
     w.add_argument("--seed", type=int, default=1)
     w.add_argument("--sleep", action="store_true")
+    w.add_argument("--retry", action="store_true")
     p = sub.add_parser("pack")
     p.add_argument("zurl")
     p.add_argument("--gc", action="store_true")
+    p.add_argument("--at")
     h = sub.add_parser("histfree")
     h.add_argument("zurl")
     a = ap.parse_args()
@@ -231,9 +254,9 @@ def main():
     elif a.cmd == "dump":
         dump(a.zurl, a.out)
     elif a.cmd == "writer":
-        writer(a.zurl, a.n, a.out, a.seed, a.sleep)
+        writer(a.zurl, a.n, a.out, a.seed, a.sleep, a.retry)
     elif a.cmd == "pack":
-        pack(a.zurl, a.gc)
+        pack(a.zurl, a.gc, a.at)
     elif a.cmd == "histfree":
         histfree(a.zurl)
 

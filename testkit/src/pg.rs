@@ -19,8 +19,12 @@
 //! Access (`pg_hba.conf`): `postgres` may connect over TCP without a
 //! password (the Python writers and the tests' own `psql` use it), as may
 //! replication; any other role needs its password (scram-sha-256), so
-//! that wrong credentials can be tested. Durability is off (`fsync`,
-//! `full_page_writes`): these clusters die with the test.
+//! that wrong credentials can be tested. Durability against losing the
+//! machine is off (`fsync`, `full_page_writes`): these clusters die with
+//! the test. Commits are synchronous (the default): a commit reported done
+//! is in the kernel, so it survives a killed server — with
+//! `synchronous_commit = off` the last commits die with a kill -9, and
+//! the driver rightly calls the database another one.
 
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -114,6 +118,30 @@ impl PgServer {
 
     /// initdb and start a fresh primary.
     pub fn start() -> PgServer {
+        let mut s = Self::init();
+        s.start_on_free_port();
+        s
+    }
+
+    /// initdb and start a fresh primary on `port` (another server that
+    /// was there must be stopped).
+    pub fn start_on(port: u16) -> PgServer {
+        let mut s = Self::init();
+        s.port = port;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !s.try_start() {
+            assert!(
+                Instant::now() < deadline,
+                "PostgreSQL did not start on port {port}; its log:\n{}",
+                s.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        s
+    }
+
+    /// A fresh cluster, not started.
+    fn init() -> PgServer {
         let bin = pg_bin();
         let tmp = tempfile::Builder::new()
             .prefix("wcfs-pg")
@@ -135,7 +163,7 @@ impl PgServer {
         check(&out, "initdb");
         let conf = format!(
             "\n# wcfs tests\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{}'\n\
-             fsync = off\nfull_page_writes = off\nsynchronous_commit = off\n\
+             fsync = off\nfull_page_writes = off\n\
              wal_level = replica\nmax_wal_senders = 10\nhot_standby = on\n\
              max_connections = 100\nshared_buffers = 32MB\n\
              log_line_prefix = '%m [%p] %q%u@%d '\n",
@@ -150,7 +178,7 @@ impl PgServer {
              host all all 127.0.0.1/32 scram-sha-256\n",
         )
         .unwrap();
-        let mut s = PgServer {
+        PgServer {
             guardian: Some(guardian(&bin, &data, tmp.path())),
             tmp: Some(tmp),
             data,
@@ -160,9 +188,7 @@ impl PgServer {
             bin,
             running: false,
             standby: false,
-        };
-        s.start_on_free_port();
-        s
+        }
     }
 
     /// A streaming replica of this primary (`pg_basebackup -R`, hot
@@ -300,6 +326,13 @@ impl PgServer {
             .expect("run pg_ctl stop");
         check(&out, "pg_ctl stop");
         self.running = false;
+    }
+
+    /// Stops the server and starts it again on `port`.
+    pub fn move_to(&mut self, port: u16) {
+        self.stop();
+        self.port = port;
+        self.start_again();
     }
 
     /// `pg_ctl restart` (fast).

@@ -9,8 +9,12 @@
 //! # The URI
 //!
 //! `postgresql://[user[:password]@][host][:port][,host[:port]…][/dbname][?param=value&…]`,
-//! `postgres://` too — as libpq reads it: the user part ends at the first
-//! `@` before any `/`; a host in `[…]` is an IPv6 address; every part is
+//! `postgres://` too — as libpq reads it, with one difference: the user
+//! part ends at the first `@` before any `/` *or `?`* (libpq looks past a
+//! `?`: a `?`, like a `/`, `@` or `:` in a user name or password, must be
+//! percent-encoded — which RFC 3986 asks anyway — else the zurl is refused
+//! or read as a host, never read differently with a password shown); a
+//! host in `[…]` is an IPv6 address; every part is
 //! percent-decoded; a host that decodes to an absolute path (`%2Ftmp`) is a
 //! directory holding the server's Unix socket; a query parameter names any
 //! connection parameter (`host`, `port`, `dbname`, `user`, `password`, …)
@@ -67,12 +71,15 @@ pub fn redacted(zurl: &str) -> Cow<'_, str> {
     };
     let exact = parse_uri(zurl).is_ok();
     let rest = &zurl[scheme.len()..];
-    let slash = rest.find('/').unwrap_or(rest.len());
     let mut out = String::with_capacity(zurl.len());
     out.push_str(scheme);
     let at = if exact {
-        rest[..slash].find('@')
+        // Ours and libpq's reading agree (parse_uri checks).
+        let auth_end = rest.find(['/', '?']).unwrap_or(rest.len());
+        rest[..auth_end].find('@')
     } else {
+        // As far as libpq would look, and to the last '@'.
+        let slash = rest.find('/').unwrap_or(rest.len());
         rest[..slash].rfind('@')
     };
     let rest = match at {
@@ -83,9 +90,9 @@ pub fn redacted(zurl: &str) -> Cow<'_, str> {
                 out.push_str("***");
             } else {
                 out.push_str(user);
-                if userinfo.contains(':') {
-                    out.push_str(":***");
-                }
+            }
+            if userinfo.contains(':') {
+                out.push_str(":***");
             }
             out.push('@');
             &rest[at + 1..]
@@ -184,9 +191,16 @@ pub fn parse_uri(zurl: &str) -> Result<Uri, String> {
         return Err("control characters in the URI".into());
     }
     let mut uri = Uri::default();
-    // User part: up to the first '@' before any '/' (as libpq).
+    // User part: up to the first '@' before the path or the parameters.
+    let auth_end = rest.find(['/', '?']).unwrap_or(rest.len());
     let slash = rest.find('/').unwrap_or(rest.len());
-    let mut rest = match rest[..slash].find('@') {
+    if !rest[..auth_end].contains('@') && rest[..slash].contains('@') {
+        // libpq would read a user part up to that '@'.
+        return Err("'@' after '?' before any '/' (percent-encode '?' and '@' \
+                    in a user name or password)"
+            .into());
+    }
+    let mut rest = match rest[..auth_end].find('@') {
         Some(at) => {
             let userinfo = &rest[..at];
             let (user, password) = match userinfo.split_once(':') {
@@ -231,7 +245,11 @@ pub fn parse_uri(zurl: &str) -> Result<Uri, String> {
         let (port, after) = match after.strip_prefix(':') {
             Some(p) => {
                 let end = p.find([',', '/', '?']).unwrap_or(p.len());
-                (decode(&p[..end], "port")?, &p[end..])
+                let port = decode(&p[..end], "port")?;
+                if !port.bytes().all(|b| b.is_ascii_digit()) {
+                    return Err(format!("invalid port {:?}", short(&port)));
+                }
+                (port, &p[end..])
             }
             None => (String::new(), after),
         };
@@ -917,6 +935,9 @@ mod tests {
             "postgresql://h/a%00b",
             "postgresql://h/db\n",
             "postgresql://h/db?ssl=false",
+            "postgresql://u:1234?a=b@h/db",
+            "postgresql://h?password=x@y",
+            "postgresql://h:5x/db",
         ] {
             assert!(parse_uri(bad).is_err(), "{bad}");
         }
@@ -950,10 +971,13 @@ mod tests {
                 "postgresql://h/db?Passwd=***&y",
             ),
             ("postgresql://h?password=x@y", "postgresql://***@y"),
+            ("postgresql://a=b:c@y", "postgresql://***:***@y"),
             ("postgresql://u:p@h/db?nov", "postgresql://u:***@h/db?nov"),
             ("postgresql://h/d b?x", "postgresql://h/d b?x"),
-            // libpq's reading: the user part ends at the first '@'.
+            // A '?' in a password must be encoded; unencoded, more is hidden.
             ("postgresql://u:p?x@h/db", "postgresql://u:***@h/db"),
+            ("postgresql://u:1234?a=b@h/db", "postgresql://u:***@h/db"),
+            ("postgresql://u:p%3Fx@h/db", "postgresql://u:***@h/db"),
             (
                 "postgresql://u:p@h?password=x",
                 "postgresql://u:***@h?password=***",
