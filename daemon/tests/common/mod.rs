@@ -593,6 +593,12 @@ impl Driver {
     pub fn touch(&mut self) {
         self.cmd(r#"{"op":"touch"}"#);
     }
+
+    /// Waits until a ZEO driver is connected again (after a server
+    /// restart) and starts a fresh transaction.
+    pub fn connected(&mut self) {
+        self.cmd(r#"{"op":"connected"}"#);
+    }
 }
 
 /// Block `blk` of an open file, read with pread(2) (short at EOF).
