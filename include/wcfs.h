@@ -18,6 +18,16 @@
 
 
 /**
+ * The ABI version of libwcfs: its SONAME is `libwcfs.so.<WCFS_ABI_VERSION>`.
+ * Bumped whenever a change of the C ABI breaks programs linked against an
+ * older library (a name removed, a signature or a meaning changed); adding
+ * functions does not bump it. Independent of the package version, which
+ * may change without touching the ABI (and in 0.x releases may break it
+ * on a minor version: then this moves).
+ */
+#define WCFS_ABI_VERSION 0
+
+/**
  * A view of the database as of one `at`, with its watch link and pinner (opaque).
  */
 typedef struct wcfs_Conn wcfs_Conn;

@@ -80,7 +80,9 @@ fn version() -> &'static str {
 fn install_and_link_from_outside_with_cmake_and_pkg_config() {
     let tmp = tempfile::tempdir().unwrap();
     let prefix = install(tmp.path());
-    let major = env!("CARGO_PKG_VERSION_MAJOR");
+    // The SONAME's number is the ABI version (src/ffi/abi.rs), not the
+    // package version's major.
+    let major = wcfs::ffi::WCFS_ABI_VERSION;
 
     // The installed layout: versioned library, SONAME links, header, package files.
     let lib = prefix.join("lib");

@@ -40,7 +40,7 @@ fn rand_bytes(rng: &mut Rng, n: usize) -> Vec<u8> {
 
 #[test]
 fn processes_see_their_own_at() {
-    processes_see_their_own_at_over(Env::new(), "isolation_procs", 20);
+    processes_see_their_own_at_over(Env::new(), "isolation_procs", 20, None);
 }
 
 /// The same with the daemon serving `zeo://` (a real runzeo in front of
@@ -48,10 +48,23 @@ fn processes_see_their_own_at() {
 /// commits from ZEO's invalidations.
 #[test]
 fn processes_see_their_own_at_over_zeo() {
-    processes_see_their_own_at_over(Env::new_zeo(), "isolation_procs_zeo", 12);
+    processes_see_their_own_at_over(Env::new_zeo(), "isolation_procs_zeo", 12, None);
 }
 
-fn processes_see_their_own_at_over(mut env: Env, name: &str, commits: usize) {
+/// Over `zeo://` with the ZEO server killed (SIGKILL) and restarted every
+/// few steps: every process stays exact at its own `at` across restarts
+/// (SPEC §3 "Storage servers come and go").
+#[test]
+fn processes_see_their_own_at_across_zeo_restarts() {
+    processes_see_their_own_at_over(Env::new_zeo(), "isolation_procs_zeo_restarts", 12, Some(3));
+}
+
+fn processes_see_their_own_at_over(
+    mut env: Env,
+    name: &str,
+    commits: usize,
+    restart_every: Option<usize>,
+) {
     const BS: usize = 8192;
     const MAXBLK: u64 = 16;
     const MAPBLK: i64 = 20;
@@ -121,6 +134,11 @@ fn processes_see_their_own_at_over(mut env: Env, name: &str, commits: usize) {
     let head = std::fs::File::open(env.w().head_file(f)).unwrap();
 
     for step in 0..e2e::steps(commits) {
+        if restart_every.is_some_and(|k| step % k == k - 1) {
+            env.zeo.as_mut().unwrap().restart(None);
+            env.py.connected();
+            log.push("zeo server restarted".into());
+        }
         let t = commit(&mut env, &mut rng, &mut log);
         tids.push(t);
         // This process reads some of head/ (pins to the children) …
@@ -176,6 +194,10 @@ fn processes_see_their_own_at_over(mut env: Env, name: &str, commits: usize) {
     }
     let st = stats(&mnt);
     assert_eq!(st.get("pinkill"), Some(&0), "stats: {st:?}");
+    if let Some(k) = restart_every {
+        let n = (e2e::steps(commits) / k) as i64;
+        assert_eq!(st.get("zreconnect"), Some(&n), "stats: {st:?}");
+    }
     for (c, _) in &mut kids {
         assert_eq!(c.call("close"), "ok");
         c.finish();

@@ -26,7 +26,8 @@ ZURL is file://PATH or a plain path to a data.fs, or zeo://HOST:PORT for a ZEO s
 ZURL's own mountpoint is /dev/shm/wcfs/<sha1 hex of ZURL>: where clients joining ZURL
 (wcfs_join) look, and where they start `wcfsd -autoexit ZURL MOUNTPOINT` in the background
 when asked to. Background daemons log to /dev/shm/wcfs/<sha1>.log. The binary joining
-clients start is $WCFS_WCFSD, else wcfsd next to the program or to libwcfs.so, else on $PATH.
+clients start is $WCFS_WCFSD, else wcfsd next to libwcfs.so (or in its prefix's bin/), else
+next to the program, else on $PATH.
 $WCFS_MOUNT_ROOT names another directory than /dev/shm/wcfs (for tests). Anything there
 that is not wcfs's own (a symbolic link, another user's entry, a hard link) is refused.
 
@@ -44,12 +45,31 @@ options (single or double dash):
                    reconnect, then fails (EIO, or an error reply); default 30s
   -trace.fuse      log every FUSE request
   -h, -help        this help
+  -V, -version     the version of wcfsd and the libwcfs ABI it is released with
 
 status and stop: -timeout D is how long the daemon has to answer before it is
 called stuck (default 5s).
 
 accepted and ignored (glog compatibility): -logtostderr, -alsologtostderr,
 -v N, -log_dir D.";
+
+/// libwcfs's ABI version, from its one definition (`src/ffi/abi.rs` of
+/// the workspace). wcfsd does not link libwcfs, but ships with it: the
+/// version line tells which library (`libwcfs.so.<abi>`) it belongs to.
+mod abi {
+    include!(concat!(env!("CARGO_MANIFEST_DIR"), "/../src/ffi/abi.rs"));
+}
+pub use abi::WCFS_ABI_VERSION;
+
+/// What `wcfsd -version` prints: the package version, then the libwcfs
+/// ABI. The first line is `wcfsd <version>`, the form help2man (the man
+/// page, packaging/) and scripts expect.
+pub fn version_text() -> String {
+    format!(
+        "wcfsd {}\nlibwcfs ABI {WCFS_ABI_VERSION} (libwcfs.so.{WCFS_ABI_VERSION})",
+        env!("CARGO_PKG_VERSION")
+    )
+}
 
 /// Default idle period of `-autoexit`.
 pub const AUTOEXIT_IDLE: Duration = Duration::from_secs(30);
@@ -99,6 +119,7 @@ impl Default for Options {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Command {
     Help,
+    Version,
     Ls(String),
     Serve {
         zurl: String,
@@ -133,6 +154,7 @@ struct Parsed {
     /// The option arguments as given (flags with their values).
     raw: Vec<String>,
     help: bool,
+    version: bool,
 }
 
 /// Parses the arguments (without argv[0]).
@@ -147,8 +169,8 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
             }
             "serve" | "start" => {
                 let p = parse_opts(rest)?;
-                if p.help {
-                    return Ok(Command::Help);
+                if let Some(c) = p.info() {
+                    return Ok(c);
                 }
                 let [zurl] = <[String; 1]>::try_from(p.pos)
                     .map_err(|pos| format!("{cmd}: want ZURL, got {} argument(s)", pos.len()))?;
@@ -170,8 +192,8 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
         }
     }
     let p = parse_opts(args)?;
-    if p.help {
-        return Ok(Command::Help);
+    if let Some(c) = p.info() {
+        return Ok(c);
     }
     match <[String; 2]>::try_from(p.pos) {
         Ok([zurl, mountpoint]) => Ok(Command::Serve {
@@ -214,6 +236,20 @@ fn parse_status_args(cmd: &str, args: &[String]) -> Result<(String, Option<Durat
     Ok((zurl.ok_or_else(usage)?, timeout))
 }
 
+impl Parsed {
+    /// `-help` or `-version`, which win over everything else given (the
+    /// first of them, as parsing stops there).
+    fn info(&self) -> Option<Command> {
+        if self.help {
+            Some(Command::Help)
+        } else if self.version {
+            Some(Command::Version)
+        } else {
+            None
+        }
+    }
+}
+
 /// The daemon's options and the positional arguments.
 fn parse_opts(args: &[String]) -> Result<Parsed, String> {
     let mut p = Parsed {
@@ -221,6 +257,7 @@ fn parse_opts(args: &[String]) -> Result<Parsed, String> {
         pos: Vec::new(),
         raw: Vec::new(),
         help: false,
+        version: false,
     };
     let mut it = args.iter();
     while let Some(arg) = it.next() {
@@ -263,6 +300,10 @@ fn parse_opts(args: &[String]) -> Result<Parsed, String> {
         match name {
             "h" | "help" => {
                 p.help = true;
+                break;
+            }
+            "V" | "version" => {
+                p.version = true;
                 break;
             }
             "debug" => opts.debug = bool_value(name)?,
@@ -368,6 +409,18 @@ mod tests {
     }
 
     #[test]
+    fn version() {
+        let v = version_text();
+        let lines: Vec<&str> = v.lines().collect();
+        assert_eq!(lines[0], format!("wcfsd {}", env!("CARGO_PKG_VERSION")));
+        assert_eq!(
+            lines[1],
+            format!("libwcfs ABI {WCFS_ABI_VERSION} (libwcfs.so.{WCFS_ABI_VERSION})")
+        );
+        assert_eq!(lines.len(), 2);
+    }
+
+    #[test]
     fn flags() {
         let serve = |s: &str| match parse(&args(s)) {
             Ok(Command::Serve {
@@ -438,6 +491,17 @@ mod tests {
             })
         );
         assert_eq!(parse(&args("serve -h")), Ok(Command::Help));
+        for v in [
+            "-version",
+            "--version",
+            "-V",
+            "--V",
+            "-debug -version z m",
+            "start -V",
+        ] {
+            assert_eq!(parse(&args(v)), Ok(Command::Version), "{v}");
+        }
+        assert_eq!(parse(&args("-version -h")), Ok(Command::Version));
         for bad in [
             "z",
             "z m x",

@@ -63,6 +63,10 @@ fn main() -> ExitCode {
             println!("{}", cli::USAGE);
             ExitCode::SUCCESS
         }
+        Ok(Command::Version) => {
+            println!("{}", cli::version_text());
+            ExitCode::SUCCESS
+        }
         Ok(Command::Ls(zurl)) => match ls(&zurl) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

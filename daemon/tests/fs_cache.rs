@@ -27,20 +27,10 @@ const PAGE: u64 = 4096;
 
 /// Number of cached pages of each block of `map`.
 fn cached_per_block(map: &Mmap, blksize: u64) -> Vec<u64> {
-    let mut vec = vec![0u8; map.len().div_ceil(PAGE as usize)];
-    // SAFETY: `map` is a live mapping of map.len() bytes at a page boundary
-    // and `vec` has one byte per page of it, as mincore requires.
-    let rc = unsafe {
-        libc::mincore(
-            map.as_ptr() as *mut libc::c_void,
-            map.len(),
-            vec.as_mut_ptr(),
-        )
-    };
-    assert_eq!(rc, 0, "mincore: {}", std::io::Error::last_os_error());
     let per = (blksize / PAGE) as usize;
-    vec.chunks(per)
-        .map(|c| c.iter().filter(|&&v| v & 1 != 0).count() as u64)
+    common::resident(map)
+        .chunks(per)
+        .map(|c| c.iter().filter(|&&r| r).count() as u64)
         .collect()
 }
 

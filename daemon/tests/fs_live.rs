@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::Env;
+use common::{resident, Env};
 use memmap2::Mmap;
 use std::os::unix::fs::MetadataExt;
 use zodb::{Oid, Tid};
@@ -30,23 +30,6 @@ fn page_size() -> usize {
     nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
         .unwrap()
         .unwrap() as usize
-}
-
-/// Which pages of `map` are in the page cache.
-fn resident(map: &Mmap) -> Vec<bool> {
-    let ps = page_size();
-    let mut vec = vec![0u8; map.len().div_ceil(ps)];
-    // SAFETY: `map` is a live mapping of map.len() bytes starting at a page
-    // boundary, and `vec` has one byte per page of it, as mincore requires.
-    let r = unsafe {
-        libc::mincore(
-            map.as_ptr() as *mut libc::c_void,
-            map.len(),
-            vec.as_mut_ptr(),
-        )
-    };
-    assert_eq!(r, 0, "mincore: {}", std::io::Error::last_os_error());
-    vec.iter().map(|b| b & 1 != 0).collect()
 }
 
 fn map(path: &std::path::Path) -> (std::fs::File, Option<Mmap>) {

@@ -78,9 +78,16 @@
 //! mountpoint once more right before it mounts ([`check_mountpoint`]).
 //!
 //! Which binary: [`Config::wcfsd`] if given; else `$WCFS_WCFSD`; else
-//! `wcfsd` next to the running executable; else `wcfsd` next to the
-//! shared object holding this code (libwcfs.so) or in `../bin` from it;
-//! else the first `wcfsd` on `$PATH`.
+//! `wcfsd` next to the shared object holding this code (libwcfs.so: the
+//! Python wheel bundles both in one directory), or in the `bin/` of the
+//! prefix it is installed in — `../bin` from `<prefix>/lib`, `../../bin`
+//! from a multiarch `<prefix>/lib/<triplet>` (Debian's packages:
+//! `/usr/lib/x86_64-linux-gnu` and `/usr/bin`); else `wcfsd` next to the
+//! running executable; else the first `wcfsd` on `$PATH`. The daemon
+//! installed with the library comes first: a program's own directory may
+//! hold another one (Python in a venv runs `/usr/bin/python3`, beside a
+//! system-wide wcfsd), and the lookups by location work where `$PATH` is
+//! minimal (services, cron).
 //!
 //! Autostarted daemons (join) run with `-autoexit`: nobody asked for a
 //! long-lived server, so it goes away once its last client has been idle
@@ -722,12 +729,11 @@ pub fn wcfsd_binary(cfg: &Config) -> Result<PathBuf, Error> {
     }
     let mut tried = Vec::new();
     let mut candidates = Vec::new();
+    if let Some(dir) = this_object_dir() {
+        candidates.extend(near_library(&dir));
+    }
     if let Some(dir) = std::env::current_exe().ok().and_then(|e| parent(&e)) {
         candidates.push(dir.join("wcfsd"));
-    }
-    if let Some(dir) = this_object_dir() {
-        candidates.push(dir.join("wcfsd"));
-        candidates.push(dir.join("../bin/wcfsd"));
     }
     for p in candidates {
         if is_executable(&p) {
@@ -747,6 +753,17 @@ pub fn wcfsd_binary(cfg: &Config) -> Result<PathBuf, Error> {
     Err(Error::NoDaemonBinary {
         tried: format!("${WCFSD_ENV} (unset), {}", tried.join(", ")),
     })
+}
+
+/// Where a wcfsd installed with a library in `dir` is: beside it, or in
+/// the `bin/` of its prefix (`dir` = `<prefix>/lib`, or the multiarch
+/// `<prefix>/lib/<triplet>`).
+fn near_library(dir: &Path) -> Vec<PathBuf> {
+    let mut near = vec![dir.join("wcfsd"), dir.join("../bin/wcfsd")];
+    if dir.parent().and_then(Path::file_name) == Some(OsStr::new("lib")) {
+        near.push(dir.join("../../bin/wcfsd"));
+    }
+    near
 }
 
 fn parent(p: &Path) -> Option<PathBuf> {
@@ -777,7 +794,10 @@ fn this_object_dir() -> Option<PathBuf> {
     if !path.is_absolute() {
         return None;
     }
-    parent(&path)
+    // The real location: the loader may name the library through a
+    // symlinked directory (`/lib` → `usr/lib` on merged-/usr systems), and
+    // its prefix's bin/ is beside the real one.
+    parent(&fs::canonicalize(&path).unwrap_or(path))
 }
 
 /// Opens the log for a started daemon (appending) and writes a header;
@@ -1063,6 +1083,28 @@ mod tests {
             ..Config::default()
         };
         assert_eq!(wcfsd_binary(&cfg).unwrap(), PathBuf::from("/bin/sh"));
+    }
+
+    #[test]
+    fn binary_near_the_library() {
+        let p = |s: &str| PathBuf::from(s);
+        assert_eq!(
+            near_library(Path::new("/opt/wcfs/lib")),
+            [p("/opt/wcfs/lib/wcfsd"), p("/opt/wcfs/lib/../bin/wcfsd")]
+        );
+        assert_eq!(
+            near_library(Path::new("/usr/lib/x86_64-linux-gnu")),
+            [
+                p("/usr/lib/x86_64-linux-gnu/wcfsd"),
+                p("/usr/lib/x86_64-linux-gnu/../bin/wcfsd"),
+                p("/usr/lib/x86_64-linux-gnu/../../bin/wcfsd"),
+            ]
+        );
+        // The Python wheel: libwcfs.so and wcfsd side by side in the package.
+        assert_eq!(
+            near_library(Path::new("/venv/lib/python3.11/site-packages/wcfs"))[0],
+            p("/venv/lib/python3.11/site-packages/wcfs/wcfsd")
+        );
     }
 
     #[test]

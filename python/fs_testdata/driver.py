@@ -47,6 +47,12 @@ Added for the oracle/reset tests (daemon/tests/fs_oracle.rs, fs_reset.rs):
     {"op": "setblksize", "file": OID, "blksize": N} -> "ok" the ZBigFile's blksize changes (blocks kept)
     {"op": "touch"}                                -> "ok"  change an object that is no file (root counter)
 
+Added for the ZEO restart tests (daemon/tests/zeo_restart.rs):
+
+    {"op": "connected"}                            -> "ok"  waits (≤ 60 s) until the ZEO client is connected
+                                                    again after a server restart, then starts a fresh
+                                                    transaction (sees what was committed meanwhile)
+
 Reads "at" a tid go through a historical connection, so they are Python's
 own view of the database at that tid: the oracle for @<tid>/ views.
 """
@@ -274,6 +280,18 @@ class Driver:
             if k % 3 != 1 or k == c['nblk'] - 1:
                 t[k] = ZBlk0(rng.randbytes(f.blksize))
         f.blktab = t
+        return 'ok'
+
+    def op_connected(self, c):
+        import time
+        st = self.db.storage
+        deadline = time.time() + 60
+        while hasattr(st, 'is_connected') and not st.is_connected():
+            if time.time() > deadline:
+                raise RuntimeError('ZEO client not connected again after 60s')
+            time.sleep(0.01)
+        transaction.abort()
+        transaction.begin()
         return 'ok'
 
     def op_touch(self, c):

@@ -17,6 +17,13 @@ def test_library_and_version():
     assert wcfs.version() == m.group(1)
 
 
+def test_soversion_is_the_abi_version():
+    with open(os.path.join(os.path.dirname(wcfs.__file__), '..', '..', 'include', 'wcfs.h')) as f:
+        m = re.search(r'^#define WCFS_ABI_VERSION (\d+)$', f.read(), re.M)
+    assert m, 'no WCFS_ABI_VERSION in include/wcfs.h'
+    assert wcfs._SOVERSION == int(m.group(1))
+
+
 def test_ids_as_int_or_bytes():
     assert wcfs._id(5, 'at') == 5
     assert wcfs._id(b'\x00' * 7 + b'\x05', 'at') == 5

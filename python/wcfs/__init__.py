@@ -22,18 +22,27 @@ is closed, touching views that are still around faults (SIGSEGV), as in C.
 
 Where the library is loaded from, first found wins:
   1. ``$WCFS_LIBRARY`` (the path of a libwcfs.so);
-  2. ``libwcfs.so`` next to this package (a bundled copy);
+  2. ``libwcfs.so.<abi>`` in this package (the wheel's copy, under its SONAME);
   3. the cargo target directory of the source tree this package sits in
      (``$CARGO_TARGET_DIR`` or ``<repo>/target``; ``release`` before ``debug``);
   4. the system's library path (``libwcfs.so.<major>``, e.g. installed with cmake/).
+
+The wheel (python/pyproject.toml) bundles the library and ``wcfsd`` in this
+package, side by side: ``join(zurl, autostart=True)`` starts that wcfsd, and
+``python -m wcfs serve|start|status|stop ZURL`` runs it (``__main__``). For
+Cython, ``cimport wcfs.wcfs`` with ``get_include()`` on the include path,
+linked against ``library_path`` with an rpath to its directory.
 """
 
 import ctypes
 import ctypes.util
 import os
 
-__all__ = ['join', 'attach', 'WCFS', 'Conn', 'FileH', 'Mapping', 'version', 'library_path']
+__all__ = ['join', 'attach', 'WCFS', 'Conn', 'FileH', 'Mapping', 'version', 'library_path',
+           'get_include']
 
+# The SONAME's number, for the system lookup: WCFS_ABI_VERSION of the
+# header (defined in src/ffi/abi.rs; python/tests/test_api.py checks they agree).
 _SOVERSION = 0
 
 
@@ -43,7 +52,7 @@ def _candidates():
         yield env
         return
     here = os.path.dirname(os.path.abspath(__file__))
-    yield os.path.join(here, 'libwcfs.so')
+    yield os.path.join(here, 'libwcfs.so.%d' % _SOVERSION)
     repo = os.path.dirname(os.path.dirname(here))
     target = os.environ.get('CARGO_TARGET_DIR') or os.path.join(repo, 'target')
     for profile in ('release', 'debug'):
@@ -104,6 +113,17 @@ for _name, _res, _args in [
 def version():
     """The version of the loaded libwcfs."""
     return _lib.wcfs_version().decode()
+
+
+def get_include():
+    """The directory of ``wcfs.h``, for C code that ``cimport wcfs.wcfs``
+    (like ``numpy.get_include()``): the copy in the installed wheel, else the
+    source tree's ``include/``."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    bundled = os.path.join(here, 'include')
+    if os.path.exists(os.path.join(bundled, 'wcfs.h')):
+        return bundled
+    return os.path.join(os.path.dirname(os.path.dirname(here)), 'include')
 
 
 def _last_error():

@@ -31,6 +31,7 @@
 
 #![allow(non_camel_case_types)] // the C names are the contract (SPEC §8)
 
+mod abi;
 mod last_error;
 mod registry;
 
@@ -40,6 +41,7 @@ use registry::Object;
 use std::ffi::{c_char, c_int, CStr, CString};
 use std::os::unix::ffi::OsStrExt;
 
+pub use abi::WCFS_ABI_VERSION;
 pub use last_error::wcfs_last_error;
 
 /// A ZODB transaction id.

@@ -131,6 +131,8 @@ pub struct ZeoServer {
     child: Option<std::process::Child>,
     pub port: u16,
     pub log: PathBuf,
+    datafs: PathBuf,
+    msgpack: bool,
 }
 
 impl ZeoServer {
@@ -144,15 +146,37 @@ impl ZeoServer {
     /// Like [`ZeoServer::start`]; with `msgpack`, the server marshals
     /// messages with msgpack (`$ZEO_MSGPACK`) instead of pickle.
     pub fn start_with(datafs: &Path, msgpack: bool) -> ZeoServer {
-        let mut log = datafs.as_os_str().to_owned();
-        log.push(".zeo.log");
-        let log = PathBuf::from(log);
         for _ in 0..5 {
             let port = std::net::TcpListener::bind("127.0.0.1:0")
                 .and_then(|l| l.local_addr())
                 .expect("pick a free port")
                 .port();
-            let logf = std::fs::File::create(&log).expect("create zeo log");
+            if let Some(s) = Self::try_start(datafs, port, msgpack, 1) {
+                return s;
+            }
+        }
+        panic!(
+            "runzeo did not start; its log:\n{}",
+            std::fs::read_to_string(Self::log_path(datafs)).unwrap_or_default()
+        );
+    }
+
+    fn log_path(datafs: &Path) -> PathBuf {
+        let mut log = datafs.as_os_str().to_owned();
+        log.push(".zeo.log");
+        PathBuf::from(log)
+    }
+
+    /// runzeo on `port` (tried `tries` times, 1 s apart: a port just
+    /// released may still be busy), once it accepts connections.
+    fn try_start(datafs: &Path, port: u16, msgpack: bool, tries: usize) -> Option<ZeoServer> {
+        let log = Self::log_path(datafs);
+        for _ in 0..tries {
+            let logf = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&log)
+                .expect("open zeo log");
             let mut child = Command::new(python())
                 .args(["-m", "ZEO.runzeo", "-a"])
                 .arg(format!("127.0.0.1:{port}"))
@@ -171,11 +195,13 @@ impl ZeoServer {
                     break; // port taken, or worse: retry, then report
                 }
                 if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                    return ZeoServer {
+                    return Some(ZeoServer {
                         child: Some(child),
                         port,
                         log,
-                    };
+                        datafs: datafs.to_path_buf(),
+                        msgpack,
+                    });
                 }
                 if std::time::Instant::now() > deadline {
                     let _ = child.kill();
@@ -184,11 +210,28 @@ impl ZeoServer {
                 }
                 std::thread::sleep(std::time::Duration::from_millis(20));
             }
+            std::thread::sleep(std::time::Duration::from_secs(1));
         }
-        panic!(
-            "runzeo did not start; its log:\n{}",
-            std::fs::read_to_string(&log).unwrap_or_default()
-        );
+        None
+    }
+
+    /// Starts the server again (after [`ZeoServer::kill`], or killing it
+    /// first) on the same port, serving `datafs` (None: the same data.fs
+    /// as before): a server restart as clients see it.
+    pub fn restart(&mut self, datafs: Option<&Path>) {
+        self.kill();
+        let datafs = datafs.map_or(self.datafs.clone(), Path::to_path_buf);
+        match Self::try_start(&datafs, self.port, self.msgpack, 10) {
+            Some(s) => {
+                let old = std::mem::replace(self, s);
+                drop(old);
+            }
+            None => panic!(
+                "runzeo did not restart on port {}; its log:\n{}",
+                self.port,
+                std::fs::read_to_string(Self::log_path(&datafs)).unwrap_or_default()
+            ),
+        }
     }
 
     /// `zeo://127.0.0.1:PORT`.

@@ -87,13 +87,18 @@ pub fn open(zurl: &str) -> Result<Arc<dyn Storage>, Error> {
 /// Opens the storage a zurl names; a networked one rides through losing its
 /// server as `resilience` says.
 pub fn open_with(zurl: &str, resilience: &Resilience) -> Result<Arc<dyn Storage>, Error> {
+    use crate::storage::zeo::{ZeoOptions, ZeoStorage};
     match parse(zurl)? {
         ZUrl::File(path) => Ok(Arc::new(crate::storage::filestorage::FileStorage::open(
             &path, zurl,
         )?)),
-        ZUrl::Zeo { host, port } => Ok(Arc::new(crate::storage::zeo::ZeoStorage::open(
-            &host, port, zurl,
-        )?)),
+        ZUrl::Zeo { host, port } => {
+            let opts = ZeoOptions {
+                resilience: resilience.clone(),
+                ..ZeoOptions::default()
+            };
+            Ok(Arc::new(ZeoStorage::open_with(&host, port, zurl, opts)?))
+        }
         ZUrl::Postgres(uri) => Ok(Arc::new(postgres::PgStorage::open_with(
             &uri,
             resilience,

@@ -1,9 +1,17 @@
 //! The ZEO client against fake servers that misbehave: bad handshakes,
 //! malformed, oversized and cut frames, replies that do not fit, tids that
 //! go backwards, and servers that stall (at the handshake, mid-frame, on a
-//! request, or when idle). Every case must end in a clear error — for the
-//! call at hand, for every later call and for the watcher — within the
-//! configured timeouts, with bounded memory and no panic.
+//! request, or when idle). At open, every case is a clear error. Later,
+//! every case is a lost connection: the call at hand and the calls after
+//! it fail with a clear `Unavailable` (naming what went wrong) once the
+//! wait is over, the watcher waits without an error for the reconnect, all
+//! within the configured timeouts, with bounded memory and no panic.
+//!
+//! And the reconnect itself, against fakes that take a second connection:
+//! the catch-up through the iterator merged with invalidations arriving
+//! meanwhile (none missed, none doubled), and servers that are not the
+//! same database (behind, or without our last transaction, or with other
+//! objects in it) failing the storage for good.
 //!
 //! A real server cannot be made to do any of this, hence the fake one: a
 //! thread speaking the protocol through the crate's own frame and pickle
@@ -17,10 +25,12 @@ use std::time::{Duration, Instant};
 use zodb::pickle::Value;
 use zodb::storage::zeo::wire::{self, FrameReader, Message};
 use zodb::storage::zeo::{ZeoOptions, ZeoStorage};
-use zodb::storage::{Error, Storage};
+use zodb::storage::{counter, Error, Resilience, Storage};
 use zodb::{Oid, Tid};
 
 const REQUEST_TIMEOUT: Duration = Duration::from_millis(400);
+/// How long a call waits for a reconnect.
+const WAIT: Duration = Duration::from_millis(300);
 
 fn opts() -> ZeoOptions {
     ZeoOptions {
@@ -28,7 +38,27 @@ fn opts() -> ZeoOptions {
         request_timeout: REQUEST_TIMEOUT,
         keepalive: Duration::from_millis(200),
         max_frame: 8 << 20,
+        resilience: Resilience {
+            wait: WAIT,
+            backoff_max: Duration::from_millis(100),
+        },
         ..ZeoOptions::default()
+    }
+}
+
+fn count(zs: &ZeoStorage, name: &str) -> u64 {
+    zs.counters()
+        .into_iter()
+        .find(|c| c.0 == name)
+        .map_or(0, |c| c.1)
+}
+
+/// Waits until the storage counted a lost connection.
+fn wait_lost(zs: &ZeoStorage) {
+    let t0 = Instant::now();
+    while count(zs, counter::LOST) == 0 {
+        assert!(t0.elapsed() < Duration::from_secs(5), "loss not noticed");
+        std::thread::sleep(Duration::from_millis(5));
     }
 }
 
@@ -107,6 +137,42 @@ impl Peer {
         );
         self.reply(id, b8(tid));
     }
+    /// Answers the client's iteration over the server's transactions
+    /// (`iterator_start` … `iterator_record_next`) with `txns` (tid, oids),
+    /// those inside the range asked; pings answered on the way.
+    fn serve_history(&mut self, txns: &[(u64, &[u64])]) {
+        let (id, m, args) = self.recv_no_ping().expect("iterator_start");
+        assert_eq!(m, "iterator_start");
+        let t = args.as_tuple().unwrap();
+        let range = |v: &Value| u64::from_be_bytes(v.as_bytes().unwrap()[..].try_into().unwrap());
+        let (lo, hi) = (range(&t[0]), range(&t[1]));
+        self.reply(id, Value::Int(7));
+        for (tid, oids) in txns.iter().filter(|(t, _)| (lo..=hi).contains(t)) {
+            let (id, m, _) = self.recv_no_ping().expect("iterator_next");
+            assert_eq!(m, "iterator_next");
+            self.reply(
+                id,
+                Value::Tuple(vec![
+                    b8(*tid),
+                    Value::Str(" ".into()),
+                    Value::Str("u".into()),
+                ]),
+            );
+            let (id, m, _) = self.recv_no_ping().expect("iterator_record_start");
+            assert_eq!(m, "iterator_record_start");
+            self.reply(id, Value::Int(8));
+            for o in oids.iter() {
+                let (id, m, _) = self.recv_no_ping().expect("iterator_record_next");
+                assert_eq!(m, "iterator_record_next");
+                self.reply(id, Value::Tuple(vec![b8(*o), b8(*tid), Value::None]));
+            }
+            let (id, _, _) = self.recv_no_ping().expect("iterator_record_next (end)");
+            self.reply(id, Value::None);
+        }
+        let (id, m, _) = self.recv_no_ping().expect("iterator_next (end)");
+        assert_eq!(m, "iterator_next");
+        self.reply(id, Value::None);
+    }
     /// Waits until the client closes (or 5 s).
     fn linger(&mut self) {
         let _ = self.s.set_read_timeout(Some(Duration::from_secs(5)));
@@ -120,15 +186,25 @@ fn b8(v: u64) -> Value {
 
 /// A fake server running `script` on its first connection.
 fn fake(script: impl FnOnce(&mut Peer) + Send + 'static) -> (u16, JoinHandle<()>) {
+    fake_n(vec![Box::new(script)])
+}
+
+type Script = Box<dyn FnOnce(&mut Peer) + Send>;
+
+/// A fake server running one script per connection, in turn (then it
+/// stops listening).
+fn fake_n(scripts: Vec<Script>) -> (u16, JoinHandle<()>) {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = l.local_addr().unwrap().port();
     let h = std::thread::spawn(move || {
-        let (s, _) = l.accept().unwrap();
-        let mut p = Peer {
-            s,
-            fr: FrameReader::new(64 << 20),
-        };
-        script(&mut p);
+        for script in scripts {
+            let (s, _) = l.accept().unwrap();
+            let mut p = Peer {
+                s,
+                fr: FrameReader::new(64 << 20),
+            };
+            script(&mut p);
+        }
     });
     (port, h)
 }
@@ -195,8 +271,9 @@ fn bad_handshakes() {
 }
 
 /// Runs `bad` after a good registration at tid 100 and a first good load;
-/// the load issued then must fail with an error containing `want`, and so
-/// must everything after it.
+/// the load issued then must fail — after the wait, with `Unavailable` —
+/// naming `want`, and so must the loads after it; the watcher waits
+/// without an error; `last_tid` stays.
 fn after_register(want: &str, bad: impl FnOnce(&mut Peer, i64) + Send + 'static) {
     let (port, h) = fake(move |p| {
         p.accept_register(100);
@@ -222,19 +299,24 @@ fn after_register(want: &str, bad: impl FnOnce(&mut Peer, i64) + Send + 'static)
     let l = zs.load(Oid(1), Tid(100)).unwrap();
     assert_eq!((&l.data[..], l.serial), (&b"data"[..], Tid(90)));
     let t0 = Instant::now();
-    let e = zs.load(Oid(1), Tid(100)).unwrap_err().to_string();
+    let e = zs.load(Oid(1), Tid(100)).unwrap_err();
     let dt = t0.elapsed();
+    assert!(matches!(e, Error::Unavailable { .. }), "{e}");
+    let e = e.to_string();
     assert!(e.contains(want), "want {want:?} in: {e}");
     assert!(e.contains("zeo://fake"), "{e}");
-    assert!(dt < REQUEST_TIMEOUT * 4, "error after {dt:?}");
-    // Final: the watcher, later loads, last_tid.
-    let we = w
-        .next_timeout(Duration::from_secs(2))
-        .unwrap_err()
-        .to_string();
-    assert!(we.contains(want), "watcher: {we}");
-    assert!(zs.load(Oid(1), Tid(100)).is_err());
-    assert!(zs.last_tid().is_err());
+    assert!(dt < REQUEST_TIMEOUT * 4 + WAIT, "error after {dt:?}");
+    // No error for the watcher (the stream resumes after a reconnect);
+    // later loads fail the same way; the stream's position stays.
+    assert!(w
+        .next_timeout(Duration::from_millis(200))
+        .unwrap()
+        .is_none());
+    let e2 = zs.load(Oid(1), Tid(100)).unwrap_err().to_string();
+    assert!(e2.contains(want), "later load: {e2}");
+    assert_eq!(zs.last_tid().unwrap(), Tid(100));
+    assert_eq!(count(&zs, counter::LOST), 1);
+    assert!(count(&zs, counter::GIVEUP) >= 2);
     drop(zs);
     h.join().unwrap();
 }
@@ -342,9 +424,9 @@ fn announced_size_is_not_allocated() {
 }
 
 /// An idle connection whose server stops answering is noticed by the
-/// keep-alive ping: the watcher fails without any load.
+/// keep-alive ping: a loss, without any load; the watcher keeps waiting.
 #[test]
-fn idle_stall_fails_the_watcher() {
+fn idle_stall_is_noticed() {
     let (go, ready) = std::sync::mpsc::channel::<()>();
     let (port, h) = fake(move |p| {
         p.accept_register(100);
@@ -360,18 +442,21 @@ fn idle_stall_fails_the_watcher() {
     let c = w.next_timeout(Duration::from_secs(2)).unwrap().unwrap();
     assert_eq!((c.tid, c.oids), (Tid(101), vec![Oid(1), Oid(2)]));
     let t0 = Instant::now();
-    let e = w
-        .next_timeout(Duration::from_secs(5))
-        .unwrap_err()
-        .to_string();
-    assert!(e.contains("did not answer ping"), "{e}");
+    wait_lost(&zs);
     assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
+    let why = zs.failure().unwrap();
+    assert!(why.contains("did not answer ping"), "{why}");
+    assert!(w
+        .next_timeout(Duration::from_millis(100))
+        .unwrap()
+        .is_none());
     drop(zs);
     h.join().unwrap();
 }
 
 /// Invalidations: in order; those up to the register tid (the register
-/// race) dropped; a tid going backwards afterwards is an error.
+/// race) dropped; a tid going backwards afterwards is a protocol
+/// violation: the connection is lost (what came before stays).
 #[test]
 fn invalidation_order() {
     let (go, ready) = std::sync::mpsc::channel::<()>();
@@ -395,16 +480,15 @@ fn invalidation_order() {
     let zs = open(port).unwrap();
     let mut w = zs.watch(Tid(100)).unwrap();
     go.send(()).unwrap();
+    wait_lost(&zs);
     let mut got = vec![];
-    let err = loop {
-        match w.next_timeout(Duration::from_secs(2)) {
-            Ok(Some(c)) => got.push((c.tid.0, c.oids.iter().map(|o| o.0).collect::<Vec<_>>())),
-            Ok(None) => panic!("no error for a tid going backwards"),
-            Err(e) => break e.to_string(),
-        }
-    };
+    while let Some(c) = w.next_timeout(Duration::from_millis(100)).unwrap() {
+        got.push((c.tid.0, c.oids.iter().map(|o| o.0).collect::<Vec<_>>()));
+    }
     assert_eq!(got, vec![(103, vec![]), (105, vec![1, 3])]);
-    assert!(err.contains("tids must increase"), "{err}");
+    let why = zs.failure().unwrap();
+    assert!(why.contains("tids must increase"), "{why}");
+    assert_eq!(zs.last_tid().unwrap(), Tid(105));
     drop(zs);
     h.join().unwrap();
 }
@@ -432,4 +516,134 @@ fn server_stops_reading() {
     println!("first error: {}", errs[0]);
     drop(zs);
     h.join().unwrap();
+}
+
+/// After a loss, the reconnect catches up through the iterator from the
+/// last transaction reported, merged with the invalidations the new
+/// connection receives meanwhile: every transaction exactly once, in order.
+#[test]
+fn reconnect_catches_up_exactly() {
+    let (go, ready) = std::sync::mpsc::channel::<()>();
+    let (port, h) = fake_n(vec![
+        Box::new(move |p: &mut Peer| {
+            p.accept_register(100);
+            ready.recv().unwrap();
+            p.invalidate(101, &[1]);
+            std::thread::sleep(Duration::from_millis(100));
+            // The server goes away.
+        }),
+        Box::new(|p: &mut Peer| {
+            p.accept_register(104);
+            // Invalidations racing the register reply and the catch-up:
+            // 103 is in both, 105 only here.
+            p.invalidate(103, &[3]);
+            p.invalidate(105, &[5]);
+            p.serve_history(&[(101, &[1]), (102, &[2]), (103, &[3]), (104, &[4, 44])]);
+            p.invalidate(106, &[6]);
+            let (id, m, _) = p.recv_no_ping().unwrap();
+            assert_eq!(m, "loadBefore");
+            p.reply(
+                id,
+                Value::Tuple(vec![
+                    Value::Bytes(Bytes::from_static(b"d")),
+                    b8(106),
+                    Value::None,
+                ]),
+            );
+            p.linger();
+        }),
+    ]);
+    let zs = open(port).unwrap();
+    let mut w = zs.watch(Tid(100)).unwrap();
+    go.send(()).unwrap();
+    let mut got = vec![];
+    let t0 = Instant::now();
+    while got.last().map(|c: &(u64, Vec<u64>)| c.0) != Some(106) {
+        assert!(t0.elapsed() < Duration::from_secs(10), "stream: {got:?}");
+        if let Some(c) = w.next_timeout(Duration::from_millis(100)).unwrap() {
+            got.push((c.tid.0, c.oids.iter().map(|o| o.0).collect()));
+        }
+    }
+    let want: Vec<(u64, Vec<u64>)> = vec![
+        (101, vec![1]),
+        (102, vec![2]),
+        (103, vec![3]),
+        (104, vec![4, 44]),
+        (105, vec![5]),
+        (106, vec![6]),
+    ];
+    assert_eq!(got, want);
+    assert!(w
+        .next_timeout(Duration::from_millis(100))
+        .unwrap()
+        .is_none());
+    assert_eq!(zs.last_tid().unwrap(), Tid(106));
+    let l = zs.load(Oid(1), Tid(106)).unwrap();
+    assert_eq!(l.serial, Tid(106));
+    assert_eq!(count(&zs, counter::LOST), 1);
+    assert_eq!(count(&zs, counter::RECONNECT), 1);
+    assert_eq!(count(&zs, counter::CATCHUP), 3);
+    drop(zs);
+    h.join().unwrap();
+}
+
+/// A server reached after a loss that does not have our history: behind
+/// us, without our last transaction, or with other objects in it. The
+/// storage fails for good: watcher, loads, last_tid.
+#[test]
+fn reconnect_to_another_database_fails_for_good() {
+    type Second = fn(&mut Peer);
+    let cases: [(&str, Second); 3] = [
+        ("older than 0000000000000065", |p| p.accept_register(99)),
+        (
+            "0000000000000065, which we served, is not in its history",
+            |p| {
+                p.accept_register(104);
+                p.serve_history(&[(102, &[2]), (104, &[4])]);
+            },
+        ),
+        ("changed other objects", |p| {
+            p.accept_register(104);
+            p.serve_history(&[(101, &[9]), (104, &[4])]);
+        }),
+    ];
+    for (want, second) in cases {
+        let (go, ready) = std::sync::mpsc::channel::<()>();
+        let (port, h) = fake_n(vec![
+            Box::new(move |p: &mut Peer| {
+                p.accept_register(100);
+                ready.recv().unwrap();
+                p.invalidate(101, &[1]);
+                std::thread::sleep(Duration::from_millis(100));
+            }),
+            Box::new(move |p: &mut Peer| {
+                second(p);
+                p.linger();
+            }),
+        ]);
+        let zs = open(port).unwrap();
+        let mut w = zs.watch(Tid(100)).unwrap();
+        go.send(()).unwrap();
+        let c = w.next_timeout(Duration::from_secs(2)).unwrap().unwrap();
+        assert_eq!(c.tid, Tid(101));
+        let t0 = Instant::now();
+        let e = loop {
+            match w.next_timeout(Duration::from_millis(100)) {
+                Ok(None) => assert!(t0.elapsed() < Duration::from_secs(10), "{want}: no failure"),
+                Ok(Some(c)) => panic!("{want}: reported {c:?} from another database"),
+                Err(e) => break e,
+            }
+        };
+        assert!(matches!(e, Error::NotSameDatabase { .. }), "{want}: {e}");
+        assert!(e.to_string().contains(want), "{want}: {e}");
+        let le = zs.load(Oid(1), Tid(101)).unwrap_err();
+        assert!(
+            matches!(le, Error::NotSameDatabase { .. }),
+            "{want}: load: {le}"
+        );
+        assert!(zs.last_tid().is_err());
+        assert_eq!(count(&zs, counter::RECONNECT), 0);
+        drop(zs);
+        h.join().unwrap();
+    }
 }

@@ -290,37 +290,80 @@ fn watch_python_zeo_client_commits() {
     assert_eq!(got2, wnt);
 }
 
+/// A killed server is ridden through: the watcher waits (no error), loads
+/// fail after the wait with `Unavailable`, `last_tid` stays; once the
+/// server is back on the same data.fs, loads serve again and the counters
+/// say what happened. A server that never was is a clear error at open.
 #[test]
-fn killed_server_gives_errors() {
+fn killed_server_is_ridden_through() {
+    use zodb::storage::zeo::ZeoOptions;
+    use zodb::storage::{counter, Resilience};
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path().to_str().unwrap();
     oracle(&["gen", d, "--txns", "10"]);
     let o = dump(tmp.path());
     let mut srv = ZeoServer::start(&tmp.path().join("data.fs"));
-    let zs = open(&srv);
-    let mut w = zs.watch(zs.last_tid().unwrap()).unwrap();
-    let (oid, at, _) = o
+    let wait = Duration::from_millis(700);
+    let opts = ZeoOptions {
+        resilience: Resilience {
+            wait,
+            backoff_max: Duration::from_millis(200),
+        },
+        ..ZeoOptions::default()
+    };
+    let zs = ZeoStorage::open_with("127.0.0.1", srv.port, &srv.zurl(), opts).unwrap();
+    let head = zs.last_tid().unwrap();
+    let mut w = zs.watch(head).unwrap();
+    let (oid, at, expect) = o
         .loads
         .iter()
         .find(|l| matches!(l.2, Expect::Data { .. }))
         .unwrap()
         .clone();
-    zs.load(oid, at).unwrap();
+    assert_eq!(expect_of(zs.load(oid, at)).unwrap(), expect);
     srv.kill();
+    let counter_of = |name: &str| zs.counters().into_iter().find(|c| c.0 == name).unwrap().1;
     let t0 = Instant::now();
-    let err = w.next_timeout(Duration::from_secs(10)).unwrap_err();
-    assert!(t0.elapsed() < Duration::from_secs(5), "noticed late");
-    println!("watcher: {err}");
-    assert!(err.to_string().contains("closed by server"), "{err}");
-    for _ in 0..3 {
-        let e = zs.load(oid, at).unwrap_err();
-        assert!(matches!(e, Error::Io { .. }), "{e}");
-        assert!(e.to_string().contains(&srv.zurl()), "{e}");
+    while counter_of(counter::LOST) == 0 {
+        assert!(t0.elapsed() < Duration::from_secs(5), "loss noticed late");
+        std::thread::sleep(Duration::from_millis(10));
     }
-    assert!(zs.last_tid().is_err());
-    assert!(w.next_timeout(Duration::ZERO).is_err(), "error is final");
-    assert!(zs.watch(Tid::ZERO).is_err());
-    // Nobody listening any more: opening fails clearly.
+    let why = zs.failure().expect("not serving");
+    assert!(why.contains("closed by server"), "{why}");
+    // The watcher sees nothing, and no error: the stream resumes later.
+    assert!(w
+        .next_timeout(Duration::from_millis(300))
+        .unwrap()
+        .is_none());
+    for _ in 0..2 {
+        let t0 = Instant::now();
+        let e = zs.load(oid, at).unwrap_err();
+        let dt = t0.elapsed();
+        assert!(matches!(e, Error::Unavailable { .. }), "{e}");
+        assert!(e.to_string().contains(&srv.zurl()), "{e}");
+        assert!(dt >= wait && dt < wait * 4, "gave up after {dt:?}");
+    }
+    assert_eq!(counter_of(counter::GIVEUP), 2);
+    assert_eq!(zs.last_tid().unwrap(), head, "head stays during the outage");
+
+    // Back: loads serve again, exact; one reconnect, nothing to catch up.
+    srv.restart(None);
+    let t0 = Instant::now();
+    let got = loop {
+        match zs.load(oid, at) {
+            Ok(l) => break l,
+            Err(Error::Unavailable { .. }) if t0.elapsed() < Duration::from_secs(30) => {}
+            Err(e) => panic!("after restart: {e}"),
+        }
+    };
+    assert_eq!(expect_of(Ok(got)).unwrap(), expect);
+    assert!(zs.failure().is_none());
+    assert_eq!(counter_of(counter::RECONNECT), 1);
+    assert_eq!(counter_of(counter::CATCHUP), 0);
+    assert!(w.next_timeout(Duration::ZERO).unwrap().is_none());
+
+    // Nobody listening: opening fails clearly, at once.
+    srv.kill();
     let e = ZeoStorage::open("127.0.0.1", srv.port, "zeo://gone")
         .err()
         .unwrap();

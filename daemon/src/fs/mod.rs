@@ -250,6 +250,9 @@ impl Host for Wcfs {
     fn failed(&self) -> bool {
         Wcfs::failed(self)
     }
+    fn storage_wait(&self) -> Duration {
+        self.opts.storage_wait
+    }
     fn fail(&self, why: &str) {
         zwatch::fail(self, why)
     }

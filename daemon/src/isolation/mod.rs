@@ -106,6 +106,8 @@ pub(crate) trait Host: Send + Sync {
     fn wait_head(&self, at: Tid, timeout: Duration) -> bool;
     /// EIO mode.
     fn failed(&self) -> bool;
+    /// How long a request that needs the storage server waits for it.
+    fn storage_wait(&self) -> Duration;
     /// Switches to EIO mode (and exits): a faulty client could not be
     /// killed, so isolation can no longer be guaranteed.
     fn fail(&self, why: &str);

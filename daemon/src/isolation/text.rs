@@ -31,6 +31,12 @@ pub(crate) enum Why {
     /// The file object changed (created, blksize or blktab replaced) at
     /// `rev` in `(at, head]`.
     Epoch { rev: Tid, head: Tid },
+    /// Head did not reach `at` within the storage wait (the storage
+    /// server is away, or `at` is in the future).
+    HeadBehind {
+        head: Tid,
+        waited: std::time::Duration,
+    },
     /// Anything of ours (EIO mode, a thread we could not start).
     Other(String),
 }
@@ -48,6 +54,11 @@ impl std::fmt::Display for Why {
             Why::Epoch { rev, head } => {
                 write!(f, "file epoch detected @{rev} in between (at,head=@{head}]")
             }
+            Why::HeadBehind { head, waited } => write!(
+                f,
+                "head/at (@{head}) did not reach at within {}",
+                duration(waited.as_nanos() as i128)
+            ),
             Why::Other(s) => write!(f, "{s}"),
         }
     }

@@ -15,7 +15,7 @@ use parking_lot::Mutex;
 use std::collections::{BTreeSet, HashMap};
 use std::ops::RangeInclusive;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use zodb::{Oid, Tid};
 
 use crate::zdata::Tracker;
@@ -79,12 +79,21 @@ impl Isolation {
     /// back, no file epoch in `(at, head]` — and pins. Err(None): the link
     /// went down (no reply).
     fn watch(&self, host: &dyn Host, l: &Arc<Link>, file: Oid, at: Tid) -> Result<(), Option<Why>> {
+        // Head reaches a client's fresh commit in moments — unless the
+        // storage server is away: then, as reads, wait only so long.
+        let deadline = Instant::now() + host.storage_wait();
         while !host.wait_head(at, HEAD_POLL) {
             if l.is_down() {
                 return Err(None);
             }
             if host.failed() {
                 return Err(Some(Why::Other("filesystem in EIO mode".into())));
+            }
+            if Instant::now() >= deadline {
+                return Err(Some(Why::HeadBehind {
+                    head: host.tracker().read().head(),
+                    waited: host.storage_wait(),
+                }));
             }
         }
 

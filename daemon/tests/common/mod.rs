@@ -593,6 +593,12 @@ impl Driver {
     pub fn touch(&mut self) {
         self.cmd(r#"{"op":"touch"}"#);
     }
+
+    /// Waits until a ZEO driver is connected again (after a server
+    /// restart) and starts a fresh transaction.
+    pub fn connected(&mut self) {
+        self.cmd(r#"{"op":"connected"}"#);
+    }
 }
 
 /// Block `blk` of an open file, read with pread(2) (short at EOF).
@@ -608,4 +614,24 @@ pub fn read_block_of(f: &std::fs::File, blk: u64, blksize: u64) -> std::io::Resu
     }
     buf.truncate(n);
     Ok(buf)
+}
+
+/// Which pages of `map` are in the page cache (mincore(2)).
+pub fn resident(map: &[u8]) -> Vec<bool> {
+    let ps = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
+        .unwrap()
+        .unwrap() as usize;
+    let mut vec = vec![0u8; map.len().div_ceil(ps)];
+    // SAFETY: `map` is a live mapping of map.len() bytes starting at a page
+    // boundary (callers pass whole mappings), and `vec` has one byte per
+    // page of it, as mincore requires.
+    let r = unsafe {
+        libc::mincore(
+            map.as_ptr() as *mut libc::c_void,
+            map.len(),
+            vec.as_mut_ptr(),
+        )
+    };
+    assert_eq!(r, 0, "mincore: {}", std::io::Error::last_os_error());
+    vec.iter().map(|b| b & 1 != 0).collect()
 }

@@ -1,77 +1,84 @@
-//! ZEO client storage, read-only (`zeo://HOST:PORT`).
+//! ZEO client storage, read-only (`zeo://HOST:PORT`), that rides through
+//! restarts of its server.
 //!
-//! One TCP connection to a ZEO server (`runzeo` of the `ZEO` Python
-//! package, protocol 5, pickle or msgpack marshalling — whichever the
-//! server announces; [`wire`] has the format). After the handshake we
-//! `register` read-only with storage `"1"`; the reply is the server's last
-//! tid, and from then on the server pushes every committed transaction to
-//! us as `invalidateTransaction(tid, oids)`.
+//! The server is `runzeo` of the `ZEO` Python package: protocol 5, pickle
+//! or msgpack marshalling — whichever it announces ([`wire`] has the
+//! format). After the handshake we `register` read-only with storage
+//! `"1"`; the reply is the server's last tid, and from then on the server
+//! pushes every committed transaction to us as
+//! `invalidateTransaction(tid, oids)`. One connection is a [`conn::Conn`];
+//! this module keeps the storage going across connections.
 //!
-//! # Design
+//! # The stream
 //!
-//! - **One reader thread** per connection receives every frame. Replies are
-//!   matched to their callers by message id; invalidations advance the
-//!   connection's `last_tid` and are appended to the queue of every live
-//!   watcher. Callers send their request themselves (under the writer
-//!   lock) and wait for their own reply, so any number of threads have
-//!   requests in flight on the one connection at once (pipelining); the
-//!   server answers them in order.
-//! - **`last_tid` is the invalidation stream's position**, not a round trip
-//!   to the server: it is the register reply, then each invalidation's tid.
-//!   It is what every watcher has been (or will be) told, so "last tid" and
-//!   "watch from it" never disagree, and a load as of it sees exactly the
-//!   transactions reported.
-//! - **Register race.** The server adds us to its list of clients to notify
-//!   before it reads its last tid for the register reply, so a transaction
-//!   that finishes in between is both in the reply and invalidated to us
-//!   afterwards. Invalidations with tid ≤ the register reply are therefore
-//!   dropped; after that, a tid that does not increase is a protocol error.
-//! - **Watchers** subscribe under the state lock at the connection's current
-//!   `last_tid` T: every later invalidation goes to their queue. A watch
-//!   from `after < T` first fetches the transactions in `(after, T]` with the
-//!   server's storage iterator (`iterator_start`/`iterator_next`/
-//!   `iterator_record_*`), so the stream has no gap and no repeat.
+//! - **`last_tid` is the position of the invalidation stream**: the
+//!   register reply at first, then each transaction handed to the
+//!   watchers. It needs no round trip, never moves back, and stays where it
+//!   is while the server is away. Every watcher has been (or will be) told
+//!   every transaction up to it, so "last tid" and "watch from it" never
+//!   disagree, and a load as of it sees exactly the transactions reported.
+//! - **Watchers** subscribe at the current `last_tid` T; a watch from
+//!   `after < T` first fetches `(after, T]` with the server's storage
+//!   iterator (`iterator_start`/`iterator_next`/`iterator_record_*`).
+//! - **Register race.** The server adds us to its list of clients to
+//!   notify before it reads its last tid for the register reply: a
+//!   transaction finishing in between is in the reply and invalidated to us
+//!   afterwards. A connection holds its invalidations until it goes live,
+//!   and drops those not after the point the stream has reached then; a
+//!   live connection whose tids do not increase violates the protocol.
 //!
-//! # Loss of the server
+//! # Losing the server (the contract of [`crate::storage`])
 //!
-//! EOF, a socket error, a malformed or oversized frame, a reply to nothing
-//! we asked, or a request unanswered for [`ZeoOptions::request_timeout`]
-//! (an idle connection is probed with `ping` every
-//! [`ZeoOptions::keepalive`]) all *fail the connection for good*: pending
-//! and later loads return an error saying why, and every watcher returns
-//! that error once it has handed out the transactions received before.
-//! There is no reconnect: invalidations sent while we were away are gone,
-//! and what the server offers to recover them (`getInvalidations`) merges
-//! transactions into one oid set from a bounded queue — the per-transaction
-//! stream the daemon needs for its block history and pins cannot be rebuilt
-//! from it. The storage iterator could rebuild it (a watch from an old tid
-//! does so), but only by trusting that the server reached again serves the
-//! same history as the one that went away (not a restored or replaced
-//! copy), and reads in between would have failed anyway. A daemon whose
-//! watcher fails switches to EIO mode and exits (SPEC §4); whoever starts
-//! it again gets a fresh view, provably consistent.
+//! Any failure of the connection — closed, reset, timed out, the server
+//! killed or restarted, a protocol violation — is a *loss*: logged once,
+//! counted, and the supervisor thread reconnects, backing off from 50 ms
+//! to [`Resilience::backoff_max`], for as long as it takes. After the
+//! handshake and `register` (reply R) on the new connection, and before
+//! anything is served from it, it checks that the server still has our
+//! history, then catches up:
+//!
+//! - **Same database.** With H our `last_tid`: R ≥ H (nothing we saw may be
+//!   missing), and the server's iterator has a transaction at exactly H
+//!   changing the same objects as the one we reported at H. A restore from
+//!   an older backup fails
+//!   the first test; another database behind the same address fails the
+//!   second (tids are times to the 14 ns, and the oid sets must agree). A
+//!   server that fails either is not ours: the storage fails for good with
+//!   [`Error::NotSameDatabase`] — loads and watchers return it, the daemon
+//!   switches to EIO mode; never stale data. (An empty database, H = 0,
+//!   has nothing to compare.)
+//! - **Catch-up.** The transactions in (H, R] from the iterator, one
+//!   `(tid, oids)` each, go to the watchers exactly as invalidations
+//!   would have; then the connection goes live, handing over the
+//!   invalidations it held meanwhile that are after R. None missed, none
+//!   doubled, in order.
+//!
+//! A call that needs the server ([`Storage::load`], a watch's backlog)
+//! during an outage waits for the reconnect up to [`Resilience::wait`] from
+//! its start, and is retried on the new connection (loads are as of a tid:
+//! repeatable); past the wait it fails with [`Error::Unavailable`], that
+//! call alone. The first such giving-up of an outage is logged.
 //!
 //! # Locking
 //!
-//! `Shared::state` (pending calls, watcher list, `last_tid`, failure) is
-//! never held while doing I/O; `Shared::writer` is held only to write one
-//! request frame (bounded by the write timeout; failing the connection
-//! does not wait for it); a watcher queue's lock is taken under the state lock
-//! (never the other way round).
+//! `Client::st` (connection, phase, stream position, watchers) is never
+//! held while calling into a connection: a connection calls back into the
+//! storage (invalidations under its own state lock, losses without it),
+//! so the order is connection state → `Client::st` → a watcher queue.
 
+mod conn;
 pub mod wire;
 
-use super::{Commit, Error, Loaded, Storage, Watcher};
+use super::{counter, Commit, Error, Loaded, Resilience, Storage, Watcher};
 use crate::pickle::Value;
 use crate::types::{Oid, Tid};
-use bytes::Bytes;
+use conn::{oid_of, oid_value, tid_of, tid_value, CallError, CallResult, Conn, Sink};
 use parking_lot::{Condvar, Mutex};
-use std::collections::{HashMap, VecDeque};
-use std::io::{self, Write};
-use std::net::{Shutdown, TcpStream, ToSocketAddrs};
+use std::collections::VecDeque;
+use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
-use wire::{Codec, FrameReader, Message, ServerError, WireError};
 
 /// Connection parameters.
 #[derive(Debug, Clone)]
@@ -86,6 +93,8 @@ pub struct ZeoOptions {
     pub keepalive: Duration,
     /// Largest frame accepted from the server.
     pub max_frame: usize,
+    /// Riding through outages.
+    pub resilience: Resilience,
 }
 
 impl Default for ZeoOptions {
@@ -96,42 +105,12 @@ impl Default for ZeoOptions {
             request_timeout: Duration::from_secs(60),
             keepalive: Duration::from_secs(10),
             max_frame: 256 << 20,
+            resilience: Resilience::default(),
         }
     }
 }
 
-/// The result of one call, as the reader hands it to the caller.
-type CallResult = Result<Value, CallError>;
-
-#[derive(Debug, Clone)]
-enum CallError {
-    /// The server raised an exception.
-    Server(ServerError),
-    /// The connection failed (why).
-    Conn(String),
-}
-
-/// Where a caller waits for its reply.
-#[derive(Default)]
-struct Slot {
-    result: Mutex<Option<CallResult>>,
-    cond: Condvar,
-}
-
-impl Slot {
-    fn put(&self, r: CallResult) {
-        *self.result.lock() = Some(r);
-        self.cond.notify_all();
-    }
-}
-
-struct Pending {
-    slot: Arc<Slot>,
-    method: &'static str,
-    sent: Instant,
-}
-
-/// A watcher's queue, filled by the reader thread.
+/// A watcher's queue, filled under `Client::st`.
 #[derive(Default)]
 struct WatchQueue {
     q: Mutex<WatchState>,
@@ -141,39 +120,61 @@ struct WatchQueue {
 #[derive(Default)]
 struct WatchState {
     commits: VecDeque<Commit>,
-    failed: Option<String>,
+    failed: Option<Error>,
 }
 
-struct State {
-    next_msgid: i64,
-    pending: HashMap<i64, Pending>,
-    /// Set once: why the connection is unusable.
-    failed: Option<String>,
-    /// Register reply received (invalidations before it are held back).
-    registered: bool,
-    /// The register reply: invalidations up to it are duplicates.
-    register_tid: Tid,
-    held: Vec<Commit>,
+/// Where the storage stands with its server.
+enum Phase {
+    /// Serving through `conn`.
+    Up(Arc<Conn>),
+    /// Lost the server at `since`; reconnecting.
+    Down {
+        since: Instant,
+        /// Why the connection was lost.
+        lost: String,
+        /// Why the last reconnect attempt failed.
+        attempt: String,
+        /// The first giving-up of this outage was logged.
+        gaveup_logged: bool,
+    },
+    /// For good: not the same database any more.
+    Failed(String),
+    /// Dropped.
+    Closed,
+}
+
+struct ClientState {
+    phase: Phase,
     last_tid: Tid,
+    /// The objects the transaction at `last_tid` changed, for the
+    /// same-database check (None: unknown — no transaction reported yet).
+    last_oids: Option<Vec<Oid>>,
     watchers: Vec<Weak<WatchQueue>>,
-    /// Last time a frame arrived.
-    last_rx: Instant,
+    next_conn: u64,
+    /// The register reply of the serving connection: its invalidations up
+    /// to it are the register race's duplicates.
+    live_at: Tid,
 }
 
-struct Shared {
+struct Client {
     url: String,
+    host: String,
+    port: u16,
     opts: ZeoOptions,
-    codec: Codec,
-    state: Mutex<State>,
-    writer: Mutex<TcpStream>,
-    /// The same socket, for shutting it down without waiting for a writer
-    /// stuck on a server that stopped reading.
-    control: TcpStream,
+    st: Mutex<ClientState>,
+    /// Signalled on every change of phase.
+    changed: Condvar,
+    counters: [AtomicU64; 4],
 }
+
+const LOST: usize = 0;
+const RECONNECT: usize = 1;
+const CATCHUP: usize = 2;
+const GIVEUP: usize = 3;
 
 /// A ZEO server, opened read-only.
 pub struct ZeoStorage {
-    shared: Arc<Shared>,
+    client: Arc<Client>,
     instance: u64,
 }
 
@@ -188,447 +189,255 @@ impl ZeoStorage {
         Self::open_with(host, port, url, ZeoOptions::default())
     }
 
-    /// Connects, handshakes and registers.
+    /// Connects, handshakes and registers. A server that cannot be reached
+    /// now is an error (later losses are ridden through).
     pub fn open_with(
         host: &str,
         port: u16,
         url: &str,
         opts: ZeoOptions,
     ) -> Result<ZeoStorage, Error> {
-        let ioe = |op: &str, e: io::Error| Error::Io {
-            storage: url.to_string(),
-            op: op.to_string(),
-            source: e,
-        };
-        let addrs: Vec<_> = (host, port)
-            .to_socket_addrs()
-            .map_err(|e| ioe("resolve", e))?
-            .collect();
-        let mut last = io_err(io::ErrorKind::NotFound, "no address");
-        let mut stream = None;
-        for a in addrs {
-            match TcpStream::connect_timeout(&a, opts.connect_timeout) {
-                Ok(s) => {
-                    stream = Some(s);
-                    break;
-                }
-                Err(e) => last = e,
-            }
-        }
-        let mut stream = stream.ok_or_else(|| ioe("connect", last))?;
-        stream.set_nodelay(true).map_err(|e| ioe("connect", e))?;
-        stream
-            .set_read_timeout(Some(opts.connect_timeout))
-            .map_err(|e| ioe("connect", e))?;
-        stream
-            .set_write_timeout(Some(opts.request_timeout))
-            .map_err(|e| ioe("connect", e))?;
-
-        // Handshake: the server announces, we answer with what we speak.
-        let mut frames = FrameReader::new(opts.max_frame);
-        let hello = frames.next(&mut stream).map_err(|e| {
-            let e = match e {
-                WireError::Timeout => io_err(
-                    io::ErrorKind::TimedOut,
-                    format!(
-                        "no protocol announcement from the server within {:?}",
-                        opts.connect_timeout
-                    ),
-                ),
-                WireError::Io(e) => e,
-                other => io_err(io::ErrorKind::InvalidData, other.to_string()),
-            };
-            ioe("handshake", e)
-        })?;
-        // The server's newest protocol; we speak 5 (as does ZEO 5 and 6).
-        let v5 = hello.len() > 1 && hello[1..] >= b"5"[..];
-        let codec = match hello.first() {
-            Some(b'Z') if v5 => Codec::Pickle,
-            Some(b'M') if v5 => Codec::Msgpack,
-            _ => {
-                return Err(ioe(
-                    "handshake",
-                    io_err(
-                        io::ErrorKind::InvalidData,
-                        format!(
-                            "server announced protocol {:?}; we speak ZEO protocol 5 (Z5 or M5)",
-                            String::from_utf8_lossy(&hello[..hello.len().min(32)])
-                        ),
-                    ),
-                ))
-            }
-        };
-        stream
-            .write_all(&wire::frame(codec.protocol()))
-            .map_err(|e| ioe("handshake", e))?;
-
-        let tick = (opts.request_timeout.min(opts.keepalive) / 4)
-            .clamp(Duration::from_millis(10), Duration::from_secs(1));
-        stream
-            .set_read_timeout(Some(tick))
-            .map_err(|e| ioe("connect", e))?;
-        let writer = stream.try_clone().map_err(|e| ioe("connect", e))?;
-        let control = stream.try_clone().map_err(|e| ioe("connect", e))?;
-        let shared = Arc::new(Shared {
+        let client = Arc::new(Client {
             url: url.to_string(),
+            host: host.to_string(),
+            port,
             opts,
-            codec,
-            state: Mutex::new(State {
-                next_msgid: 1,
-                pending: HashMap::new(),
-                failed: None,
-                registered: false,
-                register_tid: Tid::ZERO,
-                held: Vec::new(),
+            st: Mutex::new(ClientState {
+                phase: Phase::Closed,
                 last_tid: Tid::ZERO,
+                last_oids: None,
                 watchers: Vec::new(),
-                last_rx: Instant::now(),
+                next_conn: 1,
+                live_at: Tid::ZERO,
             }),
-            writer: Mutex::new(writer),
-            control,
+            changed: Condvar::new(),
+            counters: Default::default(),
         });
+        let (conn, r) = client.dial().map_err(|(op, e)| client.io_error(&op, e))?;
         {
-            let shared = shared.clone();
-            std::thread::Builder::new()
-                .name("zeo-reader".into())
-                .spawn(move || reader(shared, stream, frames))
-                .map_err(|e| ioe("spawn reader thread", e))?;
+            let mut st = client.st.lock();
+            st.last_tid = r;
+            st.live_at = r;
+            st.phase = Phase::Up(conn.clone());
         }
-        let st = ZeoStorage {
-            shared,
+        if let Err(why) = conn.go_live(r) {
+            conn.fail(why.clone());
+            return Err(client.io_error("register", io_err(io::ErrorKind::ConnectionAborted, why)));
+        }
+        let weak = Arc::downgrade(&client);
+        std::thread::Builder::new()
+            .name("zeo-supervisor".into())
+            .spawn(move || supervise(weak))
+            .map_err(|e| client.io_error("spawn supervisor thread", e))?;
+        Ok(ZeoStorage {
+            client,
             instance: super::new_instance_id(),
-        };
-        let name = st.shared.opts.storage.clone();
-        let reply = st
-            .call(
-                "register",
-                Value::Tuple(vec![Value::Str(name.clone()), Value::Bool(true)]),
-            )
-            .map_err(|e| st.call_error(&format!("register storage {name:?}"), e))?;
-        let tid = tid_of(&reply).ok_or_else(|| {
-            st.protocol_error(format!("register: reply is {reply:?}, want a tid"))
-        })?;
-        st.shared.registered(tid);
-        Ok(st)
+        })
     }
 
-    /// Fails the connection as a protocol violation; the error to return.
-    fn protocol_error(&self, why: String) -> Error {
-        self.shared.fail(format!("protocol error: {why}"));
-        self.shared.conn_error("receive")
-    }
-
-    fn call_error(&self, op: &str, e: CallError) -> Error {
-        match e {
-            CallError::Server(se) => Error::Io {
-                storage: self.shared.url.clone(),
-                op: op.to_string(),
-                source: io_err(io::ErrorKind::Other, se.to_string()),
-            },
-            CallError::Conn(why) => Error::Io {
-                storage: self.shared.url.clone(),
-                op: op.to_string(),
-                source: io_err(io::ErrorKind::ConnectionAborted, why),
-            },
-        }
-    }
-
-    fn call(&self, method: &'static str, args: Value) -> CallResult {
-        self.shared.call(method, args)
-    }
-
-    /// Why the connection failed, if it did.
+    /// Why the storage is not serving now (lost and reconnecting, or failed
+    /// for good), if it is not.
     pub fn failure(&self) -> Option<String> {
-        self.shared.state.lock().failed.clone()
+        match &self.client.st.lock().phase {
+            Phase::Up(_) => None,
+            Phase::Down { lost, attempt, .. } => {
+                Some(format!("connection lost: {lost}; reconnecting: {attempt}"))
+            }
+            Phase::Failed(why) => Some(why.clone()),
+            Phase::Closed => Some("closed".into()),
+        }
     }
 
     /// Loads several objects at once: all requests are sent before the
-    /// first reply is awaited (for benchmarks and prefetching).
+    /// first reply is awaited (for benchmarks and prefetching). Those that
+    /// meet a lost connection are retried as [`Storage::load`] would.
     pub fn load_many(&self, reqs: &[(Oid, Tid)]) -> Vec<Result<Loaded, Error>> {
+        let c = &self.client;
+        let start = Instant::now();
+        let conn = match c.wait_conn("load", start) {
+            Ok(conn) => conn,
+            Err(e) => return reqs.iter().map(|_| Err(c.clone_err(&e))).collect(),
+        };
         let sent: Vec<_> = reqs
             .iter()
-            .map(|&(oid, at)| self.shared.send("loadBefore", load_args(oid, at)))
+            .map(|&(oid, at)| conn.send("loadBefore", load_args(oid, at)))
             .collect();
         sent.into_iter()
             .zip(reqs)
             .map(|(s, &(oid, at))| {
-                let r = s.and_then(|(slot, id)| self.shared.wait(slot, id));
-                self.load_result(oid, at, r)
+                let r = s.and_then(|s| conn.wait(s));
+                match load_result(c, &conn, oid, at, r) {
+                    Err(Retry) => c.load_retrying(oid, at, start),
+                    Ok(r) => r,
+                }
             })
             .collect()
     }
+}
 
-    fn load_result(&self, oid: Oid, at: Tid, r: CallResult) -> Result<Loaded, Error> {
-        let op = || format!("load {oid}@{at}");
-        match r {
-            Ok(Value::None) => Err(Error::NotYetCreated { oid, at }),
-            Ok(Value::Tuple(t)) if t.len() == 3 => {
-                let (Value::Bytes(data), Some(serial)) = (&t[0], tid_of(&t[1])) else {
-                    return Err(self.protocol_error(format!("{}: reply {t:?}", op())));
-                };
-                if serial > at {
-                    return Err(self.protocol_error(format!(
-                        "{}: server returned data of @{serial}, newer than asked",
-                        op()
-                    )));
-                }
-                Ok(Loaded {
-                    data: data.clone(),
-                    serial,
-                })
-            }
-            Ok(other) => Err(self.protocol_error(format!("{}: reply {other:?}", op()))),
-            Err(CallError::Server(e)) if e.name() == "POSKeyError" => self.missing(oid, at),
-            Err(e) => Err(self.call_error(&op(), e)),
+/// A call met a lost connection: try again on the next one.
+struct Retry;
+
+impl Client {
+    fn io_error(&self, op: &str, e: io::Error) -> Error {
+        Error::Io {
+            storage: self.url.clone(),
+            op: op.to_string(),
+            source: e,
         }
     }
 
-    /// `loadBefore` raised POSKeyError: the object never existed, or its
-    /// record as of `at` is a deletion. The object's history tells which
-    /// (and the deletion's tid).
-    fn missing(&self, oid: Oid, at: Tid) -> Result<Loaded, Error> {
-        for size in [16i64, 1024, 65536] {
-            let args = Value::Tuple(vec![oid_value(oid), Value::Int(size)]);
-            let recs = match self.call("history", args) {
-                Ok(Value::List(v)) | Ok(Value::Tuple(v)) => v,
-                Ok(other) => {
-                    return Err(self.protocol_error(format!("history {oid}: reply {other:?}")))
+    fn call_error(&self, op: &str, e: CallError) -> Error {
+        match e {
+            CallError::Server(se) => {
+                self.io_error(op, io_err(io::ErrorKind::Other, se.to_string()))
+            }
+            CallError::Conn(why) => {
+                self.io_error(op, io_err(io::ErrorKind::ConnectionAborted, why))
+            }
+        }
+    }
+
+    /// A copy of an error returned by [`Client::wait_conn`].
+    fn clone_err(&self, e: &Error) -> Error {
+        match e {
+            Error::Unavailable { what, waited, .. } => Error::Unavailable {
+                storage: self.url.clone(),
+                what: what.clone(),
+                waited: *waited,
+            },
+            Error::NotSameDatabase { why, .. } => Error::NotSameDatabase {
+                storage: self.url.clone(),
+                why: why.clone(),
+            },
+            other => Error::Closed(format!("{}: {other}", self.url)),
+        }
+    }
+
+    fn count(&self, which: usize, n: u64) {
+        self.counters[which].fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// A new connection, registered: (connection, the register reply).
+    /// Err: (what failed, why).
+    fn dial(self: &Arc<Self>) -> Result<(Arc<Conn>, Tid), (String, io::Error)> {
+        let id = {
+            let mut st = self.st.lock();
+            st.next_conn += 1;
+            st.next_conn
+        };
+        let sink: Weak<dyn Sink> = Arc::downgrade(self) as Weak<dyn Sink>;
+        let conn = Conn::connect(&self.host, self.port, &self.url, &self.opts, id, sink)
+            .map_err(|(op, e)| (op.to_string(), e))?;
+        let name = self.opts.storage.clone();
+        let op = format!("register storage {name:?}");
+        let reply = conn
+            .call(
+                "register",
+                Value::Tuple(vec![Value::Str(name.clone()), Value::Bool(true)]),
+            )
+            .map_err(|e| {
+                conn.fail(format!("{op} failed"));
+                let kind = match e {
+                    CallError::Server(_) => io::ErrorKind::Other,
+                    CallError::Conn(_) => io::ErrorKind::ConnectionAborted,
+                };
+                let why = match e {
+                    CallError::Server(se) => se.to_string(),
+                    CallError::Conn(w) => w,
+                };
+                (op.clone(), io_err(kind, why))
+            })?;
+        let Some(r) = tid_of(&reply) else {
+            let why = format!("protocol error: register: reply is {reply:?}, want a tid");
+            conn.fail(why.clone());
+            return Err(("register".into(), io_err(io::ErrorKind::InvalidData, why)));
+        };
+        Ok((conn, r))
+    }
+
+    /// The serving connection, waiting for a reconnect until `start` +
+    /// the resilience wait. Err: Unavailable past the wait, NotSameDatabase
+    /// or Closed.
+    fn wait_conn(&self, op: &str, start: Instant) -> Result<Arc<Conn>, Error> {
+        let deadline = start + self.opts.resilience.wait;
+        let mut st = self.st.lock();
+        loop {
+            match &mut st.phase {
+                Phase::Up(c) => return Ok(c.clone()),
+                Phase::Failed(why) => {
+                    return Err(Error::NotSameDatabase {
+                        storage: self.url.clone(),
+                        why: why.clone(),
+                    })
                 }
-                Err(CallError::Server(e)) if e.name() == "POSKeyError" => {
-                    return Err(Error::NoObject { oid })
-                }
-                Err(e) => return Err(self.call_error(&format!("history {oid}"), e)),
-            };
-            let n = recs.len();
-            for r in &recs {
-                let Value::Dict(items) = r else { continue };
-                let tid = items
-                    .iter()
-                    .find(|(k, _)| k.as_str() == Some("tid"))
-                    .and_then(|(_, v)| tid_of(v));
-                if let Some(tid) = tid {
-                    if tid <= at {
-                        return Err(Error::Deleted {
-                            oid,
-                            at,
-                            serial: tid,
+                Phase::Closed => return Err(Error::Closed(self.url.clone())),
+                Phase::Down {
+                    lost,
+                    attempt,
+                    gaveup_logged,
+                    since,
+                } => {
+                    if Instant::now() >= deadline {
+                        let waited = start.elapsed();
+                        let what =
+                            format!("{op}: connection lost: {lost}; reconnecting: {attempt}");
+                        if !*gaveup_logged {
+                            *gaveup_logged = true;
+                            log::warn!(
+                                "{}: server away for {:?}: requests give up after {:?} ({what})",
+                                self.url,
+                                since.elapsed(),
+                                self.opts.resilience.wait
+                            );
+                        }
+                        self.count(GIVEUP, 1);
+                        return Err(Error::Unavailable {
+                            storage: self.url.clone(),
+                            what,
+                            waited,
                         });
                     }
                 }
             }
-            if (n as i64) < size {
-                break;
-            }
+            self.changed.wait_until(&mut st, deadline);
         }
-        // Deleted, by a record we could not find in a reasonable history.
-        Err(Error::Deleted {
-            oid,
-            at,
-            serial: Tid::ZERO,
-        })
     }
 
-    /// Transactions in `(after, upto]` from the server's iterator.
-    fn history_commits(&self, after: Tid, upto: Tid) -> Result<Vec<Commit>, Error> {
+    /// A load as of `at`, retried across reconnects until `start` + wait.
+    fn load_retrying(&self, oid: Oid, at: Tid, start: Instant) -> Result<Loaded, Error> {
+        loop {
+            let conn = self.wait_conn(&format!("load {oid}@{at}"), start)?;
+            let r = conn.call("loadBefore", load_args(oid, at));
+            if let Ok(r) = load_result(self, &conn, oid, at, r) {
+                return r;
+            }
+        }
+    }
+
+    /// Transactions in `(after, upto]`, retried across reconnects until
+    /// `start` + wait.
+    fn history_retrying(
+        &self,
+        after: Tid,
+        upto: Tid,
+        start: Instant,
+    ) -> Result<Vec<Commit>, Error> {
         let op = format!("iterate transactions ({after}, {upto}]");
-        let e = |e| self.call_error(&op, e);
-        let start = Tid(after.0.saturating_add(1));
-        let iid = self
-            .call(
-                "iterator_start",
-                Value::Tuple(vec![tid_value(start), tid_value(upto)]),
-            )
-            .map_err(e)?;
-        let mut out: Vec<Commit> = Vec::new();
         loop {
-            let t = self
-                .call("iterator_next", Value::Tuple(vec![iid.clone()]))
-                .map_err(e)?;
-            let t = match t {
-                Value::None => break,
-                Value::Tuple(t) if t.len() >= 2 => t,
-                other => return Err(self.protocol_error(format!("iterator_next: {other:?}"))),
-            };
-            let Some(tid) = tid_of(&t[0]) else {
-                return Err(self.protocol_error(format!("iterator_next: tid {:?}", t[0])));
-            };
-            if out.last().map_or(tid <= after, |c| tid <= c.tid) || tid > upto {
-                return Err(
-                    self.protocol_error(format!("iterator_next: transaction {tid} out of order"))
-                );
-            }
-            let undone = match &t[1] {
-                Value::Str(s) => s == "u",
-                Value::Bytes(b) => &b[..] == b"u",
-                _ => false,
-            };
-            let rid = self
-                .call(
-                    "iterator_record_start",
-                    Value::Tuple(vec![iid.clone(), tid_value(tid)]),
-                )
-                .map_err(e)?;
-            let mut oids = Vec::new();
-            loop {
-                match self
-                    .call("iterator_record_next", Value::Tuple(vec![rid.clone()]))
-                    .map_err(e)?
-                {
-                    Value::None => break,
-                    Value::Tuple(r) if !r.is_empty() => match oid_of(&r[0]) {
-                        Some(o) => oids.push(o),
-                        None => {
-                            return Err(
-                                self.protocol_error(format!("iterator_record_next: {:?}", r[0]))
-                            )
-                        }
-                    },
-                    other => {
-                        return Err(self.protocol_error(format!("iterator_record_next: {other:?}")))
-                    }
-                }
-            }
-            if undone {
-                oids.clear();
-            }
-            out.push(Commit { tid, oids });
-        }
-        Ok(out)
-    }
-}
-
-impl Drop for ZeoStorage {
-    fn drop(&mut self) {
-        self.shared.fail("storage closed".into());
-    }
-}
-
-fn tid_of(v: &Value) -> Option<Tid> {
-    let b = v.as_bytes()?;
-    Some(Tid(u64::from_be_bytes(b[..].try_into().ok()?)))
-}
-
-fn oid_of(v: &Value) -> Option<Oid> {
-    let b = v.as_bytes()?;
-    Some(Oid(u64::from_be_bytes(b[..].try_into().ok()?)))
-}
-
-fn tid_value(t: Tid) -> Value {
-    Value::Bytes(Bytes::copy_from_slice(&t.0.to_be_bytes()))
-}
-
-fn oid_value(o: Oid) -> Value {
-    Value::Bytes(Bytes::copy_from_slice(&o.0.to_be_bytes()))
-}
-
-/// `loadBefore(oid, at+1)`: the latest record with tid < at+1.
-fn load_args(oid: Oid, at: Tid) -> Value {
-    Value::Tuple(vec![oid_value(oid), tid_value(Tid(at.0.saturating_add(1)))])
-}
-
-impl Shared {
-    fn conn_error(&self, op: &str) -> Error {
-        let why = self
-            .state
-            .lock()
-            .failed
-            .clone()
-            .unwrap_or_else(|| "connection failed".into());
-        Error::Io {
-            storage: self.url.clone(),
-            op: op.to_string(),
-            source: io_err(io::ErrorKind::ConnectionAborted, why),
-        }
-    }
-
-    /// Sends a request; the slot its reply will land in.
-    fn send(&self, method: &'static str, args: Value) -> Result<(Arc<Slot>, i64), CallError> {
-        let slot = Arc::new(Slot::default());
-        let msgid = {
-            let mut st = self.state.lock();
-            if let Some(why) = &st.failed {
-                return Err(CallError::Conn(why.clone()));
-            }
-            let id = st.next_msgid;
-            st.next_msgid += 1;
-            st.pending.insert(
-                id,
-                Pending {
-                    slot: slot.clone(),
-                    method,
-                    sent: Instant::now(),
-                },
-            );
-            id
-        };
-        let frame = wire::message_frame_with(self.codec, msgid, Value::Bool(false), method, args);
-        let res = self.writer.lock().write_all(&frame);
-        if let Err(e) = res {
-            self.fail(format!("send {method}: {e}"));
-        }
-        Ok((slot, msgid))
-    }
-
-    /// Waits for the reply in `slot` (the reader fails the connection when
-    /// it is overdue, which answers the slot).
-    fn wait(&self, slot: Arc<Slot>, _msgid: i64) -> CallResult {
-        let mut r = slot.result.lock();
-        loop {
-            if let Some(res) = r.take() {
-                return res;
-            }
-            // Bounded wait: the reader answers every slot when the
-            // connection fails; this only guards against a reader that
-            // died without doing so.
-            let timed_out = slot
-                .cond
-                .wait_for(&mut r, self.opts.request_timeout * 2)
-                .timed_out();
-            if timed_out && r.is_none() {
-                let why = format!("no reply within {:?}", self.opts.request_timeout * 2);
-                self.fail(why.clone());
-                return Err(CallError::Conn(why));
+            let conn = self.wait_conn(&op, start)?;
+            match history_commits(&conn, after, upto) {
+                Ok(v) => return Ok(v),
+                Err(CallError::Conn(_)) => continue,
+                Err(e) => return Err(self.call_error(&op, e)),
             }
         }
     }
 
-    fn call(&self, method: &'static str, args: Value) -> CallResult {
-        let (slot, id) = self.send(method, args)?;
-        self.wait(slot, id)
-    }
-
-    /// The register reply: start the invalidation stream at `tid`.
-    fn registered(&self, tid: Tid) {
-        let mut st = self.state.lock();
-        st.registered = true;
-        st.register_tid = tid;
-        st.last_tid = tid;
-        let held = std::mem::take(&mut st.held);
-        for c in held {
-            if let Err(why) = self.invalidate(&mut st, c) {
-                drop(st);
-                self.fail(why);
-                return;
-            }
-        }
-    }
-
-    /// Applies one invalidation (state locked).
-    fn invalidate(&self, st: &mut State, c: Commit) -> Result<(), String> {
-        if !st.registered {
-            st.held.push(c);
-            return Ok(());
-        }
-        if c.tid <= st.last_tid {
-            if st.last_tid == st.register_tid {
-                return Ok(()); // the register race: already counted
-            }
-            return Err(format!(
-                "protocol error: invalidation of {} after {}: tids must increase",
-                c.tid, st.last_tid
-            ));
-        }
+    /// Hands `c` to every watcher and advances the stream (st locked).
+    fn deliver(&self, st: &mut ClientState, c: Commit) {
         st.last_tid = c.tid;
+        st.last_oids = Some(c.oids.clone());
         st.watchers.retain(|w| match w.upgrade() {
             Some(q) => {
                 q.q.lock().commits.push_back(c.clone());
@@ -637,145 +446,371 @@ impl Shared {
             }
             None => false,
         });
-        Ok(())
     }
 
-    /// Marks the connection failed (first reason wins), answers every
-    /// pending call, wakes every watcher, and closes the socket.
-    fn fail(&self, why: String) {
-        let (pending, watchers) = {
-            let mut st = self.state.lock();
-            if st.failed.is_some() {
-                return;
-            }
-            st.failed = Some(why.clone());
-            let pending: Vec<_> = st.pending.drain().map(|(_, p)| p).collect();
-            let watchers = std::mem::take(&mut st.watchers);
-            for w in &watchers {
+    /// The storage is done for (`err` for everyone from now on).
+    fn finish(&self, phase: Phase, err: impl Fn() -> Error) {
+        let conn = {
+            let mut st = self.st.lock();
+            let old = std::mem::replace(&mut st.phase, phase);
+            for w in std::mem::take(&mut st.watchers) {
                 if let Some(q) = w.upgrade() {
-                    q.q.lock().failed = Some(why.clone());
+                    q.q.lock().failed = Some(err());
                     q.cond.notify_all();
                 }
             }
-            (pending, watchers)
+            match old {
+                Phase::Up(c) => Some(c),
+                _ => None,
+            }
         };
-        drop(watchers);
-        for p in pending {
-            p.slot.put(Err(CallError::Conn(why.clone())));
+        self.changed.notify_all();
+        if let Some(c) = conn {
+            c.fail("storage closed".into());
         }
-        let _ = self.control.shutdown(Shutdown::Both);
     }
 
-    /// Periodic checks of the reader: overdue requests, keep-alive ping.
-    fn tick(&self) {
-        let now = Instant::now();
-        let (overdue, idle) = {
-            let st = self.state.lock();
-            let overdue = st
-                .pending
-                .values()
-                .filter(|p| now.duration_since(p.sent) > self.opts.request_timeout)
-                .map(|p| p.method)
-                .next();
-            let idle =
-                st.pending.is_empty() && now.duration_since(st.last_rx) >= self.opts.keepalive;
-            (overdue, idle)
+    /// One reconnect attempt after a loss at `since`: Ok(true) when serving
+    /// again, Ok(false) when the attempt failed (try later), Err when the
+    /// server turned out not to be ours.
+    fn reconnect(self: &Arc<Self>, since: Instant, attempts: u32) -> Result<bool, String> {
+        let (conn, r) = match self.dial() {
+            Ok(x) => x,
+            Err((op, e)) => {
+                self.note_attempt(format!("{op}: {e}"));
+                return Ok(false);
+            }
         };
-        if let Some(m) = overdue {
-            self.fail(format!(
-                "server did not answer {m} within {:?}",
-                self.opts.request_timeout
+        let (h, oids) = {
+            let st = self.st.lock();
+            (st.last_tid, st.last_oids.clone())
+        };
+        let give_up = |why: String| {
+            conn.fail("not the same database".into());
+            Err(why)
+        };
+        if r < h {
+            return give_up(format!(
+                "the server's last transaction is {r}, older than {h} we served (restored from an older backup?)"
             ));
-        } else if idle {
-            // The reply is dropped: its only purpose is to be overdue
-            // should the server have stopped answering.
-            let _ = self.send("ping", Value::Tuple(vec![]));
         }
-    }
-
-    /// Handles one received frame; Err fails the connection.
-    fn handle(&self, frame: Bytes) -> Result<(), String> {
-        let msg = wire::decode_message_with(self.codec, &frame).map_err(|e| e.to_string())?;
-        match msg {
-            Message::Reply { msgid, result } => {
-                let p = {
-                    let mut st = self.state.lock();
-                    st.last_rx = Instant::now();
-                    st.pending.remove(&msgid)
-                };
-                let Some(p) = p else {
-                    return Err(format!(
-                        "protocol error: reply to request {msgid}, which was never sent (or already answered)"
-                    ));
-                };
-                p.slot.put(result.map_err(CallError::Server));
-                Ok(())
-            }
-            Message::Call {
-                oneway: false,
-                method,
-                ..
-            } => Err(format!(
-                "protocol error: server called {method:?} expecting a reply; clients answer nothing"
-            )),
-            Message::Call { method, args, .. } => {
-                let mut st = self.state.lock();
-                st.last_rx = Instant::now();
-                if method != "invalidateTransaction" {
-                    return Ok(()); // "info" and the like: nothing for us
+        let mut catchup = Vec::new();
+        if h != Tid::ZERO {
+            // The transaction at h, then everything after it up to r.
+            match history_commits(&conn, Tid(h.0 - 1), r) {
+                Ok(v) => {
+                    let mut v = v.into_iter();
+                    match v.next() {
+                        Some(c) if c.tid == h => {
+                            if let Some(want) = &oids {
+                                let (mut a, mut b) = (c.oids.clone(), want.clone());
+                                a.sort();
+                                b.sort();
+                                if !c.oids.is_empty() && !want.is_empty() && a != b {
+                                    return give_up(format!(
+                                        "its transaction {h} changed other objects than the one we served"
+                                    ));
+                                }
+                            }
+                        }
+                        _ => {
+                            return give_up(format!(
+                                "transaction {h}, which we served, is not in its history"
+                            ))
+                        }
+                    }
+                    catchup.extend(v);
                 }
-                let c = invalidation(&args)
-                    .ok_or_else(|| format!("protocol error: invalidateTransaction{args:?}"))?;
-                self.invalidate(&mut st, c)
+                Err(e) => {
+                    let why = match e {
+                        CallError::Server(se) => se.to_string(),
+                        CallError::Conn(w) => w,
+                    };
+                    conn.fail(format!("catch-up failed: {why}"));
+                    self.note_attempt(format!("catch-up: {why}"));
+                    return Ok(false);
+                }
             }
+        }
+        // Serve through it: catch up, then the invalidations it held.
+        let n = catchup.len();
+        {
+            let mut st = self.st.lock();
+            if !matches!(st.phase, Phase::Down { .. }) {
+                drop(st);
+                conn.fail("storage closed".into());
+                return Ok(true);
+            }
+            for c in catchup {
+                self.deliver(&mut st, c);
+            }
+            st.live_at = r;
+            st.phase = Phase::Up(conn.clone());
+        }
+        if let Err(why) = conn.go_live(r) {
+            conn.fail(why);
+            return Ok(false); // lost again (the sink saw it): keep trying
+        }
+        self.changed.notify_all();
+        self.count(RECONNECT, 1);
+        self.count(CATCHUP, n as u64);
+        log::info!(
+            "{}: reconnected after {:.1?} ({attempts} attempt(s)); caught up {n} transaction(s) ({h}, {r}]",
+            self.url,
+            since.elapsed()
+        );
+        Ok(true)
+    }
+
+    fn note_attempt(&self, why: String) {
+        if let Phase::Down { attempt, .. } = &mut self.st.lock().phase {
+            *attempt = why;
         }
     }
 }
 
-/// `(tid, [oid, …])`.
-fn invalidation(args: &Value) -> Option<Commit> {
-    let t = args.as_tuple()?;
-    if t.len() != 2 {
-        return None;
+impl Sink for Client {
+    fn invalidated(&self, conn: u64, c: Commit) -> Result<(), String> {
+        let mut st = self.st.lock();
+        if !matches!(&st.phase, Phase::Up(cur) if cur.id == conn) {
+            return Ok(()); // a connection being replaced: dropped
+        }
+        if c.tid <= st.live_at {
+            return Ok(()); // the register race: counted already
+        }
+        if c.tid <= st.last_tid {
+            return Err(format!(
+                "protocol error: invalidation of {} after {}: tids must increase",
+                c.tid, st.last_tid
+            ));
+        }
+        self.deliver(&mut st, c);
+        Ok(())
     }
-    let tid = tid_of(&t[0])?;
-    let oids = t[1]
-        .as_seq()?
-        .iter()
-        .map(oid_of)
-        .collect::<Option<Vec<_>>>()?;
-    Some(Commit { tid, oids })
+
+    fn lost(&self, conn: u64, why: String) {
+        {
+            let mut st = self.st.lock();
+            if !matches!(&st.phase, Phase::Up(cur) if cur.id == conn) {
+                return;
+            }
+            st.phase = Phase::Down {
+                since: Instant::now(),
+                lost: why.clone(),
+                attempt: "not yet tried".into(),
+                gaveup_logged: false,
+            };
+        }
+        self.count(LOST, 1);
+        log::warn!("{}: connection lost: {why}; reconnecting", self.url);
+        self.changed.notify_all();
+    }
 }
 
-/// The reader thread: frames in, until the connection fails.
-fn reader(shared: Arc<Shared>, mut stream: TcpStream, mut frames: FrameReader) {
-    // Process signals are for the program's own threads: a program that
-    // blocks them and waits for them (wcfsd does, after opening the
-    // storage) must not have them delivered here instead.
+/// The supervisor: reconnects after every loss, until the storage goes.
+fn supervise(client: Weak<Client>) {
     let _ = nix::sys::signal::SigSet::all().thread_block();
     loop {
-        if shared.state.lock().failed.is_some() {
-            return;
-        }
-        match frames.next(&mut stream) {
-            Ok(f) => {
-                if let Err(why) = shared.handle(f) {
-                    shared.fail(why);
+        // Wait for a loss (or the end).
+        let since = {
+            let Some(c) = client.upgrade() else { return };
+            let mut st = c.st.lock();
+            loop {
+                match &st.phase {
+                    Phase::Down { since, .. } => break *since,
+                    Phase::Failed(_) | Phase::Closed => return,
+                    Phase::Up(_) => {
+                        // Wake now and then to notice the storage going.
+                        c.changed.wait_for(&mut st, Duration::from_secs(1));
+                    }
+                }
+            }
+        };
+        let mut backoff = Duration::from_millis(50);
+        let mut attempts = 0u32;
+        loop {
+            let Some(c) = client.upgrade() else { return };
+            attempts += 1;
+            match c.reconnect(since, attempts) {
+                Ok(true) => break,
+                Ok(false) => {}
+                Err(why) => {
+                    log::error!("{}: not the same database any more: {why}", c.url);
+                    let url = c.url.clone();
+                    c.finish(Phase::Failed(why.clone()), || Error::NotSameDatabase {
+                        storage: url.clone(),
+                        why: why.clone(),
+                    });
                     return;
                 }
             }
-            Err(WireError::Timeout) => shared.tick(),
-            Err(e) => {
-                shared.fail(e.to_string());
-                return;
+            let max = c.opts.resilience.backoff_max.max(Duration::from_millis(50));
+            drop(c);
+            std::thread::sleep(backoff);
+            backoff = (backoff * 2).min(max);
+        }
+    }
+}
+
+/// Outcome of a load on one connection; Err(Retry): the connection was
+/// lost under it.
+fn load_result(
+    c: &Client,
+    conn: &Conn,
+    oid: Oid,
+    at: Tid,
+    r: CallResult,
+) -> Result<Result<Loaded, Error>, Retry> {
+    let op = || format!("load {oid}@{at}");
+    let proto = |why: String| -> Result<Result<Loaded, Error>, Retry> {
+        conn.protocol_error(why);
+        Err(Retry)
+    };
+    match r {
+        Ok(Value::None) => Ok(Err(Error::NotYetCreated { oid, at })),
+        Ok(Value::Tuple(t)) if t.len() == 3 => {
+            let (Value::Bytes(data), Some(serial)) = (&t[0], tid_of(&t[1])) else {
+                return proto(format!("{}: reply {t:?}", op()));
+            };
+            if serial > at {
+                return proto(format!(
+                    "{}: server returned data of @{serial}, newer than asked",
+                    op()
+                ));
+            }
+            Ok(Ok(Loaded {
+                data: data.clone(),
+                serial,
+            }))
+        }
+        Ok(other) => proto(format!("{}: reply {other:?}", op())),
+        Err(CallError::Server(e)) if e.name() == "POSKeyError" => match missing(c, conn, oid, at) {
+            Err(Retry) => Err(Retry),
+            Ok(r) => Ok(r),
+        },
+        Err(CallError::Conn(_)) => Err(Retry),
+        Err(e) => Ok(Err(c.call_error(&op(), e))),
+    }
+}
+
+/// `loadBefore` raised POSKeyError: the object never existed, or its
+/// record as of `at` is a deletion. The object's history tells which (and
+/// the deletion's tid).
+fn missing(c: &Client, conn: &Conn, oid: Oid, at: Tid) -> Result<Result<Loaded, Error>, Retry> {
+    for size in [16i64, 1024, 65536] {
+        let args = Value::Tuple(vec![oid_value(oid), Value::Int(size)]);
+        let recs = match conn.call("history", args) {
+            Ok(Value::List(v)) | Ok(Value::Tuple(v)) => v,
+            Ok(other) => {
+                conn.protocol_error(format!("history {oid}: reply {other:?}"));
+                return Err(Retry);
+            }
+            Err(CallError::Server(e)) if e.name() == "POSKeyError" => {
+                return Ok(Err(Error::NoObject { oid }))
+            }
+            Err(CallError::Conn(_)) => return Err(Retry),
+            Err(e) => return Ok(Err(c.call_error(&format!("history {oid}"), e))),
+        };
+        let n = recs.len();
+        for r in &recs {
+            let Value::Dict(items) = r else { continue };
+            let tid = items
+                .iter()
+                .find(|(k, _)| k.as_str() == Some("tid"))
+                .and_then(|(_, v)| tid_of(v));
+            if let Some(tid) = tid {
+                if tid <= at {
+                    return Ok(Err(Error::Deleted {
+                        oid,
+                        at,
+                        serial: tid,
+                    }));
+                }
             }
         }
+        if (n as i64) < size {
+            break;
+        }
+    }
+    // Deleted, by a record we could not find in a reasonable history.
+    Ok(Err(Error::Deleted {
+        oid,
+        at,
+        serial: Tid::ZERO,
+    }))
+}
+
+/// Transactions in `(after, upto]` from the server's iterator on `conn`.
+fn history_commits(conn: &Conn, after: Tid, upto: Tid) -> Result<Vec<Commit>, CallError> {
+    let start = Tid(after.0.saturating_add(1));
+    let iid = conn.call(
+        "iterator_start",
+        Value::Tuple(vec![tid_value(start), tid_value(upto)]),
+    )?;
+    let mut out: Vec<Commit> = Vec::new();
+    loop {
+        let t = conn.call("iterator_next", Value::Tuple(vec![iid.clone()]))?;
+        let t = match t {
+            Value::None => break,
+            Value::Tuple(t) if t.len() >= 2 => t,
+            other => return Err(conn.protocol_error(format!("iterator_next: {other:?}"))),
+        };
+        let Some(tid) = tid_of(&t[0]) else {
+            return Err(conn.protocol_error(format!("iterator_next: tid {:?}", t[0])));
+        };
+        if out.last().map_or(tid <= after, |c| tid <= c.tid) || tid > upto {
+            return Err(
+                conn.protocol_error(format!("iterator_next: transaction {tid} out of order"))
+            );
+        }
+        let undone = match &t[1] {
+            Value::Str(s) => s == "u",
+            Value::Bytes(b) => &b[..] == b"u",
+            _ => false,
+        };
+        let rid = conn.call(
+            "iterator_record_start",
+            Value::Tuple(vec![iid.clone(), tid_value(tid)]),
+        )?;
+        let mut oids = Vec::new();
+        loop {
+            match conn.call("iterator_record_next", Value::Tuple(vec![rid.clone()]))? {
+                Value::None => break,
+                Value::Tuple(r) if !r.is_empty() => match oid_of(&r[0]) {
+                    Some(o) => oids.push(o),
+                    None => {
+                        return Err(conn.protocol_error(format!("iterator_record_next: {:?}", r[0])))
+                    }
+                },
+                other => {
+                    return Err(conn.protocol_error(format!("iterator_record_next: {other:?}")))
+                }
+            }
+        }
+        if undone {
+            oids.clear();
+        }
+        out.push(Commit { tid, oids });
+    }
+    Ok(out)
+}
+
+/// `loadBefore(oid, at+1)`: the latest record with tid < at+1.
+fn load_args(oid: Oid, at: Tid) -> Value {
+    Value::Tuple(vec![oid_value(oid), tid_value(Tid(at.0.saturating_add(1)))])
+}
+
+impl Drop for ZeoStorage {
+    fn drop(&mut self) {
+        let url = self.client.url.clone();
+        self.client
+            .finish(Phase::Closed, || Error::Closed(url.clone()));
     }
 }
 
 impl Storage for ZeoStorage {
     fn url(&self) -> &str {
-        &self.shared.url
+        &self.client.url
     }
 
     fn instance_id(&self) -> u64 {
@@ -783,47 +818,63 @@ impl Storage for ZeoStorage {
     }
 
     fn load(&self, oid: Oid, at: Tid) -> Result<Loaded, Error> {
-        let r = self.call("loadBefore", load_args(oid, at));
-        self.load_result(oid, at, r)
+        self.client.load_retrying(oid, at, Instant::now())
     }
 
     fn last_tid(&self) -> Result<Tid, Error> {
-        let st = self.shared.state.lock();
-        if st.failed.is_some() {
-            drop(st);
-            return Err(self.shared.conn_error("last tid"));
+        let st = self.client.st.lock();
+        match &st.phase {
+            Phase::Failed(why) => Err(Error::NotSameDatabase {
+                storage: self.client.url.clone(),
+                why: why.clone(),
+            }),
+            Phase::Closed => Err(Error::Closed(self.client.url.clone())),
+            _ => Ok(st.last_tid),
         }
-        Ok(st.last_tid)
     }
 
     fn watch(&self, after: Tid) -> Result<Box<dyn Watcher>, Error> {
+        let c = &self.client;
         let q = Arc::new(WatchQueue::default());
         let from = {
-            let mut st = self.shared.state.lock();
-            if st.failed.is_some() {
-                drop(st);
-                return Err(self.shared.conn_error("watch"));
+            let mut st = c.st.lock();
+            match &st.phase {
+                Phase::Failed(why) => {
+                    return Err(Error::NotSameDatabase {
+                        storage: c.url.clone(),
+                        why: why.clone(),
+                    })
+                }
+                Phase::Closed => return Err(Error::Closed(c.url.clone())),
+                _ => {}
             }
             st.watchers.push(Arc::downgrade(&q));
             st.last_tid
         };
         let backlog = if after < from {
-            self.history_commits(after, from)?.into()
+            c.history_retrying(after, from, Instant::now())?.into()
         } else {
             VecDeque::new()
         };
-        Ok(Box::new(ZeoWatcher {
-            url: self.shared.url.clone(),
-            q,
-            after,
-            backlog,
-        }))
+        Ok(Box::new(ZeoWatcher { q, after, backlog }))
+    }
+
+    fn counters(&self) -> Vec<(&'static str, u64)> {
+        let c = &self.client.counters;
+        let get = |i: usize| c[i].load(Ordering::Relaxed);
+        vec![
+            (counter::LOST, get(LOST)),
+            (counter::RECONNECT, get(RECONNECT)),
+            (counter::CATCHUP, get(CATCHUP)),
+            (counter::GIVEUP, get(GIVEUP)),
+        ]
     }
 }
 
-/// A [`Watcher`] over a ZEO connection's invalidations.
+/// A [`Watcher`] over a ZEO storage's transaction stream: never fails on a
+/// lost connection (the stream resumes after the reconnect), only when the
+/// storage fails for good or is closed.
 pub struct ZeoWatcher {
-    url: String,
     q: Arc<WatchQueue>,
     /// Nothing at or before this is reported.
     after: Tid,
@@ -846,11 +897,13 @@ impl Watcher for ZeoWatcher {
                     return Ok(Some(c));
                 }
             }
-            if let Some(why) = &q.failed {
-                return Err(Error::Io {
-                    storage: self.url.clone(),
-                    op: "watch".into(),
-                    source: io_err(io::ErrorKind::ConnectionAborted, why.clone()),
+            if let Some(e) = &q.failed {
+                return Err(match e {
+                    Error::NotSameDatabase { storage, why } => Error::NotSameDatabase {
+                        storage: storage.clone(),
+                        why: why.clone(),
+                    },
+                    other => Error::Closed(other.to_string()),
                 });
             }
             if self.q.cond.wait_until(&mut q, deadline).timed_out() && q.commits.is_empty() {

@@ -1,0 +1,458 @@
+//! One TCP connection to a ZEO server: handshake, calls, invalidations.
+//!
+//! - **One reader thread** receives every frame. Replies are matched to
+//!   their callers by message id. Callers send their request themselves
+//!   (under the writer lock) and wait for their own reply, so any number of
+//!   threads have requests in flight on the one connection (pipelining);
+//!   the server answers them in order.
+//! - **Invalidations** are handed to the [`Sink`] — the storage that owns
+//!   the connection — in the order they arrive, but only once the
+//!   connection is *live* ([`Conn::go_live`]): until then (while it
+//!   registers, and while the storage catches up through it after a
+//!   reconnect) they are held, in order.
+//! - **Failure** — EOF, a socket error, a malformed or oversized frame, a
+//!   reply to nothing we asked, a request unanswered for
+//!   [`ZeoOptions::request_timeout`] (an idle connection is probed with
+//!   `ping` every [`ZeoOptions::keepalive`]) — is final for the connection:
+//!   every pending call gets the reason, and the sink is told once
+//!   ([`Sink::lost`]). Reconnecting is the storage's business.
+//!
+//! # Locking
+//!
+//! `state` (pending calls, held invalidations, failure) is never held
+//! while doing I/O, except that the sink is called under it (so that the
+//! order of invalidations and the switch to live cannot interleave);
+//! `writer` is held only to write one request frame (bounded by the write
+//! timeout; failing the connection does not wait for it).
+
+use super::wire::{self, Codec, FrameReader, Message, ServerError, WireError};
+use super::ZeoOptions;
+use crate::pickle::Value;
+use crate::storage::Commit;
+use crate::types::{Oid, Tid};
+use bytes::Bytes;
+use parking_lot::{Condvar, Mutex};
+use std::collections::HashMap;
+use std::io::{self, Write};
+use std::net::{Shutdown, TcpStream, ToSocketAddrs};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+/// Who learns of a connection's invalidations and of its end.
+pub(super) trait Sink: Send + Sync {
+    /// An invalidation of the live connection `conn` (in order). Err: a
+    /// protocol violation — the connection is failed with it.
+    fn invalidated(&self, conn: u64, c: Commit) -> Result<(), String>;
+    /// Connection `conn` failed for `why` (called once).
+    fn lost(&self, conn: u64, why: String);
+}
+
+/// The result of one call, as the reader hands it to the caller.
+pub(super) type CallResult = Result<Value, CallError>;
+
+#[derive(Debug, Clone)]
+pub(super) enum CallError {
+    /// The server raised an exception.
+    Server(ServerError),
+    /// The connection failed (why).
+    Conn(String),
+}
+
+/// Where a caller waits for its reply.
+#[derive(Default)]
+struct Slot {
+    result: Mutex<Option<CallResult>>,
+    cond: Condvar,
+}
+
+impl Slot {
+    fn put(&self, r: CallResult) {
+        *self.result.lock() = Some(r);
+        self.cond.notify_all();
+    }
+}
+
+/// A call sent, its reply not yet awaited.
+pub(super) struct Sent(Arc<Slot>);
+
+struct Pending {
+    slot: Arc<Slot>,
+    method: &'static str,
+    sent: Instant,
+}
+
+struct State {
+    next_msgid: i64,
+    pending: HashMap<i64, Pending>,
+    /// Set once: why the connection is unusable.
+    failed: Option<String>,
+    /// Invalidations go to the sink (else they are held).
+    live: bool,
+    held: Vec<Commit>,
+    /// Last time a frame arrived.
+    last_rx: Instant,
+}
+
+pub(super) struct Conn {
+    /// Distinguishes the connections of one storage.
+    pub(super) id: u64,
+    url: String,
+    opts: ZeoOptions,
+    codec: Codec,
+    state: Mutex<State>,
+    writer: Mutex<TcpStream>,
+    /// The same socket, for shutting it down without waiting for a writer
+    /// stuck on a server that stopped reading.
+    control: TcpStream,
+    sink: Weak<dyn Sink>,
+}
+
+fn io_err(kind: io::ErrorKind, msg: impl Into<String>) -> io::Error {
+    io::Error::new(kind, msg.into())
+}
+
+impl Conn {
+    /// Connects and handshakes (no call made yet); the reader runs.
+    /// Err: (what failed, why).
+    pub(super) fn connect(
+        host: &str,
+        port: u16,
+        url: &str,
+        opts: &ZeoOptions,
+        id: u64,
+        sink: Weak<dyn Sink>,
+    ) -> Result<Arc<Conn>, (&'static str, io::Error)> {
+        let addrs: Vec<_> = (host, port)
+            .to_socket_addrs()
+            .map_err(|e| ("resolve", e))?
+            .collect();
+        let mut last = io_err(io::ErrorKind::NotFound, "no address");
+        let mut stream = None;
+        for a in addrs {
+            match TcpStream::connect_timeout(&a, opts.connect_timeout) {
+                Ok(s) => {
+                    stream = Some(s);
+                    break;
+                }
+                Err(e) => last = e,
+            }
+        }
+        let mut stream = stream.ok_or(("connect", last))?;
+        let setup = |s: &TcpStream| -> io::Result<()> {
+            s.set_nodelay(true)?;
+            s.set_read_timeout(Some(opts.connect_timeout))?;
+            s.set_write_timeout(Some(opts.request_timeout))
+        };
+        setup(&stream).map_err(|e| ("connect", e))?;
+
+        // Handshake: the server announces, we answer with what we speak.
+        let mut frames = FrameReader::new(opts.max_frame);
+        let hello = frames.next(&mut stream).map_err(|e| {
+            let e = match e {
+                WireError::Timeout => io_err(
+                    io::ErrorKind::TimedOut,
+                    format!(
+                        "no protocol announcement from the server within {:?}",
+                        opts.connect_timeout
+                    ),
+                ),
+                WireError::Io(e) => e,
+                other => io_err(io::ErrorKind::InvalidData, other.to_string()),
+            };
+            ("handshake", e)
+        })?;
+        // The server's newest protocol; we speak 5 (as does ZEO 5 and 6).
+        let v5 = hello.len() > 1 && hello[1..] >= b"5"[..];
+        let codec = match hello.first() {
+            Some(b'Z') if v5 => Codec::Pickle,
+            Some(b'M') if v5 => Codec::Msgpack,
+            _ => {
+                return Err((
+                    "handshake",
+                    io_err(
+                        io::ErrorKind::InvalidData,
+                        format!(
+                            "server announced protocol {:?}; we speak ZEO protocol 5 (Z5 or M5)",
+                            String::from_utf8_lossy(&hello[..hello.len().min(32)])
+                        ),
+                    ),
+                ))
+            }
+        };
+        stream
+            .write_all(&wire::frame(codec.protocol()))
+            .map_err(|e| ("handshake", e))?;
+
+        let tick = (opts.request_timeout.min(opts.keepalive) / 4)
+            .clamp(Duration::from_millis(10), Duration::from_secs(1));
+        stream
+            .set_read_timeout(Some(tick))
+            .map_err(|e| ("connect", e))?;
+        let writer = stream.try_clone().map_err(|e| ("connect", e))?;
+        let control = stream.try_clone().map_err(|e| ("connect", e))?;
+        let conn = Arc::new(Conn {
+            id,
+            url: url.to_string(),
+            opts: opts.clone(),
+            codec,
+            state: Mutex::new(State {
+                next_msgid: 1,
+                pending: HashMap::new(),
+                failed: None,
+                live: false,
+                held: Vec::new(),
+                last_rx: Instant::now(),
+            }),
+            writer: Mutex::new(writer),
+            control,
+            sink,
+        });
+        let c = conn.clone();
+        std::thread::Builder::new()
+            .name("zeo-reader".into())
+            .spawn(move || reader(c, stream, frames))
+            .map_err(|e| ("spawn reader thread", e))?;
+        Ok(conn)
+    }
+
+    /// Sends a request; where its reply will land.
+    pub(super) fn send(&self, method: &'static str, args: Value) -> Result<Sent, CallError> {
+        let slot = Arc::new(Slot::default());
+        let msgid = {
+            let mut st = self.state.lock();
+            if let Some(why) = &st.failed {
+                return Err(CallError::Conn(why.clone()));
+            }
+            let id = st.next_msgid;
+            st.next_msgid += 1;
+            st.pending.insert(
+                id,
+                Pending {
+                    slot: slot.clone(),
+                    method,
+                    sent: Instant::now(),
+                },
+            );
+            id
+        };
+        let frame = wire::message_frame_with(self.codec, msgid, Value::Bool(false), method, args);
+        let res = self.writer.lock().write_all(&frame);
+        if let Err(e) = res {
+            self.fail(format!("send {method}: {e}"));
+        }
+        Ok(Sent(slot))
+    }
+
+    /// Waits for the reply of `sent` (the reader fails the connection when
+    /// it is overdue, which answers it).
+    pub(super) fn wait(&self, sent: Sent) -> CallResult {
+        let slot = sent.0;
+        let mut r = slot.result.lock();
+        loop {
+            if let Some(res) = r.take() {
+                return res;
+            }
+            // Bounded wait: the reader answers every slot when the
+            // connection fails; this only guards against a reader that
+            // died without doing so.
+            let timed_out = slot
+                .cond
+                .wait_for(&mut r, self.opts.request_timeout * 2)
+                .timed_out();
+            if timed_out && r.is_none() {
+                drop(r);
+                let why = format!("no reply within {:?}", self.opts.request_timeout * 2);
+                self.fail(why.clone());
+                return Err(CallError::Conn(why));
+            }
+        }
+    }
+
+    pub(super) fn call(&self, method: &'static str, args: Value) -> CallResult {
+        let sent = self.send(method, args)?;
+        self.wait(sent)
+    }
+
+    /// From now on invalidations go to the sink; the held ones with tid >
+    /// `after` go first, in order (those ≤ `after` are already known: the
+    /// register race, or covered by a catch-up). Err: a violation.
+    pub(super) fn go_live(&self, after: Tid) -> Result<(), String> {
+        let mut st = self.state.lock();
+        if let Some(why) = &st.failed {
+            return Err(why.clone());
+        }
+        let sink = self.sink.upgrade().ok_or("storage closed")?;
+        for c in std::mem::take(&mut st.held) {
+            if c.tid > after {
+                sink.invalidated(self.id, c)?;
+            }
+        }
+        st.live = true;
+        Ok(())
+    }
+
+    /// Marks the connection failed (first reason wins), answers every
+    /// pending call, closes the socket and tells the sink.
+    pub(super) fn fail(&self, why: String) {
+        let pending = {
+            let mut st = self.state.lock();
+            if st.failed.is_some() {
+                return;
+            }
+            st.failed = Some(why.clone());
+            st.pending.drain().map(|(_, p)| p).collect::<Vec<_>>()
+        };
+        for p in pending {
+            p.slot.put(Err(CallError::Conn(why.clone())));
+        }
+        let _ = self.control.shutdown(Shutdown::Both);
+        if let Some(s) = self.sink.upgrade() {
+            s.lost(self.id, why);
+        }
+    }
+
+    /// A protocol violation of the server: fails the connection; the error
+    /// for the caller.
+    pub(super) fn protocol_error(&self, why: String) -> CallError {
+        let why = format!("protocol error: {why}");
+        self.fail(why.clone());
+        CallError::Conn(why)
+    }
+
+    /// Periodic checks of the reader: overdue requests, keep-alive ping.
+    fn tick(&self) {
+        let now = Instant::now();
+        let (overdue, idle) = {
+            let st = self.state.lock();
+            let overdue = st
+                .pending
+                .values()
+                .filter(|p| now.duration_since(p.sent) > self.opts.request_timeout)
+                .map(|p| p.method)
+                .next();
+            let idle =
+                st.pending.is_empty() && now.duration_since(st.last_rx) >= self.opts.keepalive;
+            (overdue, idle)
+        };
+        if let Some(m) = overdue {
+            self.fail(format!(
+                "server did not answer {m} within {:?}",
+                self.opts.request_timeout
+            ));
+        } else if idle {
+            // The reply is dropped: its only purpose is to be overdue
+            // should the server have stopped answering.
+            let _ = self.send("ping", Value::Tuple(vec![]));
+        }
+    }
+
+    /// Handles one received frame; Err fails the connection.
+    fn handle(&self, frame: Bytes) -> Result<(), String> {
+        let msg = wire::decode_message_with(self.codec, &frame).map_err(|e| e.to_string())?;
+        match msg {
+            Message::Reply { msgid, result } => {
+                let p = {
+                    let mut st = self.state.lock();
+                    st.last_rx = Instant::now();
+                    st.pending.remove(&msgid)
+                };
+                let Some(p) = p else {
+                    return Err(format!(
+                        "protocol error: reply to request {msgid}, which was never sent (or already answered)"
+                    ));
+                };
+                p.slot.put(result.map_err(CallError::Server));
+                Ok(())
+            }
+            Message::Call {
+                oneway: false,
+                method,
+                ..
+            } => Err(format!(
+                "protocol error: server called {method:?} expecting a reply; clients answer nothing"
+            )),
+            Message::Call { method, args, .. } => {
+                let mut st = self.state.lock();
+                st.last_rx = Instant::now();
+                if method != "invalidateTransaction" {
+                    return Ok(()); // "info" and the like: nothing for us
+                }
+                let c = invalidation(&args)
+                    .ok_or_else(|| format!("protocol error: invalidateTransaction{args:?}"))?;
+                if !st.live {
+                    st.held.push(c);
+                    return Ok(());
+                }
+                match self.sink.upgrade() {
+                    Some(s) => s.invalidated(self.id, c),
+                    None => Err("storage closed".into()),
+                }
+            }
+        }
+    }
+}
+
+/// `(tid, [oid, …])`.
+fn invalidation(args: &Value) -> Option<Commit> {
+    let t = args.as_tuple()?;
+    if t.len() != 2 {
+        return None;
+    }
+    let tid = tid_of(&t[0])?;
+    let oids = t[1]
+        .as_seq()?
+        .iter()
+        .map(oid_of)
+        .collect::<Option<Vec<_>>>()?;
+    Some(Commit { tid, oids })
+}
+
+/// The reader thread: frames in, until the connection fails.
+fn reader(conn: Arc<Conn>, mut stream: TcpStream, mut frames: FrameReader) {
+    // Process signals are for the program's own threads: a program that
+    // blocks them and waits for them (wcfsd does, after opening the
+    // storage) must not have them delivered here instead.
+    let _ = nix::sys::signal::SigSet::all().thread_block();
+    loop {
+        if conn.state.lock().failed.is_some() {
+            return;
+        }
+        match frames.next(&mut stream) {
+            Ok(f) => {
+                if let Err(why) = conn.handle(f) {
+                    conn.fail(why);
+                    return;
+                }
+            }
+            Err(WireError::Timeout) => conn.tick(),
+            Err(e) => {
+                conn.fail(e.to_string());
+                return;
+            }
+        }
+    }
+}
+
+pub(super) fn tid_of(v: &Value) -> Option<Tid> {
+    let b = v.as_bytes()?;
+    Some(Tid(u64::from_be_bytes(b[..].try_into().ok()?)))
+}
+
+pub(super) fn oid_of(v: &Value) -> Option<Oid> {
+    let b = v.as_bytes()?;
+    Some(Oid(u64::from_be_bytes(b[..].try_into().ok()?)))
+}
+
+pub(super) fn tid_value(t: Tid) -> Value {
+    Value::Bytes(Bytes::copy_from_slice(&t.0.to_be_bytes()))
+}
+
+pub(super) fn oid_value(o: Oid) -> Value {
+    Value::Bytes(Bytes::copy_from_slice(&o.0.to_be_bytes()))
+}
+
+impl std::fmt::Debug for Conn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Conn#{} {}", self.id, self.url)
+    }
+}
