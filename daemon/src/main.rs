@@ -58,7 +58,30 @@ fn main() -> ExitCode {
             }
         }
     }
-    match cli::parse(&args) {
+    // A password on our command line is world-readable (/proc/PID/cmdline,
+    // ps): hide it at once (see `hide_passwords_in_cmdline`).
+    hide_passwords_in_cmdline();
+    let parsed = match cli::parse(&args) {
+        // Started by the lifecycle with a password: the zurl comes through a
+        // pipe, the command line has its public form.
+        Ok(Command::Serve {
+            zurl,
+            mountpoint,
+            opts,
+        }) => match lifecycle::zurl_from_fd(&zurl) {
+            Ok(full) => Ok(Command::Serve {
+                zurl: full.unwrap_or(zurl),
+                mountpoint,
+                opts,
+            }),
+            Err(e) => {
+                eprintln!("wcfsd: {e}");
+                return ExitCode::from(2);
+            }
+        },
+        other => other,
+    };
+    match parsed {
         Ok(Command::Help) => {
             println!("{}", cli::USAGE);
             ExitCode::SUCCESS
@@ -169,6 +192,77 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// Replaces the passwords of the zurls on our command line, as the kernel
+/// shows it to everyone (`/proc/PID/cmdline`, `ps`), with their public
+/// form ([`lifecycle::public_zurl`]; if that is longer, with the scheme and
+/// `***`), padding with NULs: the arguments' memory is ours to write.
+/// Best effort, and only narrows the window — until we get here the
+/// password was visible: give it through `$PGPASSWORD`, `~/.pgpass` or a
+/// service file instead (the daemons the lifecycle starts get it through
+/// a pipe). Call before any other thread exists.
+fn hide_passwords_in_cmdline() {
+    use std::os::unix::ffi::OsStrExt;
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if !args
+        .iter()
+        .any(|a| a.to_str().is_some_and(zurl::has_secret))
+    {
+        return;
+    }
+    let Some((start, end)) = cmdline_area() else {
+        return;
+    };
+    let mut now = Vec::new();
+    let mut new = Vec::new();
+    for a in &args {
+        now.extend_from_slice(a.as_bytes());
+        now.push(0);
+        match a.to_str().filter(|a| zurl::has_secret(a)) {
+            Some(z) => {
+                let public = lifecycle::public_zurl(z);
+                let shown = if public.len() <= z.len() {
+                    public.into_owned()
+                } else {
+                    format!("{}***", z.split_once("://").map_or("", |s| s.0))
+                };
+                new.extend_from_slice(shown.as_bytes());
+                new.resize(new.len() + z.len() - shown.len().min(z.len()), 0);
+            }
+            None => new.extend_from_slice(a.as_bytes()),
+        }
+        new.push(0);
+    }
+    if end.checked_sub(start) != Some(now.len()) || new.len() != now.len() {
+        return;
+    }
+    // SAFETY: the kernel says [start, end) is where our argument strings
+    // are (the initial stack, mapped and writable); its length is exactly
+    // that of the arguments we were given, and we check its bytes are
+    // them before writing. No other thread exists yet, and std keeps no
+    // reference into it across this call (it reads the strings anew on
+    // each `args_os()`).
+    unsafe {
+        let area = std::slice::from_raw_parts_mut(start as *mut u8, now.len());
+        if area != &now[..] {
+            return;
+        }
+        area.copy_from_slice(&new);
+    }
+}
+
+/// Where the kernel keeps our command line: `arg_start` and `arg_end` of
+/// `/proc/self/stat` (fields 48 and 49; the second field, the command
+/// name, is in parentheses and may hold spaces).
+fn cmdline_area() -> Option<(usize, usize)> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    let after = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    // `after` starts with field 3.
+    let start = fields.get(48 - 3)?.parse().ok()?;
+    let end = fields.get(49 - 3)?.parse().ok()?;
+    (start != 0 && end > start).then_some((start, end))
 }
 
 /// Serves in this process until unmounted (SPEC §4).

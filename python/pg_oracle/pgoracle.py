@@ -3,6 +3,10 @@
 Subcommands (ZURL: a postgresql:// URI of a database; RelStorage creates
 its history-preserving schema there on first use):
 
+  init ZURL
+      Open the database with RelStorage (which creates its history-preserving
+      schema there) and close it.
+
   gen ZURL [--seed N] [--txns N] [--big]
       Commit through RelStorage what fsoracle.py's gen commits to a data.fs:
       objects with many revisions, undo of creating transactions (their
@@ -227,6 +231,8 @@ def histfree(zurl):
 def main():
     ap = argparse.ArgumentParser()
     sub = ap.add_subparsers(dest="cmd", required=True)
+    i = sub.add_parser("init")
+    i.add_argument("zurl")
     g = sub.add_parser("gen")
     g.add_argument("zurl")
     g.add_argument("--seed", type=int, default=1)
@@ -249,7 +255,9 @@ def main():
     h = sub.add_parser("histfree")
     h.add_argument("zurl")
     a = ap.parse_args()
-    if a.cmd == "gen":
+    if a.cmd == "init":
+        open_relstorage(a.zurl).close()
+    elif a.cmd == "gen":
         gen(a.zurl, a.seed, a.txns, a.big)
     elif a.cmd == "dump":
         dump(a.zurl, a.out)

@@ -68,7 +68,7 @@ pub fn parse(zurl: &str) -> Result<ZUrl, Error> {
         });
     }
     if postgres::dsn::is_postgres_zurl(zurl) {
-        postgres::dsn::parse_uri(zurl).map_err(|why| bad(&why))?;
+        postgres::dsn::check(zurl).map_err(|why| bad(&why))?;
         return Ok(ZUrl::Postgres(zurl.to_string()));
     }
     if let Some((scheme, _)) = zurl.split_once("://") {

@@ -506,9 +506,37 @@ const UNSUPPORTED: &[&str] = &[
 /// A parameter map, keyed by name.
 type Params = std::collections::BTreeMap<String, String>;
 
-/// Parses `zurl` and fills in what it leaves out from `env` (see the module
-/// doc). Errors say what is wrong, without quoting the zurl.
-pub fn resolve(zurl: &str, env: &dyn Environment) -> Result<ConnSpec, String> {
+/// Checks what the zurl itself says — the URI and the values of its
+/// parameters — without the environment (nothing is read). Errors say what
+/// is wrong, without quoting the zurl.
+pub fn check(zurl: &str) -> Result<(), String> {
+    struct Nothing;
+    impl Environment for Nothing {
+        fn var(&self, _: &str) -> Option<String> {
+            None
+        }
+        fn home(&self) -> Option<PathBuf> {
+            None
+        }
+        fn user_name(&self) -> Option<String> {
+            Some("-".into())
+        }
+        fn exists(&self, _: &Path) -> bool {
+            false
+        }
+        fn read(&self, _: &Path) -> Result<Option<String>, String> {
+            Ok(None)
+        }
+        fn others_may_read(&self, _: &Path) -> bool {
+            false
+        }
+    }
+    let p = uri_params(zurl)?;
+    spec_of(&p, &Nothing).map(|_| ())
+}
+
+/// The parameters a URI gives, checked to be ones we know.
+fn uri_params(zurl: &str) -> Result<Params, String> {
     let uri = parse_uri(zurl)?;
     let mut p = Params::new();
     if let Some(u) = uri.user {
@@ -534,6 +562,13 @@ pub fn resolve(zurl: &str, env: &dyn Environment) -> Result<ConnSpec, String> {
         check_param(&k)?;
         p.insert(k, v);
     }
+    Ok(p)
+}
+
+/// Parses `zurl` and fills in what it leaves out from `env` (see the module
+/// doc). Errors say what is wrong, without quoting the zurl.
+pub fn resolve(zurl: &str, env: &dyn Environment) -> Result<ConnSpec, String> {
+    let mut p = uri_params(zurl)?;
     // The service first, then the environment (as libpq).
     let service = p.get("service").cloned().or_else(|| env.var("PGSERVICE"));
     if let Some(name) = service {
@@ -1155,6 +1190,20 @@ mod tests {
         assert_eq!(spec.passfile, Some(PathBuf::from("/p")));
         let spec = resolve("postgresql://u@h/db", &env(&[("PGPASSFILE", "/q")])).unwrap();
         assert_eq!(spec.passfile, Some(PathBuf::from("/q")));
+    }
+
+    #[test]
+    fn check_without_the_environment() {
+        assert!(check("postgresql://u:p@h:5/d?application_name=x&service=s").is_ok());
+        assert!(check("postgresql://").is_ok());
+        for bad in [
+            "postgresql://h/d?sslmode=require",
+            "postgresql://h:0/d",
+            "postgresql://h/d?nope=1",
+            "postgresql://[::1",
+        ] {
+            assert!(check(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

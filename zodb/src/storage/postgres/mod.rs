@@ -422,11 +422,11 @@ impl Shared {
                 if let Some(d) = st.down.as_mut().filter(|d| !d.logged_giveup) {
                     d.logged_giveup = true;
                     log::warn!(
-                        "{}: {}: server unavailable for {:?} ({why}); giving up on this request \
-                         (more may follow while it stays away), still reconnecting",
+                        "{}: server away for {:.1?}: requests give up after {:?} ({}: {why})",
                         self.url,
-                        what(),
-                        self.res.wait
+                        d.since.elapsed(),
+                        self.res.wait,
+                        what()
                     );
                 }
                 return Err(Error::Unavailable {
@@ -460,7 +460,7 @@ impl Shared {
         self.counts[LOST].fetch_add(1, Ordering::Relaxed);
         if let Some(c) = conn {
             log::warn!(
-                "{}: lost the connection to {}: {why}; reconnecting (requests wait up to {:?})",
+                "{}: connection lost ({}): {why}; reconnecting (requests wait up to {:?})",
                 self.url,
                 c.server,
                 self.res.wait
@@ -693,7 +693,7 @@ async fn poller(sh: Arc<Shared>) {
         if !full {
             if let Some(cu) = catching_up.take() {
                 log::info!(
-                    "{}: caught up after the reconnect: {} transaction(s){} in {:.0} ms",
+                    "{}: caught up {} transaction(s){} in {:.0} ms after the reconnect",
                     sh.url,
                     cu.count,
                     cu.range
@@ -786,7 +786,9 @@ enum Wake {
 async fn reconnect(sh: &Shared) -> Option<Arc<Conn>> {
     let mut backoff = Duration::from_millis(50);
     let mut last_why = String::new();
+    let mut attempts = 0u64;
     loop {
+        attempts += 1;
         if sh.closing.load(Ordering::Acquire) || sh.st.lock().failed.is_some() {
             return None;
         }
@@ -810,12 +812,12 @@ async fn reconnect(sh: &Shared) -> Option<Arc<Conn>> {
                     sh.cond.notify_all();
                     sh.counts[RECONNECT].fetch_add(1, Ordering::Relaxed);
                     log::info!(
-                        "{}: reconnected to {}{} after {:.1}s; the database is the same \
-                         (@{} is there); catching up",
+                        "{}: reconnected to {}{} after {:.1?} ({attempts} attempt(s)); \
+                         the same database (@{} is there); catching up",
                         sh.url,
                         c.server,
                         if c.standby { " (standby)" } else { "" },
-                        outage.unwrap_or_default().as_secs_f64(),
+                        outage.unwrap_or_default(),
                         sh.st.lock().head
                     );
                     return Some(c);
