@@ -118,7 +118,14 @@ impl PgServer {
 
     /// initdb and start a fresh primary.
     pub fn start() -> PgServer {
+        Self::start_with("")
+    }
+
+    /// Like [`PgServer::start`], with more `postgresql.conf` lines (e.g.
+    /// `shared_buffers = 1GB` for benchmarks).
+    pub fn start_with(conf: &str) -> PgServer {
         let mut s = Self::init();
+        append(&s.data.join("postgresql.conf"), &format!("\n{conf}\n"));
         s.start_on_free_port();
         s
     }

@@ -293,6 +293,7 @@ pub fn serve(zurl: &str, mountpoint: &Path, opts: Options) -> Result<(), Error> 
         mountpoint.display()
     );
 
+    let prefetch_depth = storage.prefetch_depth();
     let wcfs = Arc::new(Wcfs {
         zurl: wcfs_lifecycle::public_zurl(zurl).into_owned(),
         tracker: RwLock::new(Tracker::new(storage.clone(), head)),
@@ -304,7 +305,7 @@ pub fn serve(zurl: &str, mountpoint: &Path, opts: Options) -> Result<(), Error> 
         tree: Mutex::new(tree::Tree::new(opts.debug)),
         cache: cache::BlockCache::new(cache::CAPACITY),
         uploads: upload::Uploads::default(),
-        prefetch: prefetch::Prefetch::default(),
+        prefetch: prefetch::Prefetch::new(prefetch_depth),
         zhead: zhead::ZHeads::default(),
         iso: Arc::new(Isolation::new(opts.pintimeout)),
         notifier: OnceLock::new(),
@@ -379,7 +380,7 @@ pub fn serve(zurl: &str, mountpoint: &Path, opts: Options) -> Result<(), Error> 
             .name("upload".into())
             .spawn(move || upload::run(wcfs))?;
     }
-    {
+    for _ in 0..wcfs.prefetch.depth {
         let wcfs = wcfs.clone();
         std::thread::Builder::new()
             .name("prefetch".into())

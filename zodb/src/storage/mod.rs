@@ -185,6 +185,14 @@ pub trait Storage: Send + Sync {
         Vec::new()
     }
 
+    /// How many blocks past a sequential reader's it is worth loading ahead
+    /// (the daemon keeps that many loads in flight for such a reader): 1
+    /// for a local file; more for a server whose loads pipeline, so that
+    /// it is never idle between a reader's requests.
+    fn prefetch_depth(&self) -> usize {
+        1
+    }
+
     /// The oldest tid whose view the storage still answers exactly, when
     /// a pack removed history before it (None: all history is there, or
     /// the storage does not know). No round trip: what the storage knows

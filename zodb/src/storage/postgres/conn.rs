@@ -476,9 +476,16 @@ impl Conn {
             .map_err(map)?;
         if let Some(row) = row {
             let serial = tid_of(row.get(0))?;
-            let state: Option<&[u8]> = row.get(1);
+            let state: Option<&[u8]> = row
+                .try_get(1)
+                .map_err(|e| Trouble::Hard(format!("object_state.state: {}", text(&e))))?;
             return Ok(match state {
                 None => Found::Deleted { serial },
+                // Copied into a recycled buffer (bufpool), and the row is
+                // dropped at once: keeping rows (a `Bytes` made of the row)
+                // was measured slower — the client's read buffer then
+                // cannot be reused, and every block's buffer is fresh
+                // memory to fault in.
                 Some(s) => {
                     let mut v = crate::bufpool::take(s.len());
                     v.extend_from_slice(s);
