@@ -20,7 +20,7 @@
 //!   pipelined (`PgStorage::load_many`, 8 blocks in flight).
 //!
 //! Ratios are ours / theirs in speed (higher is better for us); best and
-//! median over the repetitions are printed.
+//! median over the repetitions (after one warm-up round) are printed.
 //!
 //! Run: `cargo bench -p wcfsd --bench pg_read` (root, /dev/fuse, Debian's
 //! postgresql; Python with RelStorage: `$WCFS_PYTHON`, default the
@@ -38,7 +38,7 @@ use zodb::storage::postgres::PgStorage;
 use zodb::{Oid, Storage};
 
 const BS: u64 = 2 << 20;
-const REPS: usize = 3;
+const REPS: usize = 5;
 const MIB: f64 = (1 << 20) as f64;
 
 /// Loads every block through a ZODB Connection over RelStorage, as a
@@ -214,6 +214,9 @@ fn main() {
     let (mut pgr, mut file, mut r_file) = (vec![], vec![], vec![]);
     let (mut py, mut r_py) = (vec![], vec![]);
     let (mut zseq, mut zpipe) = (vec![], vec![]);
+    // A warm-up round, not counted: the server's cache, the page cache.
+    cold(&file_zurl, tmp.path(), oid, nblk);
+    cold(&pg_zurl, tmp.path(), oid, nblk);
     for _ in 0..REPS {
         let (t_file, s1) = cold(&file_zurl, tmp.path(), oid, nblk);
         let (t_pg, s2) = cold(&pg_zurl, tmp.path(), oid, nblk);
