@@ -305,10 +305,15 @@ async fn connect_host(
         )
         .await
         .map_err(q)?;
-    let standby: bool = row.get(0);
-    let (state, txn, current, pack_state): (bool, bool, bool, bool) =
-        (row.get(1), row.get(2), row.get(3), row.get(4));
-    let db: String = row.get(5);
+    let schema = |t: Trouble| ConnectError::Schema(SchemaError::Unreadable(t.why().to_string()));
+    let standby: bool = col(&row, 0).map_err(schema)?;
+    let (state, txn, current, pack_state): (bool, bool, bool, bool) = (
+        col(&row, 1).map_err(schema)?,
+        col(&row, 2).map_err(schema)?,
+        col(&row, 3).map_err(schema)?,
+        col(&row, 4).map_err(schema)?,
+    );
+    let db: String = col(&row, 5).map_err(schema)?;
     if !state {
         return Err(ConnectError::Schema(SchemaError::NotRelStorage(db)));
     }
@@ -438,6 +443,18 @@ fn map(e: tokio_postgres::Error) -> Trouble {
     classify(&e)
 }
 
+/// Column `i` of a row as a `T`, or a clear error (a column of another
+/// type than RelStorage's: not a panic).
+fn col<'a, T: tokio_postgres::types::FromSql<'a>>(
+    r: &'a tokio_postgres::Row,
+    i: usize,
+) -> Result<T, Trouble> {
+    r.try_get(i).map_err(|e| {
+        let name = r.columns().get(i).map_or("?", |c| c.name());
+        Trouble::Hard(format!("column {name}: {}", text(&e)))
+    })
+}
+
 /// What a load found.
 #[derive(Debug)]
 pub(crate) enum Found {
@@ -475,7 +492,7 @@ impl Conn {
             .await
             .map_err(map)?;
         if let Some(row) = row {
-            let serial = tid_of(row.get(0))?;
+            let serial = tid_of(col(&row, 0)?)?;
             let state: Option<&[u8]> = row
                 .try_get(1)
                 .map_err(|e| Trouble::Hard(format!("object_state.state: {}", text(&e))))?;
@@ -501,7 +518,7 @@ impl Conn {
             .query_one(&self.stmts.first, &[&zoid])
             .await
             .map_err(map)?;
-        let first: Option<i64> = row.get(0);
+        let first: Option<i64> = col(&row, 0)?;
         Ok(Found::Missing {
             first: first.map(tid_of).transpose()?,
         })
@@ -514,7 +531,8 @@ impl Conn {
             .query_opt(&self.stmts.last, &[])
             .await
             .map_err(map)?;
-        row.map(|r| Ok((tid_of(r.get(0))?, r.get(1)))).transpose()
+        row.map(|r| Ok((tid_of(col(&r, 0)?)?, col(&r, 1)?)))
+            .transpose()
     }
 
     /// The signature of the transaction at `tid` (None: there is none).
@@ -524,7 +542,7 @@ impl Conn {
             .query_opt(&self.stmts.sig, &[&i64_of_tid(tid)])
             .await
             .map_err(map)?;
-        Ok(row.map(|r| r.get(0)))
+        row.map(|r| col(&r, 0)).transpose()
     }
 
     /// The first `limit` transactions in `(after, upto]`, in tid order,
@@ -545,8 +563,8 @@ impl Conn {
             .map_err(map)?;
         let mut out: Vec<TxnRow> = Vec::new();
         for r in rows {
-            let tid = tid_of(r.get(0))?;
-            let zoid: Option<i64> = r.get(3);
+            let tid = tid_of(col(&r, 0)?)?;
+            let zoid: Option<i64> = col(&r, 3)?;
             if out.last().is_none_or(|t| t.tid != tid) {
                 if out.last().is_some_and(|t| t.tid > tid) || tid <= after {
                     return Err(Trouble::Hard(format!(
@@ -556,8 +574,8 @@ impl Conn {
                 }
                 out.push(TxnRow {
                     tid,
-                    packed: r.get(1),
-                    sig: r.get(2),
+                    packed: col(&r, 1)?,
+                    sig: col(&r, 2)?,
                     oids: Vec::new(),
                 });
             }
@@ -575,7 +593,8 @@ impl Conn {
             .query_opt(&self.stmts.first_from, &[&i64_of_tid(x)])
             .await
             .map_err(map)?;
-        row.map(|r| Ok((tid_of(r.get(0))?, r.get(1)))).transpose()
+        row.map(|r| Ok((tid_of(col(&r, 0)?)?, col(&r, 1)?)))
+            .transpose()
     }
 
     /// The database's pack point: the last transaction a pack reached (or,
@@ -600,7 +619,7 @@ impl Conn {
         if let Some(s) = &self.stmts.pack_running {
             match self.client.query_one(s, &[]).await {
                 Ok(r) => {
-                    let running: Option<i64> = r.get(0);
+                    let running: Option<i64> = col(&r, 0)?;
                     if let Some(t) = running {
                         lo = lo.max(tid_of(t)?);
                     }

@@ -176,6 +176,9 @@ struct WatchState {
 #[derive(Debug, Clone)]
 enum Failure {
     NotSame(String),
+    /// Our own poller is gone (a bug): nothing follows the database any
+    /// more, so nothing may be served as current.
+    Broken(String),
     Closed,
 }
 
@@ -311,7 +314,20 @@ impl PgStorage {
             closing: AtomicBool::new(false),
             counts: Default::default(),
         });
-        rt.spawn(poller(sh.clone()));
+        {
+            // Should the poller ever die (a bug: it does not return but on
+            // close or a final failure), fail loudly rather than serve a
+            // head that no longer moves.
+            let sh = sh.clone();
+            rt.spawn(async move {
+                if let Err(e) = tokio::spawn(poller(sh.clone())).await {
+                    if !e.is_cancelled() {
+                        log::error!("{}: the poller died: {e}", sh.url);
+                        sh.fail(Failure::Broken(format!("the poller died: {e}")));
+                    }
+                }
+            });
+        }
         Ok(PgStorage {
             sh,
             rt: Some(rt),
@@ -397,6 +413,11 @@ impl Shared {
             Failure::NotSame(why) => Error::NotSameDatabase {
                 storage: self.url.clone(),
                 why: why.clone(),
+            },
+            Failure::Broken(why) => Error::Io {
+                storage: self.url.clone(),
+                op: "follow the database".into(),
+                source: std::io::Error::other(why.clone()),
             },
             Failure::Closed => Error::Closed(self.url.clone()),
         }
@@ -1025,6 +1046,13 @@ impl Watcher for PgWatcher {
                     return Err(Error::NotSameDatabase {
                         storage: self.url.clone(),
                         why: why.clone(),
+                    })
+                }
+                Some(Failure::Broken(why)) => {
+                    return Err(Error::Io {
+                        storage: self.url.clone(),
+                        op: "follow the database".into(),
+                        source: std::io::Error::other(why.clone()),
                     })
                 }
                 Some(Failure::Closed) => return Err(Error::Closed(self.url.clone())),
