@@ -508,7 +508,7 @@ fn random_commits_match_python_pg() {
     let ncommit: usize = std::env::var("WCFS_TEST_PG_COMMITS")
         .ok()
         .map(|s| s.parse().unwrap())
-        .unwrap_or(if cfg!(debug_assertions) { 10 } else { 30 });
+        .unwrap_or(if cfg!(debug_assertions) { 8 } else { 20 });
     let plan = Plan {
         ncommit,
         deep_at_every: (12, 25),
@@ -525,7 +525,7 @@ fn random_commits_match_python_pg_replica() {
     let ncommit: usize = std::env::var("WCFS_TEST_PG_COMMITS")
         .ok()
         .map(|s| s.parse().unwrap())
-        .unwrap_or(if cfg!(debug_assertions) { 10 } else { 20 });
+        .unwrap_or(if cfg!(debug_assertions) { 6 } else { 12 });
     let plan = Plan {
         ncommit,
         deep_at_every: (12, 25),
