@@ -31,6 +31,14 @@
 //! - **`last_tid` is the stream's position**: the last transaction handed
 //!   to watchers, with no round trip; a load as of it sees exactly the
 //!   transactions reported.
+//! - **Reading ahead**: one server process answers a connection's queries
+//!   in turn, so the daemon keeps a few loads queued for a sequential
+//!   reader ([`Storage::prefetch_depth`]: 3) — with one, the server sat idle
+//!   between a reader's requests.
+//! - Our connections say `application_name=wcfsd` (unless the zurl says
+//!   otherwise) and `SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY`;
+//!   the runtime's threads (`pg-client`) block every signal, which are for
+//!   the program's own threads.
 //!
 //! # Why polling `tid > last` never skips a commit
 //!
@@ -107,9 +115,12 @@
 //! # Locking
 //!
 //! `Shared::st` (connection, position, watchers, outage) is held only to
-//! read or change them, never across a query or a wait; a watcher queue's
-//! lock is taken under it, never the other way round. Queries run with no
-//! lock held.
+//! read or change them — never across a query, and released while a load
+//! waits on `Shared::cond` for a connection; a watcher queue's lock is
+//! taken under it, never the other way round. Queries run with no lock
+//! held. The connection (`Arc<Conn>`) is cloned out of `st` for a query;
+//! a connection given up ([`Shared::lost`]) is aborted, so queries still
+//! on it fail at once and are retried on the next one.
 
 pub mod conn;
 pub mod dsn;
