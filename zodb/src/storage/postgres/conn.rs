@@ -3,7 +3,7 @@
 //! preparing our statements, and the queries themselves.
 //!
 //! Everything here is async and runs on the storage's runtime; the
-//! connection itself is driven by a task of its own ([`Conn::task`]),
+//! connection itself is driven by a task of its own (`Conn::task`),
 //! which also turns `NOTIFY`s on [`NOTIFY_CHANNEL`] into wake-ups of the
 //! poller. Queries from many threads share the one connection: the client
 //! sends each as it comes, so they are pipelined.

@@ -14,7 +14,7 @@
 //!   pipelines: every thread's query goes to the one connection as soon as
 //!   it is made, and the server answers them in order. Its connection runs
 //!   on a small tokio runtime of ours (one worker thread); callers are
-//!   plain threads that block on their own query ([`Shared::run`]).
+//!   plain threads that block on their own query (`Shared::run`).
 //! - **Loads** are one indexed query, the latest revision with tid ≤ `at`
 //!   (`ORDER BY tid DESC LIMIT 1` on the primary key `(zoid, tid)`). Only
 //!   when there is none a second query tells "no such object" from "not
@@ -68,7 +68,7 @@
 //!   connection fail — a load or the poller: a closed connection, an I/O
 //!   error, the server shutting down or terminating us, a query
 //!   unanswered for [`PgOptions::request_timeout`] — drops it
-//!   ([`Shared::lost`]); the poller then reconnects with exponential
+//!   (`Shared::lost`); the poller then reconnects with exponential
 //!   backoff (50 ms up to [`Resilience::backoff_max`]), for as long as it
 //!   takes.
 //! - **Same database?** Before a new connection is used, the transaction at
@@ -91,7 +91,7 @@
 //!   packed transactions at the head of a poll are reported as one, at the
 //!   last of them, with all their objects — history below a pack point
 //!   cannot be served anyway (see Pack below).
-//! - A load that finds no connection waits (on [`Shared::cond`]) up to
+//! - A load that finds no connection waits (on `Shared::cond`) up to
 //!   [`Resilience::wait`], then fails with [`Error::Unavailable`]; a load
 //!   whose connection failed under it is retried on the next one.
 //! - Losses, reconnects, catch-ups and give-ups are logged (once each per
@@ -119,7 +119,7 @@
 //! waits on `Shared::cond` for a connection; a watcher queue's lock is
 //! taken under it, never the other way round. Queries run with no lock
 //! held. The connection (`Arc<Conn>`) is cloned out of `st` for a query;
-//! a connection given up ([`Shared::lost`]) is aborted, so queries still
+//! a connection given up (`Shared::lost`) is aborted, so queries still
 //! on it fail at once and are retried on the next one.
 
 pub mod conn;
