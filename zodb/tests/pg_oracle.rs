@@ -327,6 +327,55 @@ fn watch_concurrent_python_writers() {
     assert_eq!(rs.last_tid().unwrap(), want.last().unwrap().tid);
 }
 
+/// Records loaded at head are remembered until a commit changes them: a
+/// load at the new head after a Python commit sees the new data at once,
+/// one at the old head the old data — never a stale answer — checked
+/// against Python's own view after every commit.
+#[test]
+fn remembered_records_follow_commits() {
+    let tmp = tempfile::tempdir().unwrap();
+    let zurl = new_db("remember");
+    pgoracle(&["gen", &zurl, "--txns", "5"]);
+    let st = open(&zurl);
+    let start = st.last_tid().unwrap();
+    let before = dump(&zurl, tmp.path());
+    let oids: Vec<Oid> = {
+        let mut v: Vec<Oid> = before.txns.iter().flat_map(|c| c.oids.clone()).collect();
+        v.sort();
+        v.dedup();
+        v
+    };
+    // Remember everything as of the start.
+    for &oid in &oids {
+        let _ = st.load(oid, start);
+    }
+    let mut w = st.watch(start).unwrap();
+    let out = tmp.path().join("w.txt");
+    let st2 = Command::new(python())
+        .arg(testkit::repo().join("python/pg_oracle/pgoracle.py"))
+        .args(["writer", &zurl, "30", out.to_str().unwrap(), "--seed", "9"])
+        .status()
+        .unwrap();
+    assert!(st2.success());
+    let mut seen = vec![];
+    while seen.len() < 30 {
+        let c = w
+            .next_timeout(Duration::from_secs(10))
+            .unwrap()
+            .expect("a commit");
+        // Right after the commit is reported, every object at its tid.
+        for &oid in &oids {
+            let _ = st.load(oid, c.tid);
+        }
+        seen.push(c.tid);
+    }
+    let after = dump(&zurl, tmp.path());
+    for (oid, at, want) in &after.loads {
+        let got = expect_of(st.load(*oid, *at)).unwrap();
+        assert_eq!(&got, want, "load {oid}@{at}");
+    }
+}
+
 /// A role that may only SELECT is all the driver needs.
 #[test]
 fn read_only_role() {

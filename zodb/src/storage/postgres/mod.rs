@@ -97,6 +97,24 @@
 //! - Losses, reconnects, catch-ups and give-ups are logged (once each per
 //!   outage) and counted ([`counter`]).
 //!
+//! # Remembering current records
+//!
+//! A read of a head block walks the file's tree (root, inner nodes,
+//! bucket) before it loads the block: a round trip per node, for records
+//! that rarely change. So small records (< 64 KiB) loaded as of the
+//! stream's position are kept ([`Current`]) and answer later loads without
+//! a query, exactly: a record is kept only if the position did not move
+//! between the query and keeping it (the query saw every commit up to that
+//! position — the poller had seen them on the same server before we asked
+//! — so no revision lies between the record's serial and the position);
+//! from then on every commit reported is also applied to what is kept,
+//! under the same lock, ending the record's validity at the first commit
+//! that changes its object. A load is answered from it only for an `at` at
+//! or before the position, inside that validity. A catch-up that reports
+//! packed transactions as one (above) forgets everything kept. (Measured:
+//! a cold 512 MiB read made three queries per 2 MiB block — two tree nodes
+//! and the block — and one with this.)
+//!
 //! # Pack
 //!
 //! A pack (zodbpack) deletes the revisions superseded before the pack point
@@ -214,6 +232,91 @@ struct State {
     watchers: Vec<Weak<WatchQueue>>,
     /// The pack point ([`Tid::ZERO`]: never packed).
     packed: Tid,
+    /// Small records current at the position (see [`Current`]).
+    current: Current,
+}
+
+/// Small records (tree nodes, file objects — not block data) as loaded at
+/// the stream's position, each valid from its serial until the first
+/// reported commit that changes its object: so that a head read does not
+/// cost a round trip per tree node. Exact by construction (see
+/// "Remembering current records" in the module doc); bounded (forgotten
+/// whole past [`Current::MAX_BYTES`]).
+#[derive(Default)]
+struct Current {
+    map: std::collections::HashMap<Oid, Remembered>,
+    bytes: usize,
+}
+
+struct Remembered {
+    /// None: the revision is an undone creation.
+    data: Option<bytes::Bytes>,
+    serial: Tid,
+    /// The first commit after it that changed the object (None: none yet).
+    until: Option<Tid>,
+}
+
+impl Current {
+    /// Records larger than this are not kept.
+    const MAX_RECORD: usize = 64 << 10;
+    /// All kept records together, at most.
+    const MAX_BYTES: usize = 32 << 20;
+
+    /// The answer for `oid` as of `at` (≤ the position), if known.
+    fn get(&self, oid: Oid, at: Tid) -> Option<Result<Loaded, Error>> {
+        let r = self.map.get(&oid)?;
+        if r.serial > at || r.until.is_some_and(|u| at >= u) {
+            return None;
+        }
+        Some(match &r.data {
+            Some(data) => Ok(Loaded {
+                data: data.clone(),
+                serial: r.serial,
+            }),
+            None => Err(Error::Deleted {
+                oid,
+                at,
+                serial: r.serial,
+            }),
+        })
+    }
+
+    /// Remembers what a load at the position found.
+    fn put(&mut self, oid: Oid, data: Option<bytes::Bytes>, serial: Tid) {
+        let len = data.as_ref().map_or(0, |d| d.len());
+        if len > Self::MAX_RECORD {
+            return;
+        }
+        if self.bytes + len > Self::MAX_BYTES {
+            self.clear();
+        }
+        let old = self.map.insert(
+            oid,
+            Remembered {
+                data,
+                serial,
+                until: None,
+            },
+        );
+        self.bytes += len;
+        if let Some(o) = old {
+            self.bytes -= o.data.map_or(0, |d| d.len());
+        }
+    }
+
+    /// Commit `tid` changed `oids`.
+    fn changed(&mut self, tid: Tid, oids: &[Oid]) {
+        for oid in oids {
+            if let Some(r) = self.map.get_mut(oid) {
+                r.until.get_or_insert(tid);
+            }
+        }
+    }
+
+    fn clear(&mut self) {
+        self.map.clear();
+        self.bytes = 0;
+    }
 }
 
 /// What the storage's threads share.
@@ -319,6 +422,7 @@ impl PgStorage {
                 head_sig,
                 watchers: Vec::new(),
                 packed,
+                current: Current::default(),
             }),
             cond: Condvar::new(),
             kick: Notify::new(),
@@ -601,12 +705,16 @@ impl Shared {
 
     /// Hands transactions to the watchers and moves the position.
     fn publish(&self, rows: Vec<TxnRow>) -> Option<(Tid, Tid, usize)> {
-        let commits = collapse_packed(rows);
+        let (commits, collapsed) = collapse_packed(rows);
         let (first, last) = (commits.first()?.0.tid, commits.last()?.0.tid);
         let n = commits.len();
         let mut st = self.st.lock();
         if st.failed.is_some() {
             return None;
+        }
+        if collapsed {
+            // Their objects changed at tids we do not report: forget all.
+            st.current.clear();
         }
         for (c, sig) in commits {
             if c.tid <= st.head {
@@ -614,6 +722,7 @@ impl Shared {
             }
             st.head = c.tid;
             st.head_sig = Some(sig);
+            st.current.changed(c.tid, &c.oids);
             st.watchers.retain(|w| match w.upgrade() {
                 Some(q) => {
                     q.q.lock().commits.push_back(c.clone());
@@ -630,7 +739,7 @@ impl Shared {
 /// Commits from transaction rows: the packed ones at the head (whose
 /// superseded revisions a pack may have deleted) as one commit at the last
 /// of them with all their objects; the others one each.
-fn collapse_packed(rows: Vec<TxnRow>) -> Vec<(Commit, String)> {
+fn collapse_packed(rows: Vec<TxnRow>) -> (Vec<(Commit, String)>, bool) {
     let npacked = rows.iter().take_while(|r| r.packed).count();
     let mut out = Vec::with_capacity(rows.len());
     let mut rows = rows.into_iter();
@@ -656,7 +765,7 @@ fn collapse_packed(rows: Vec<TxnRow>) -> Vec<(Commit, String)> {
             r.sig,
         )
     }));
-    out
+    (out, npacked > 1)
 }
 
 /// The poller: follows the database, and reconnects when the connection is
@@ -949,7 +1058,31 @@ impl Storage for PgStorage {
     fn load(&self, oid: Oid, at: Tid) -> Result<Loaded, Error> {
         let what = || format!("load {oid}@{at}");
         let sh = &self.sh;
+        let h0 = {
+            let st = sh.st.lock();
+            if at <= st.head && st.failed.is_none() {
+                if let Some(r) = st.current.get(oid, at) {
+                    return r;
+                }
+            }
+            st.head
+        };
         let found = sh.run(&what, |c| async move { c.load(oid, at).await })?;
+        if at >= h0 {
+            // As of the position when we asked, and nothing reported since:
+            // current until a commit says otherwise.
+            let kept = match &found {
+                Found::Data { data, serial } => Some((Some(data.clone()), *serial)),
+                Found::Deleted { serial } => Some((None, *serial)),
+                Found::Missing { .. } => None,
+            };
+            if let Some((data, serial)) = kept {
+                let mut st = sh.st.lock();
+                if st.head == h0 && st.failed.is_none() && serial <= h0 {
+                    st.current.put(oid, data, serial);
+                }
+            }
+        }
         if matches!(found, Found::Missing { .. }) && at < sh.st.lock().head {
             // Missing as of an old tid: make sure a pack since our last
             // look is known before answering "not yet created".
@@ -993,7 +1126,7 @@ impl Storage for PgStorage {
             let Some(last) = rows.last().map(|r| r.tid) else {
                 break;
             };
-            backlog.extend(collapse_packed(rows).into_iter().map(|(c, _)| c));
+            backlog.extend(collapse_packed(rows).0.into_iter().map(|(c, _)| c));
             pos = last;
         }
         Ok(Box::new(PgWatcher {
@@ -1090,8 +1223,59 @@ mod tests {
     }
 
     #[test]
+    fn current_records_answer_inside_their_validity_only() {
+        let mut c = Current::default();
+        let d = bytes::Bytes::from_static(b"state");
+        c.put(Oid(1), Some(d.clone()), Tid(10));
+        c.put(Oid(2), None, Tid(12));
+        let data = |r: Option<Result<Loaded, Error>>| match r {
+            Some(Ok(l)) => Some((l.serial, l.data)),
+            Some(Err(e)) => panic!("{e}"),
+            None => None,
+        };
+        assert_eq!(data(c.get(Oid(1), Tid(9))), None, "before its serial");
+        assert_eq!(data(c.get(Oid(1), Tid(10))), Some((Tid(10), d.clone())));
+        assert_eq!(data(c.get(Oid(1), Tid(99))), Some((Tid(10), d.clone())));
+        assert!(matches!(
+            c.get(Oid(2), Tid(12)),
+            Some(Err(Error::Deleted {
+                serial: Tid(12),
+                ..
+            }))
+        ));
+        assert!(c.get(Oid(3), Tid(12)).is_none());
+        // A commit changing it ends the validity there (and only the first).
+        c.changed(Tid(20), &[Oid(1), Oid(3)]);
+        c.changed(Tid(30), &[Oid(1)]);
+        assert_eq!(data(c.get(Oid(1), Tid(19))), Some((Tid(10), d.clone())));
+        assert_eq!(data(c.get(Oid(1), Tid(20))), None);
+        assert_eq!(data(c.get(Oid(1), Tid(25))), None);
+        // Loaded again at the new position: valid from there.
+        let e = bytes::Bytes::from_static(b"new");
+        c.put(Oid(1), Some(e.clone()), Tid(30));
+        assert_eq!(data(c.get(Oid(1), Tid(31))), Some((Tid(30), e)));
+        assert_eq!(data(c.get(Oid(1), Tid(19))), None, "the older one is gone");
+        // Big records are not kept; too many bytes: forgotten whole.
+        c.put(
+            Oid(5),
+            Some(vec![0u8; Current::MAX_RECORD + 1].into()),
+            Tid(40),
+        );
+        assert!(c.get(Oid(5), Tid(40)).is_none());
+        for i in 0..(Current::MAX_BYTES / Current::MAX_RECORD) as u64 + 1 {
+            c.put(
+                Oid(100 + i),
+                Some(vec![0u8; Current::MAX_RECORD].into()),
+                Tid(40),
+            );
+        }
+        assert!(c.bytes <= Current::MAX_BYTES);
+        assert!(c.get(Oid(2), Tid(12)).is_none());
+    }
+
+    #[test]
     fn packed_transactions_are_reported_as_one() {
-        let got = collapse_packed(vec![
+        let (got, collapsed) = collapse_packed(vec![
             row(1, true, &[3, 1]),
             row(2, true, &[]),
             row(3, true, &[1, 7]),
@@ -1122,10 +1306,12 @@ mod tests {
             ),
         ];
         assert_eq!(got, want);
+        assert!(collapsed);
         // One packed transaction stays as it is.
-        let got = collapse_packed(vec![row(1, true, &[2, 1]), row(2, false, &[])]);
+        let (got, collapsed) = collapse_packed(vec![row(1, true, &[2, 1]), row(2, false, &[])]);
         assert_eq!(got[0].0.oids, vec![Oid(2), Oid(1)]);
         assert_eq!(got.len(), 2);
-        assert!(collapse_packed(vec![]).is_empty());
+        assert!(!collapsed);
+        assert!(collapse_packed(vec![]).0.is_empty());
     }
 }
