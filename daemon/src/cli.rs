@@ -20,7 +20,8 @@ usage: wcfsd [options] ZURL MOUNTPOINT   serve the ZBigFiles of ZURL over FUSE a
        wcfsd stop [-timeout D] ZURL      unmount and end the daemon of ZURL (a stuck or dead
                                          one too: its FUSE connection is aborted, it is killed
                                          and its mount detached)
-       wcfsd ls ZURL                     list the ZBigFiles of a database and check every block loads
+       wcfsd ls ZURL                     list the ZBigFiles of a database (a data.fs, PostgreSQL)
+                                         and check every block loads
 
 ZURL is file://PATH or a plain path to a data.fs, zeo://HOST:PORT for a ZEO server, or
 postgresql://[USER[:PASSWORD]@]HOST[:PORT][/DB][?PARAM=VALUE...] (postgres:// too; a libpq

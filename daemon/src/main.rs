@@ -14,7 +14,7 @@
 //! adds no `-autoexit`; `status` exits 0 only for a healthy daemon;
 //! `stop` ends it, however stuck.
 //!
-//! `wcfsd ls ZURL`
+//! `wcfsd ls ZURL` (a data.fs, or a PostgreSQL database)
 //! opens the storage exactly as the daemon does, finds every ZBigFile, and
 //! loads every block of each as of head — a quick way to see what would be
 //! served and to check that all of it is readable.
@@ -322,44 +322,51 @@ fn status_code(state: &lifecycle::State) -> u8 {
 }
 
 fn ls(url: &str) -> Result<(), Box<dyn std::error::Error>> {
-    let path = match zurl::parse(url)? {
-        ZUrl::File(path) => path,
+    let t0 = Instant::now();
+    let shown = zurl::redacted(url);
+    // Listing needs every oid: a FileStorage's index has them, RelStorage's
+    // current_object too; a ZEO server does not say.
+    let (st, mut oids): (Box<dyn Storage>, Vec<zodb::Oid>) = match zurl::parse(url)? {
+        ZUrl::File(path) => {
+            let fs = FileStorage::open(&path, url)?;
+            println!(
+                "{url}: {} objects, opened in {:.1} ms ({:?})",
+                fs.object_count(),
+                t0.elapsed().as_secs_f64() * 1e3,
+                fs.index_source(),
+            );
+            let oids = fs
+                .index_snapshot()
+                .into_iter()
+                .map(|(oid, _)| oid)
+                .collect();
+            (Box::new(fs), oids)
+        }
         ZUrl::Zeo { .. } => {
-            // Listing needs every oid: a FileStorage's index has them, a
-            // ZEO server does not say.
             return Err(format!(
-                "{url}: ls lists the objects of a FileStorage; for a ZEO server, \
-                 run it on the server's data.fs"
+                "{url}: ls lists the objects of a FileStorage or a PostgreSQL database; \
+                 for a ZEO server, run it on the server's data.fs"
             )
             .into());
         }
-        ZUrl::Postgres(_) => {
-            return Err(format!(
-                "{}: ls lists the objects of a FileStorage; for PostgreSQL, \
-                 copy the database to a data.fs with RelStorage's zodbconvert",
-                zurl::redacted(url)
-            )
-            .into());
+        ZUrl::Postgres(uri) => {
+            let pg = zodb::storage::postgres::PgStorage::open(&uri)?;
+            let oids = pg.object_ids()?;
+            println!(
+                "{shown}: {} objects, connected in {:.1} ms",
+                oids.len(),
+                t0.elapsed().as_secs_f64() * 1e3,
+            );
+            (Box::new(pg), oids)
         }
     };
-    let t0 = Instant::now();
-    let fs = FileStorage::open(&path, url)?;
-    let head = fs.last_tid()?;
-    println!(
-        "{url}: head @{head}, {} objects, opened in {:.1} ms ({:?})",
-        fs.object_count(),
-        t0.elapsed().as_secs_f64() * 1e3,
-        fs.index_source(),
-    );
-    let mut oids: Vec<_> = fs
-        .index_snapshot()
-        .into_iter()
-        .map(|(oid, _)| oid)
-        .collect();
+    let st = &*st;
+    let head = st.last_tid()?;
+    println!("{shown}: head @{head}");
     oids.sort();
     let mut nfiles = 0;
     for oid in oids {
-        let Ok(loaded) = fs.load(oid, head) else {
+        let Ok(loaded) = st.load(oid, head) else {
             continue; // deleted objects are simply not files
         };
         let Ok(rec) = zodb::serialize::decode_record(&loaded.data) else {
@@ -369,13 +376,13 @@ fn ls(url: &str) -> Result<(), Box<dyn std::error::Error>> {
             continue;
         }
         nfiles += 1;
-        let file = ZBigFile::load(&fs, oid, head)?;
-        let size = file.size(&fs, head)?;
+        let file = ZBigFile::load(st, oid, head)?;
+        let size = file.size(st, head)?;
         let nblk = size.size.div_ceil(file.blksize());
         let t0 = Instant::now();
         let (mut holes, mut last_change) = (0u64, file.serial());
         for blk in 0..nblk {
-            let b = file.load_block(&fs, blk, head)?;
+            let b = file.load_block(st, blk, head)?;
             if b.zblk.is_none() {
                 holes += 1;
             }
@@ -393,7 +400,7 @@ fn ls(url: &str) -> Result<(), Box<dyn std::error::Error>> {
         );
     }
     if nfiles == 0 {
-        println!("no ZBigFile in {url}");
+        println!("no ZBigFile in {shown}");
     }
     Ok(())
 }

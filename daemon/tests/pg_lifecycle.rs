@@ -107,6 +107,16 @@ fn password_is_never_shown() {
         )
     );
 
+    // wcfsd ls lists the database's ZBigFiles.
+    let out = wcfsd(&["ls", &zurl]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains(&format!("bigfile/{f}")),
+        "{}",
+        text(&out)
+    );
+    no_secret("wcfsd ls", &text(&out));
+
     // wcfsd start: the daemon gets the zurl through a pipe.
     let out = wcfsd(&["start", &zurl]);
     assert!(out.status.success(), "{}", text(&out));

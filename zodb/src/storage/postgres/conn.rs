@@ -586,6 +586,17 @@ impl Conn {
         Ok(out)
     }
 
+    /// Every object that has a current revision, in oid order (for
+    /// listing a database; not a query the daemon makes).
+    pub(crate) async fn object_ids(&self) -> Result<Vec<Oid>, Trouble> {
+        let rows = self
+            .client
+            .query("SELECT zoid FROM current_object ORDER BY zoid", &[])
+            .await
+            .map_err(map)?;
+        rows.iter().map(|r| oid_of(col(r, 0)?)).collect()
+    }
+
     /// The first transaction with tid ≥ `x`: (tid, packed).
     async fn first_from(&self, x: Tid) -> Result<Option<(Tid, bool)>, Trouble> {
         let row = self

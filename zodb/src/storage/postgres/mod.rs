@@ -473,6 +473,14 @@ impl PgStorage {
             .collect()
     }
 
+    /// Every object of the database that has a current revision, in oid
+    /// order (`wcfsd ls`; needs SELECT on `current_object` too).
+    pub fn object_ids(&self) -> Result<Vec<Oid>, Error> {
+        self.sh.run(&|| "list objects".to_string(), |c| async move {
+            c.object_ids().await
+        })
+    }
+
     /// Whether the server is a standby (as of the current connection).
     pub fn is_standby(&self) -> bool {
         self.sh.st.lock().conn.as_ref().is_some_and(|c| c.standby)
