@@ -1,8 +1,8 @@
 //! Throwaway PostgreSQL clusters for the tests of the PostgreSQL
 //! (RelStorage) storage: a primary, and streaming replicas of it (hot
-//! standbys made with `pg_basebackup -R`), each in a temporary directory,
-//! listening on a free loopback port and on a Unix socket in that
-//! directory.
+//! standbys made with `pg_basebackup -R`), each in a temporary directory
+//! under `/tmp` (`$WCFS_PG_TMPDIR`), listening on a free loopback port and
+//! on a Unix socket in that directory.
 //!
 //! PostgreSQL refuses to run as root: when we are root, every server
 //! program runs as the `postgres` user (Debian's package creates it) and
@@ -73,6 +73,15 @@ fn server_user() -> Option<(u32, u32)> {
     );
     // SAFETY: pw is non-null and points at a valid passwd entry.
     unsafe { Some(((*pw).pw_uid, (*pw).pw_gid)) }
+}
+
+/// Where clusters are made: `$WCFS_PG_TMPDIR`, else `/tmp` (not
+/// `$TMPDIR`: the server's user must be able to reach it, and a root's
+/// private temporary directory would not do).
+fn tmp_root() -> PathBuf {
+    std::env::var_os("WCFS_PG_TMPDIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/tmp"))
 }
 
 fn free_port() -> u16 {
@@ -152,7 +161,7 @@ impl PgServer {
         let bin = pg_bin();
         let tmp = tempfile::Builder::new()
             .prefix("wcfs-pg")
-            .tempdir()
+            .tempdir_in(tmp_root())
             .expect("temp dir for PostgreSQL");
         chown(tmp.path());
         let data = tmp.path().join("data");
@@ -203,7 +212,7 @@ impl PgServer {
     pub fn start_replica(&self) -> PgServer {
         let tmp = tempfile::Builder::new()
             .prefix("wcfs-pg-replica")
-            .tempdir()
+            .tempdir_in(tmp_root())
             .expect("temp dir for the replica");
         chown(tmp.path());
         let data = tmp.path().join("data");
