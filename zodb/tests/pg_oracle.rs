@@ -376,6 +376,75 @@ fn remembered_records_follow_commits() {
     }
 }
 
+/// With the NOTIFY trigger of the README installed, a commit wakes the
+/// poller at once: with polling slowed down to once a minute, every commit
+/// of a Python writer still arrives within a second of its commit.
+#[test]
+fn notify_trigger_wakes_the_poller() {
+    let tmp = tempfile::tempdir().unwrap();
+    let zurl = new_db("notify");
+    pgoracle(&["gen", &zurl, "--txns", "2"]);
+    let (p, _) = cluster();
+    p.psql(
+        "notify",
+        "CREATE FUNCTION wcfs_notify_commit() RETURNS trigger LANGUAGE plpgsql AS \
+         $$BEGIN PERFORM pg_notify('wcfs_commit', NEW.tid::text); RETURN NULL; END$$; \
+         CREATE TRIGGER wcfs_notify_commit AFTER INSERT ON \"transaction\" \
+         FOR EACH ROW EXECUTE FUNCTION wcfs_notify_commit()",
+    );
+    let opts = zodb::storage::postgres::PgOptions {
+        poll: Duration::from_secs(60),
+        notified_poll: Duration::from_secs(60),
+        ..Default::default()
+    };
+    let st = PgStorage::open_with(&zurl, &Default::default(), opts).unwrap();
+    let mut w = st.watch(st.last_tid().unwrap()).unwrap();
+    let out = tmp.path().join("w.txt");
+    let mut child = Command::new(python())
+        .arg(testkit::repo().join("python/pg_oracle/pgoracle.py"))
+        .args([
+            "writer",
+            &zurl,
+            "5",
+            out.to_str().unwrap(),
+            "--seed",
+            "7",
+            "--sleep",
+        ])
+        .spawn()
+        .unwrap();
+    let mut seen = vec![];
+    for _ in 0..5 {
+        let c = w
+            .next_timeout(Duration::from_secs(20))
+            .unwrap()
+            .expect("a commit (NOTIFY lost?)");
+        seen.push((c.tid, std::time::SystemTime::now()));
+    }
+    assert!(child.wait().unwrap().success());
+    let log = writer_log(&out);
+    assert_eq!(log.len(), 5);
+    let text = std::fs::read_to_string(&out).unwrap();
+    for ((tid, when), line) in seen.iter().zip(text.lines()) {
+        let f: Vec<&str> = line.split(' ').collect();
+        assert_eq!(f[0].parse::<Tid>().unwrap(), *tid);
+        let committed: f64 = f[2].parse().unwrap();
+        let when = when
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64();
+        println!(
+            "@{tid} seen {:.1} ms after its commit",
+            (when - committed) * 1e3
+        );
+        assert!(
+            when - committed < 1.0,
+            "@{tid} seen {:.3}s after its commit (polling is once a minute)",
+            when - committed
+        );
+    }
+}
+
 /// A role that may only SELECT is all the driver needs.
 #[test]
 fn read_only_role() {
