@@ -130,23 +130,42 @@ enum Outage {
     Kill,
     /// Our backend terminated; the server stays.
     Terminate,
+    /// `pg_ctl restart -m MODE`; Python commits as soon as the server is
+    /// back, racing the daemon's reconnect.
+    Restart(&'static str),
 }
 
+/// Stops, kills and terminations of our backend in turn, 9 rounds, while
+/// two readers read cold and Python commits between the outages.
 #[test]
 fn outages_under_load() {
-    const ROUNDS: usize = 9;
+    let outages = [Outage::Stop, Outage::Kill, Outage::Terminate];
+    outages_under_load_with("outages_under_load", &outages.repeat(3));
+}
+
+/// `pg_ctl restart -m fast` and `-m immediate` in turn, 10 in a row, while
+/// two readers read cold and Python commits (also right after each
+/// restart, before the daemon is back).
+#[test]
+fn pg_ctl_restarts_under_load() {
+    let outages = [Outage::Restart("fast"), Outage::Restart("immediate")];
+    outages_under_load_with("pg_ctl_restarts_under_load", &outages.repeat(5));
+}
+
+fn outages_under_load_with(name: &str, outages: &[Outage]) {
+    let rounds = outages.len();
     let (mut env, f) = setup(&["-debug", "-storagewait", "60s"]);
     // Blocks nobody reads but the one waiter of each outage: never in the
     // daemon's block cache, so that its read needs the server.
     let g = env.py.new_file(4096);
-    for b in 0..ROUNDS as u64 {
+    for b in 0..rounds as u64 {
         env.py.fill(g, b, "zblk0", 0x80 + b as u8, 4096);
     }
     env.commit();
     let g_path = env.w().head_file(g);
     let zhead = ZHead::open(&env);
     let head_path = env.w().head_file(f);
-    let seed = testkit::seed("outages_under_load");
+    let seed = testkit::seed(name);
     let mut rng = testkit::Rng::new(seed);
 
     // Every byte each block ever had (a block is one byte repeated): the
@@ -185,7 +204,7 @@ fn outages_under_load() {
     let mut tids = vec![env.w().head()];
     let mut cold_waits = Vec::new();
     let mut byte = 0x20u8;
-    for round in 0..ROUNDS {
+    for (round, &outage) in outages.iter().enumerate() {
         for _ in 0..1 + rng.below(2) {
             for _ in 0..1 + rng.below(3) {
                 let blk = rng.below(NBLK);
@@ -201,8 +220,7 @@ fn outages_under_load() {
         let old = tids[rng.below(tids.len() as u64) as usize];
         env.check_block(f, rng.below(NBLK), BS, Some(old));
 
-        let outage = [Outage::Stop, Outage::Kill, Outage::Terminate][round % 3];
-        let blk = (round as u64 * 7) % ROUNDS as u64;
+        let blk = (round as u64 * 7) % rounds as u64;
         let waiter = |p: std::path::PathBuf| {
             std::thread::spawn(move || {
                 let t0 = Instant::now();
@@ -239,6 +257,26 @@ fn outages_under_load() {
                 assert!(ok, "round {round}: read during the outage: wrong data");
                 cold_waits.push(waited);
             }
+            Outage::Restart(mode) => {
+                pg(&mut env).pg_ctl_restart(mode);
+                env.py.connected();
+                let b = rng.below(NBLK);
+                byte = byte.wrapping_add(1).max(0x20);
+                values.lock().unwrap().get_mut(&b).unwrap().push(byte);
+                env.py.fill(f, b, "zblk0", byte, BS as usize);
+                let t = env.py.commit();
+                tids.push(t);
+                wait_stat(
+                    &env,
+                    "zreconnect",
+                    round as i64 + 1,
+                    Duration::from_secs(30),
+                );
+                env.w().wait_head(t);
+                env.check_block(f, b, BS, None);
+                let (_, r) = waiter(g_path.clone()).join().unwrap();
+                assert!(r.unwrap(), "round {round}: read after the reconnect");
+            }
             Outage::Terminate => {
                 assert_eq!(pg(&mut env).terminate(PG_DB, "wcfsd"), 1);
                 wait_stat(
@@ -264,14 +302,14 @@ fn outages_under_load() {
     // Every commit seen exactly once, in order.
     zhead.wait_last(*tids.last().unwrap());
     assert_eq!(zhead.get(), tids[1..].to_vec(), "head advances vs commits");
-    assert_eq!(stat(&env, "zreconnect"), ROUNDS as i64);
-    assert_eq!(stat(&env, "zconnlost"), ROUNDS as i64);
+    assert_eq!(stat(&env, "zreconnect"), rounds as i64);
+    assert_eq!(stat(&env, "zconnlost"), rounds as i64);
     assert_eq!(stat(&env, "zgiveup"), 0);
     let log = env.w().log();
     assert!(!log.contains("EIO mode"), "{log}");
     assert_eq!(
         log.matches("connection lost").count(),
-        ROUNDS,
+        rounds,
         "one line per loss:\n{log}"
     );
     assert!(!log.contains(RO.1), "password in the log:\n{log}");
@@ -280,12 +318,19 @@ fn outages_under_load() {
         "daemon died"
     );
     cold_waits.sort();
+    let waits = match (cold_waits.get(cold_waits.len() / 2), cold_waits.last()) {
+        (Some(median), Some(max)) => format!(
+            "; a cold read issued during the outage returned the right data after median {:.0} ms, \
+             max {:.0} ms",
+            median.as_secs_f64() * 1e3,
+            max.as_secs_f64() * 1e3
+        ),
+        _ => String::new(),
+    };
     eprintln!(
-        "seed {seed}: {ROUNDS} outages, {} commits, {nread} cold reads by 2 readers; a cold \
-         read issued during the outage returned the right data after median {:.0} ms, max {:.0} ms",
+        "seed {seed}: {rounds} outages ({outages:?}), {} commits, {nread} cold reads by 2 \
+         readers{waits}",
         tids.len() - 1,
-        cold_waits[cold_waits.len() / 2].as_secs_f64() * 1e3,
-        cold_waits.last().unwrap().as_secs_f64() * 1e3,
     );
 }
 

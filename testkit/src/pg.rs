@@ -351,7 +351,29 @@ impl PgServer {
         self.start_again();
     }
 
-    /// `pg_ctl restart` (fast).
+    /// `pg_ctl restart -m MODE` ("smart", "fast" or "immediate": the last
+    /// one kills the backends and makes the server recover from its WAL on
+    /// the way up), on the same port; returns when it accepts connections.
+    pub fn pg_ctl_restart(&mut self, mode: &str) {
+        assert!(self.running, "not running");
+        let out = self
+            .cmd("pg_ctl")
+            .arg("-D")
+            .arg(&self.data)
+            .arg("-l")
+            .arg(&self.log)
+            .args(["-w", "-t", "60", "-m", mode, "-o"])
+            .arg(format!("-p {}", self.port))
+            .arg("restart")
+            .stdin(Stdio::null())
+            .output()
+            .expect("run pg_ctl restart");
+        check(&out, "pg_ctl restart");
+        self.wait_ready();
+    }
+
+    /// Stops the server and starts it again (not `pg_ctl restart`: the
+    /// server is down in between for as long as starting takes).
     pub fn restart(&mut self) {
         self.stop();
         self.start_again();

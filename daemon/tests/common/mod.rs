@@ -671,9 +671,8 @@ pub fn read_block_of(f: &std::fs::File, blk: u64, blksize: u64) -> std::io::Resu
 
 /// Which pages of `map` are in the page cache (mincore(2)).
 pub fn resident(map: &[u8]) -> Vec<bool> {
-    let ps = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
-        .unwrap()
-        .unwrap() as usize;
+    // SAFETY: sysconf has no preconditions.
+    let ps = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize;
     let mut vec = vec![0u8; map.len().div_ceil(ps)];
     // SAFETY: `map` is a live mapping of map.len() bytes starting at a page
     // boundary (callers pass whole mappings), and `vec` has one byte per
