@@ -59,6 +59,33 @@ fn processes_see_their_own_at_across_zeo_restarts() {
     processes_see_their_own_at_over(Env::new_zeo(), "isolation_procs_zeo_restarts", 12, Some(3));
 }
 
+/// The same with the daemon serving `postgresql://` (RelStorage; Python
+/// commits through RelStorage to the same server): the daemon learns of
+/// commits by polling the transaction table.
+#[test]
+fn processes_see_their_own_at_over_pg() {
+    processes_see_their_own_at_over(Env::new_pg(false), "isolation_procs_pg", 12, None);
+}
+
+/// Over a streaming replica: Python commits to the primary, the daemon
+/// serves the replica (every commit waited for until the replica shows it).
+#[test]
+fn processes_see_their_own_at_over_pg_replica() {
+    processes_see_their_own_at_over(Env::new_pg(true), "isolation_procs_pg_replica", 12, None);
+}
+
+/// Over the primary, restarted (`pg_ctl restart`, fast and immediate in
+/// turn) every few steps.
+#[test]
+fn processes_see_their_own_at_across_pg_restarts() {
+    processes_see_their_own_at_over(
+        Env::new_pg(false),
+        "isolation_procs_pg_restarts",
+        12,
+        Some(3),
+    );
+}
+
 fn processes_see_their_own_at_over(
     mut env: Env,
     name: &str,
@@ -135,9 +162,15 @@ fn processes_see_their_own_at_over(
 
     for step in 0..e2e::steps(commits) {
         if restart_every.is_some_and(|k| step % k == k - 1) {
-            env.zeo.as_mut().unwrap().restart(None);
+            if let Some(zeo) = env.zeo.as_mut() {
+                zeo.restart(None);
+                log.push("zeo server restarted".into());
+            } else {
+                let mode = ["fast", "immediate"][step / restart_every.unwrap() % 2];
+                env.pg.as_mut().expect("zeo or pg").pg_ctl_restart(mode);
+                log.push(format!("pg_ctl restart -m {mode}"));
+            }
             env.py.connected();
-            log.push("zeo server restarted".into());
         }
         let t = commit(&mut env, &mut rng, &mut log);
         tids.push(t);

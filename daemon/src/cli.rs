@@ -20,9 +20,14 @@ usage: wcfsd [options] ZURL MOUNTPOINT   serve the ZBigFiles of ZURL over FUSE a
        wcfsd stop [-timeout D] ZURL      unmount and end the daemon of ZURL (a stuck or dead
                                          one too: its FUSE connection is aborted, it is killed
                                          and its mount detached)
-       wcfsd ls ZURL                     list the ZBigFiles of a database and check every block loads
+       wcfsd ls ZURL                     list the ZBigFiles of a database (a data.fs, PostgreSQL)
+                                         and check every block loads
 
-ZURL is file://PATH or a plain path to a data.fs, or zeo://HOST:PORT for a ZEO server.
+ZURL is file://PATH or a plain path to a data.fs, zeo://HOST:PORT for a ZEO server, or
+postgresql://[USER[:PASSWORD]@]HOST[:PORT][/DB][?PARAM=VALUE...] (postgres:// too; a libpq
+URI, the libpq environment PGHOST, PGUSER, PGPASSWORD, ~/.pgpass, PGSERVICE... filling in the
+rest) for a RelStorage database in PostgreSQL, on the primary or any streaming replica. A
+password is never shown: .wcfs/zurl, the mount source and logs have postgresql://USER:***@...
 ZURL's own mountpoint is /dev/shm/wcfs/<sha1 hex of ZURL>: where clients joining ZURL
 (wcfs_join) look, and where they start `wcfsd -autoexit ZURL MOUNTPOINT` in the background
 when asked to. Background daemons log to /dev/shm/wcfs/<sha1>.log. The binary joining
@@ -174,6 +179,7 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
                 }
                 let [zurl] = <[String; 1]>::try_from(p.pos)
                     .map_err(|pos| format!("{cmd}: want ZURL, got {} argument(s)", pos.len()))?;
+                check_zurl(&zurl)?;
                 return Ok(if cmd == "serve" {
                     Command::ServeZurl { zurl, opts: p.opts }
                 } else {
@@ -182,6 +188,7 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
             }
             "status" | "stop" => {
                 let (zurl, timeout) = parse_status_args(cmd, rest)?;
+                check_zurl(&zurl)?;
                 return Ok(if cmd == "status" {
                     Command::Status { zurl, timeout }
                 } else {
@@ -196,7 +203,7 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
         return Ok(c);
     }
     match <[String; 2]>::try_from(p.pos) {
-        Ok([zurl, mountpoint]) => Ok(Command::Serve {
+        Ok([zurl, mountpoint]) => check_zurl(&zurl).map(|()| Command::Serve {
             zurl,
             mountpoint: PathBuf::from(mountpoint),
             opts: p.opts,
@@ -206,6 +213,14 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
             pos.len()
         )),
     }
+}
+
+/// A zurl that cannot name a storage (a bad URI, an unknown scheme) is a
+/// usage error: said at once, with the zurl shown without its password.
+fn check_zurl(zurl: &str) -> Result<(), String> {
+    zodb::zurl::parse(zurl)
+        .map(|_| ())
+        .map_err(|e| e.to_string())
 }
 
 /// `status|stop [-timeout D] ZURL`.

@@ -6,7 +6,8 @@
 //! CLI. Everything goes to stderr, unbuffered per line, so a crash never
 //! loses the reason.
 //!
-//! Levels: info and above always; debug with `-debug` for our own targets;
+//! Levels: info and above always; debug with `-debug` for our own targets
+//! (not for the PostgreSQL client's, which logs every statement);
 //! fuser's per-request debug lines (target `fuser::…`) only with
 //! `-trace.fuse`, since they are one line per FUSE request. One fuser
 //! warning is an expected event, not a warning: after the kernel ended the
@@ -49,7 +50,8 @@ impl Log for Logger {
                 if fuser {
                     self.trace_fuse
                 } else {
-                    self.debug
+                    // The PostgreSQL client logs every statement it runs.
+                    self.debug && !m.target().starts_with("tokio_postgres")
                 }
             }
             Level::Trace => false,

@@ -14,7 +14,7 @@
 //! adds no `-autoexit`; `status` exits 0 only for a healthy daemon;
 //! `stop` ends it, however stuck.
 //!
-//! `wcfsd ls ZURL`
+//! `wcfsd ls ZURL` (a data.fs, or a PostgreSQL database)
 //! opens the storage exactly as the daemon does, finds every ZBigFile, and
 //! loads every block of each as of head — a quick way to see what would be
 //! served and to check that all of it is readable.
@@ -58,7 +58,30 @@ fn main() -> ExitCode {
             }
         }
     }
-    match cli::parse(&args) {
+    // A password on our command line is world-readable (/proc/PID/cmdline,
+    // ps): hide it at once (see `hide_passwords_in_cmdline`).
+    hide_passwords_in_cmdline();
+    let parsed = match cli::parse(&args) {
+        // Started by the lifecycle with a password: the zurl comes through a
+        // pipe, the command line has its public form.
+        Ok(Command::Serve {
+            zurl,
+            mountpoint,
+            opts,
+        }) => match lifecycle::zurl_from_fd(&zurl) {
+            Ok(full) => Ok(Command::Serve {
+                zurl: full.unwrap_or(zurl),
+                mountpoint,
+                opts,
+            }),
+            Err(e) => {
+                eprintln!("wcfsd: {e}");
+                return ExitCode::from(2);
+            }
+        },
+        other => other,
+    };
+    match parsed {
         Ok(Command::Help) => {
             println!("{}", cli::USAGE);
             ExitCode::SUCCESS
@@ -171,6 +194,77 @@ fn main() -> ExitCode {
     }
 }
 
+/// Replaces the passwords of the zurls on our command line, as the kernel
+/// shows it to everyone (`/proc/PID/cmdline`, `ps`), with their public
+/// form ([`lifecycle::public_zurl`]; if that is longer, with the scheme and
+/// `***`), padding with NULs: the arguments' memory is ours to write.
+/// Best effort, and only narrows the window — until we get here the
+/// password was visible: give it through `$PGPASSWORD`, `~/.pgpass` or a
+/// service file instead (the daemons the lifecycle starts get it through
+/// a pipe). Call before any other thread exists.
+fn hide_passwords_in_cmdline() {
+    use std::os::unix::ffi::OsStrExt;
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if !args
+        .iter()
+        .any(|a| a.to_str().is_some_and(zurl::has_secret))
+    {
+        return;
+    }
+    let Some((start, end)) = cmdline_area() else {
+        return;
+    };
+    let mut now = Vec::new();
+    let mut new = Vec::new();
+    for a in &args {
+        now.extend_from_slice(a.as_bytes());
+        now.push(0);
+        match a.to_str().filter(|a| zurl::has_secret(a)) {
+            Some(z) => {
+                let public = lifecycle::public_zurl(z);
+                let shown = if public.len() <= z.len() {
+                    public.into_owned()
+                } else {
+                    format!("{}***", z.split_once("://").map_or("", |s| s.0))
+                };
+                new.extend_from_slice(shown.as_bytes());
+                new.resize(new.len() + z.len() - shown.len().min(z.len()), 0);
+            }
+            None => new.extend_from_slice(a.as_bytes()),
+        }
+        new.push(0);
+    }
+    if end.checked_sub(start) != Some(now.len()) || new.len() != now.len() {
+        return;
+    }
+    // SAFETY: the kernel says [start, end) is where our argument strings
+    // are (the initial stack, mapped and writable); its length is exactly
+    // that of the arguments we were given, and we check its bytes are
+    // them before writing. No other thread exists yet, and std keeps no
+    // reference into it across this call (it reads the strings anew on
+    // each `args_os()`).
+    unsafe {
+        let area = std::slice::from_raw_parts_mut(start as *mut u8, now.len());
+        if area != &now[..] {
+            return;
+        }
+        area.copy_from_slice(&new);
+    }
+}
+
+/// Where the kernel keeps our command line: `arg_start` and `arg_end` of
+/// `/proc/self/stat` (fields 48 and 49; the second field, the command
+/// name, is in parentheses and may hold spaces).
+fn cmdline_area() -> Option<(usize, usize)> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    let after = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    // `after` starts with field 3.
+    let start = fields.get(48 - 3)?.parse().ok()?;
+    let end = fields.get(49 - 3)?.parse().ok()?;
+    (start != 0 && end > start).then_some((start, end))
+}
+
 /// Serves in this process until unmounted (SPEC §4).
 fn serve(zurl: &str, mountpoint: &Path, mut opts: cli::Options) -> ExitCode {
     let env = std::env::var(cli::AUTOEXIT_IDLE_ENV).ok();
@@ -228,36 +322,51 @@ fn status_code(state: &lifecycle::State) -> u8 {
 }
 
 fn ls(url: &str) -> Result<(), Box<dyn std::error::Error>> {
-    let path = match zurl::parse(url)? {
-        ZUrl::File(path) => path,
+    let t0 = Instant::now();
+    let shown = zurl::redacted(url);
+    // Listing needs every oid: a FileStorage's index has them, RelStorage's
+    // current_object too; a ZEO server does not say.
+    let (st, mut oids): (Box<dyn Storage>, Vec<zodb::Oid>) = match zurl::parse(url)? {
+        ZUrl::File(path) => {
+            let fs = FileStorage::open(&path, url)?;
+            println!(
+                "{url}: {} objects, opened in {:.1} ms ({:?})",
+                fs.object_count(),
+                t0.elapsed().as_secs_f64() * 1e3,
+                fs.index_source(),
+            );
+            let oids = fs
+                .index_snapshot()
+                .into_iter()
+                .map(|(oid, _)| oid)
+                .collect();
+            (Box::new(fs), oids)
+        }
         ZUrl::Zeo { .. } => {
-            // Listing needs every oid: a FileStorage's index has them, a
-            // ZEO server does not say.
             return Err(format!(
-                "{url}: ls lists the objects of a FileStorage; for a ZEO server, \
-                 run it on the server's data.fs"
+                "{url}: ls lists the objects of a FileStorage or a PostgreSQL database; \
+                 for a ZEO server, run it on the server's data.fs"
             )
             .into());
         }
+        ZUrl::Postgres(uri) => {
+            let pg = zodb::storage::postgres::PgStorage::open(&uri)?;
+            let oids = pg.object_ids()?;
+            println!(
+                "{shown}: {} objects, connected in {:.1} ms",
+                oids.len(),
+                t0.elapsed().as_secs_f64() * 1e3,
+            );
+            (Box::new(pg), oids)
+        }
     };
-    let t0 = Instant::now();
-    let fs = FileStorage::open(&path, url)?;
-    let head = fs.last_tid()?;
-    println!(
-        "{url}: head @{head}, {} objects, opened in {:.1} ms ({:?})",
-        fs.object_count(),
-        t0.elapsed().as_secs_f64() * 1e3,
-        fs.index_source(),
-    );
-    let mut oids: Vec<_> = fs
-        .index_snapshot()
-        .into_iter()
-        .map(|(oid, _)| oid)
-        .collect();
+    let st = &*st;
+    let head = st.last_tid()?;
+    println!("{shown}: head @{head}");
     oids.sort();
     let mut nfiles = 0;
     for oid in oids {
-        let Ok(loaded) = fs.load(oid, head) else {
+        let Ok(loaded) = st.load(oid, head) else {
             continue; // deleted objects are simply not files
         };
         let Ok(rec) = zodb::serialize::decode_record(&loaded.data) else {
@@ -267,13 +376,13 @@ fn ls(url: &str) -> Result<(), Box<dyn std::error::Error>> {
             continue;
         }
         nfiles += 1;
-        let file = ZBigFile::load(&fs, oid, head)?;
-        let size = file.size(&fs, head)?;
+        let file = ZBigFile::load(st, oid, head)?;
+        let size = file.size(st, head)?;
         let nblk = size.size.div_ceil(file.blksize());
         let t0 = Instant::now();
         let (mut holes, mut last_change) = (0u64, file.serial());
         for blk in 0..nblk {
-            let b = file.load_block(&fs, blk, head)?;
+            let b = file.load_block(st, blk, head)?;
             if b.zblk.is_none() {
                 holes += 1;
             }
@@ -291,7 +400,7 @@ fn ls(url: &str) -> Result<(), Box<dyn std::error::Error>> {
         );
     }
     if nfiles == 0 {
-        println!("no ZBigFile in {url}");
+        println!("no ZBigFile in {shown}");
     }
     Ok(())
 }

@@ -501,6 +501,43 @@ fn random_commits_match_python_zeo() {
     random_commits(Env::new_zeo(), "random_commits_match_python_zeo", plan);
 }
 
+/// The same over PostgreSQL (RelStorage): Python commits to the primary,
+/// the daemon serves `postgresql://` from it.
+#[test]
+fn random_commits_match_python_pg() {
+    let ncommit: usize = std::env::var("WCFS_TEST_PG_COMMITS")
+        .ok()
+        .map(|s| s.parse().unwrap())
+        .unwrap_or(if cfg!(debug_assertions) { 8 } else { 20 });
+    let plan = Plan {
+        ncommit,
+        deep_at_every: (12, 25),
+        final_views: 2,
+    };
+    random_commits(Env::new_pg(false), "random_commits_match_python_pg", plan);
+}
+
+/// The same with the daemon on a streaming replica (hot standby) of the
+/// primary Python commits to: after each commit the daemon's head reaches
+/// it through replication, and shows what Python sees on the primary.
+#[test]
+fn random_commits_match_python_pg_replica() {
+    let ncommit: usize = std::env::var("WCFS_TEST_PG_COMMITS")
+        .ok()
+        .map(|s| s.parse().unwrap())
+        .unwrap_or(if cfg!(debug_assertions) { 6 } else { 12 });
+    let plan = Plan {
+        ncommit,
+        deep_at_every: (12, 25),
+        final_views: 2,
+    };
+    random_commits(
+        Env::new_pg(true),
+        "random_commits_match_python_pg_replica",
+        plan,
+    );
+}
+
 // is_multiple_of is newer than the workspace's rust-version (1.80).
 #[allow(clippy::manual_is_multiple_of)]
 fn random_commits(mut env: Env, name: &str, plan: Plan) {

@@ -210,6 +210,13 @@ fn pins_match_the_model_zeo() {
     pins_match(Env::new_zeo(), "iso_oracle_zeo", STEPS);
 }
 
+/// The same with the daemon serving `postgresql://`, a streaming replica
+/// of the primary Python commits to through RelStorage.
+#[test]
+fn pins_match_the_model_pg_replica() {
+    pins_match(Env::new_pg(true), "iso_oracle_pg_replica", STEPS);
+}
+
 fn pins_match(mut env: Env, name: &str, steps: usize) {
     let seed = testkit::seed(name);
     let mut rng = Rng::new(seed);
@@ -226,6 +233,8 @@ fn pins_match(mut env: Env, name: &str, steps: usize) {
     }
     let h0 = env.py.commit();
     env.mount(&["-pintimeout", "10s"]);
+    // (A replica may not have replayed h0 yet when the daemon starts.)
+    env.w().wait_head(h0);
     assert_eq!(env.w().head(), h0);
     let mut ids = BlkIds::start(&env.storage_arg());
     let state = ids.get(&files, h0);

@@ -111,8 +111,9 @@ impl fmt::Display for Error {
         match self {
             Error::BadZurl { zurl } => write!(
                 f,
-                "invalid zurl {zurl:?}: want file://PATH, a path to a data.fs, \
-                 or zeo://HOST:PORT"
+                "invalid zurl {:?}: want file://PATH, a path to a data.fs, \
+                 zeo://HOST:PORT or postgresql://...",
+                crate::public_zurl(zurl)
             ),
             Error::NotServing { zurl, mountpoint } => write!(
                 f,

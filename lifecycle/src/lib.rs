@@ -196,16 +196,66 @@ fn log_name(zurl: &str) -> String {
     format!("{}.log", hex_name(zurl))
 }
 
-/// A zurl as messages and logs show it: as is when every character of it
-/// prints plainly, else quoted with escapes (a zurl with a newline, an
-/// escape sequence or odd bytes cannot forge a log line).
+/// A zurl as messages and logs show it: its [`public_zurl`] (no
+/// password), as is when every character of it prints plainly, else
+/// quoted with escapes (a zurl with a newline, an escape sequence or odd
+/// bytes cannot forge a log line).
 pub fn shown(zurl: &str) -> Cow<'_, str> {
-    let quoted = format!("{zurl:?}");
-    if quoted.len() == zurl.len() + 2 {
-        Cow::Borrowed(zurl)
+    let public = public_zurl(zurl);
+    let quoted = format!("{public:?}");
+    if quoted.len() == public.len() + 2 {
+        public
     } else {
         Cow::Owned(quoted)
     }
+}
+
+/// What the daemon of `zurl` shows of it: a password in it replaced by
+/// `***` (`postgresql://user:***@host/db`; any other zurl as is). It is
+/// what `.wcfs/zurl` reads back, the mount source, and the zurl on the
+/// daemon's command line when we start it — the zurl itself reaches the
+/// daemon through a pipe ([`ZURL_FD_ENV`]). The mountpoint, lock and log
+/// are still named by the SHA-1 of the zurl itself.
+pub fn public_zurl(zurl: &str) -> Cow<'_, str> {
+    zodb::zurl::redacted(zurl)
+}
+
+/// Environment variable through which a daemon we start learns the
+/// descriptor it reads its zurl from, when the zurl holds a password (its
+/// command line has the [`public_zurl`] only: command lines are world
+/// readable in `/proc`).
+pub const ZURL_FD_ENV: &str = "WCFS_ZURL_FD";
+
+/// In a daemon started with [`ZURL_FD_ENV`] set: the zurl read from that
+/// descriptor (which is then closed, and the variable removed), checked to
+/// be the one whose public form `arg` is. None when the variable is not
+/// set. Call it before any other thread exists (it changes the
+/// environment).
+pub fn zurl_from_fd(arg: &str) -> Result<Option<String>, String> {
+    use std::os::fd::FromRawFd;
+    let Some(v) = std::env::var_os(ZURL_FD_ENV) else {
+        return Ok(None);
+    };
+    std::env::remove_var(ZURL_FD_ENV);
+    let fd: i32 = v
+        .to_str()
+        .and_then(|s| s.parse().ok())
+        .filter(|&fd| fd > 2)
+        .ok_or_else(|| format!("${ZURL_FD_ENV}={v:?}: not a descriptor number"))?;
+    // SAFETY: the starter passed us this descriptor for us alone; we take
+    // ownership (it is closed when `f` drops) and nothing else uses it.
+    let mut f = unsafe { fs::File::from_raw_fd(fd) };
+    let mut zurl = String::new();
+    f.read_to_string(&mut zurl)
+        .map_err(|e| format!("${ZURL_FD_ENV}: reading descriptor {fd}: {e}"))?;
+    if public_zurl(&zurl) != arg {
+        return Err(format!(
+            "${ZURL_FD_ENV}: the zurl read from descriptor {fd} is not the one on the \
+             command line ({})",
+            shown(arg)
+        ));
+    }
+    Ok(Some(zurl))
 }
 
 /// Stops the daemon of `zurl` (if any) and removes everything of it under
@@ -405,9 +455,14 @@ fn check_zurl(zurl: &str) -> Result<(), Error> {
 }
 
 /// Whether `m` is the mount of the wcfsd of `zurl` (SPEC §4: type
-/// `fuse.wcfs`, source exactly the zurl).
+/// `fuse.wcfs`, source exactly the zurl — its [`public_zurl`]).
 fn is_ours(m: &sys::MountEntry, zurl: &str) -> bool {
-    m.fstype == "fuse.wcfs" && m.source == zurl
+    m.fstype == "fuse.wcfs" && m.source == public_zurl(zurl)
+}
+
+/// Whether `.wcfs/zurl` read `s`, which the daemon of `zurl` answers.
+fn answers(s: &str, zurl: &str) -> bool {
+    s == public_zurl(zurl)
 }
 
 /// Looks at the mountpoint of `zurl` and says what serves there, probing
@@ -468,7 +523,7 @@ pub fn status_in(zurl: &str, cfg: &Config) -> Result<Status, Error> {
     }
     let probe_timeout = cfg.probe_timeout;
     st.state = match sys::probe(&mountpoint, probe_timeout) {
-        Probe::Answer(s) if s == zurl => State::Healthy,
+        Probe::Answer(s) if answers(&s, zurl) => State::Healthy,
         Probe::Answer(s) => State::Unhealthy(format!(".wcfs/zurl reads {s:?}")),
         Probe::Failed(e) if e.raw_os_error() == Some(libc::ENOTCONN) => State::Dead,
         Probe::Failed(e) => State::Unhealthy(format!("reading .wcfs/zurl: {e}")),
@@ -533,9 +588,13 @@ pub fn start(zurl: &str, cfg: &Config) -> Result<Started, Error> {
     // What we read the tail from: the log we opened, not its name again.
     let log_reader = log.as_ref().and_then(|f| f.try_clone().ok());
     let mut args: Vec<OsString> = cfg.daemon_args.iter().map(OsString::from).collect();
-    args.push(zurl.into());
+    // A password never reaches a command line: the daemon gets the public
+    // form there, and the zurl itself through a pipe.
+    let public = public_zurl(zurl);
+    let secret = (public != zurl).then_some(zurl);
+    args.push(public.as_ref().into());
     args.push(mountpoint.clone().into_os_string());
-    let pid = spawn_detached(&bin, &args, log)
+    let pid = spawn_detached(&bin, &args, log, secret)
         .map_err(|e| Error::io(format!("starting {}", bin.display()), e))?;
     let failed = |why: String, timed_out: bool| Error::StartFailed {
         zurl: zurl.to_string(),
@@ -552,7 +611,7 @@ pub fn start(zurl: &str, cfg: &Config) -> Result<Started, Error> {
         if let Some(m) = mount.filter(|m| is_ours(m, zurl)) {
             let left = deadline.saturating_duration_since(Instant::now());
             match sys::probe(&mountpoint, left.max(Duration::from_millis(100))) {
-                Probe::Answer(s) if s == zurl => {
+                Probe::Answer(s) if answers(&s, zurl) => {
                     return Ok(Started {
                         mountpoint,
                         pid: Some(pid),
@@ -832,9 +891,16 @@ fn open_log(
 
 /// Starts `bin args` detached from us: a double fork (the daemon is the
 /// grandchild, so it is not our child and never our zombie), in a session
-/// of its own, cwd `/`, stdin `/dev/null`, stdout/stderr to `log`.
-/// Returns the daemon's pid.
-fn spawn_detached(bin: &Path, args: &[OsString], log: Option<fs::File>) -> io::Result<u32> {
+/// of its own, cwd `/`, stdin `/dev/null`, stdout/stderr to `log`. With a
+/// `secret` (a zurl holding a password), the daemon inherits one more
+/// descriptor, the read end of a pipe holding it, named by
+/// [`ZURL_FD_ENV`]. Returns the daemon's pid.
+fn spawn_detached(
+    bin: &Path,
+    args: &[OsString],
+    log: Option<fs::File>,
+    secret: Option<&str>,
+) -> io::Result<u32> {
     let mut fds = [0 as libc::c_int; 2];
     // SAFETY: pipe2 fills the two-element array with new descriptors.
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
@@ -843,8 +909,15 @@ fn spawn_detached(bin: &Path, args: &[OsString], log: Option<fs::File>) -> io::R
     // SAFETY: both descriptors are new and owned by nobody else.
     let (rd, wr) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
     let wr_raw = wr.as_raw_fd();
+    let zurl_fd = secret.map(secret_pipe).transpose()?;
+    let zurl_raw = zurl_fd.as_ref().map(|f| f.as_raw_fd());
     let mut cmd = Command::new(bin);
     cmd.args(args).current_dir("/").stdin(Stdio::null());
+    if let Some(fd) = zurl_raw {
+        cmd.env(ZURL_FD_ENV, fd.to_string());
+    } else {
+        cmd.env_remove(ZURL_FD_ENV);
+    }
     match log {
         Some(f) => {
             cmd.stdout(f.try_clone()?).stderr(f);
@@ -855,15 +928,21 @@ fn spawn_detached(bin: &Path, args: &[OsString], log: Option<fs::File>) -> io::R
     }
     // SAFETY: runs between fork and exec in the child of a possibly
     // multi-threaded process, so only async-signal-safe calls: fork,
-    // setsid, getpid, write, _exit. The intermediate child exits at once;
-    // the grandchild reports its pid through the (close-on-exec) pipe and
-    // goes on to exec. An exec failure still reaches `spawn` through std's
-    // own close-on-exec pipe, which the grandchild holds.
+    // setsid, getpid, write, fcntl, _exit. The intermediate child exits at
+    // once; the grandchild reports its pid through the (close-on-exec)
+    // pipe, lets the zurl's descriptor (if any) survive the exec, and goes
+    // on to exec. An exec failure still reaches `spawn` through std's own
+    // close-on-exec pipe, which the grandchild holds.
     unsafe {
         cmd.pre_exec(move || match libc::fork() {
             -1 => Err(io::Error::last_os_error()),
             0 => {
                 libc::setsid();
+                if let Some(fd) = zurl_raw {
+                    if libc::fcntl(fd, libc::F_SETFD, 0) != 0 {
+                        return Err(io::Error::last_os_error());
+                    }
+                }
                 let pid = libc::getpid().to_ne_bytes();
                 libc::write(wr_raw, pid.as_ptr().cast(), pid.len());
                 Ok(())
@@ -873,10 +952,40 @@ fn spawn_detached(bin: &Path, args: &[OsString], log: Option<fs::File>) -> io::R
     }
     let mut intermediate = cmd.spawn()?;
     drop(wr);
+    drop(zurl_fd);
     let _ = intermediate.wait();
     let mut pid = [0u8; 4];
     fs::File::from(rd).read_exact(&mut pid)?;
     Ok(i32::from_ne_bytes(pid) as u32)
+}
+
+/// The read end of a pipe (close-on-exec, descriptor ≥ 3) holding
+/// `secret`, written whole and closed at the write end: the reader gets it
+/// and then end of file.
+fn secret_pipe(secret: &str) -> io::Result<OwnedFd> {
+    // A pipe holds 64 KiB before a write would wait for a reader.
+    if secret.len() >= 60 << 10 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "zurl too long (60 KiB at most)",
+        ));
+    }
+    let mut fds = [0 as libc::c_int; 2];
+    // SAFETY: pipe2 fills the two-element array with new descriptors.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: both descriptors are new and owned by nobody else.
+    let (rd, wr) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    fs::File::from(wr).write_all(secret.as_bytes())?;
+    // Above stdin/stdout/stderr, which the child's are dup2'ed onto.
+    // SAFETY: F_DUPFD_CLOEXEC makes a new descriptor (≥ 3) of ours.
+    let fd = unsafe { libc::fcntl(rd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 3) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fd is new and owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 /// What [`stop`] did.
@@ -1010,7 +1119,7 @@ impl ServeSlot {
                         .flatten()
                         .is_some_and(|m| is_ours(&m, &zurl))
                         && matches!(sys::probe(mnt, Duration::from_secs(1)),
-                                    Probe::Answer(s) if s == zurl)
+                                    Probe::Answer(s) if answers(&s, &zurl))
                 });
                 drop(self.lock);
             });

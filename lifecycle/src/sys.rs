@@ -184,7 +184,8 @@ pub fn find_server(conn: u64, zurl: &str, mountpoint: &Path) -> Option<u32> {
         }
         if conns.contains(&None) {
             let args = cmdline(pid);
-            if args.iter().any(|a| a == zurl) {
+            let public = crate::public_zurl(zurl);
+            if args.iter().any(|a| a == zurl || *a == public) {
                 let with_mnt = args.iter().any(|a| *a == mnt);
                 guesses.push((with_mnt, pid));
             }

@@ -3,6 +3,7 @@
 
 usage: driver.py PATH/data.fs
        driver.py zeo://HOST:PORT    (commit through a ZEO ClientStorage)
+       driver.py postgresql://...   (commit through RelStorage, history-preserving)
 
 Reads one JSON object per line on stdin and answers one line on stdout
 ("error <why>" on failure); ids and tids are 16 hex digits:
@@ -49,7 +50,8 @@ Added for the oracle/reset tests (daemon/tests/fs_oracle.rs, fs_reset.rs):
 Added for the ZEO restart tests (daemon/tests/zeo_restart.rs):
 
     {"op": "connected"}                            -> "ok"  waits (≤ 60 s) until the ZEO client is connected
-                                                    again after a server restart, then starts a fresh
+                                                    again after a server restart (RelStorage: until a
+                                                    poll and a load work again), then starts a fresh
                                                     transaction (sees what was committed meanwhile)
 
 Reads "at" a tid go through a historical connection, so they are Python's
@@ -72,6 +74,7 @@ from BTrees.LOBTree import LOBTree  # noqa: E402
 from ZODB.utils import p64, u64  # noqa: E402
 
 from wendelin.bigfile.file_zodb import ZBigFile, ZBlk0  # noqa: E402
+import pgstorage  # noqa: E402
 
 
 def h(b):
@@ -83,7 +86,10 @@ def unh(s):
 
 
 def open_storage(where, read_only=False):
-    """A FileStorage at a path, or a ZEO ClientStorage for zeo://HOST:PORT."""
+    """A FileStorage at a path, a ZEO ClientStorage for zeo://HOST:PORT, or
+    a RelStorage for postgresql://..."""
+    if pgstorage.is_pg(where):
+        return pgstorage.open_relstorage(where, read_only=read_only)
     if where.startswith('zeo://'):
         from ZEO.ClientStorage import ClientStorage
         host, port = where[len('zeo://'):].rsplit(':', 1)
@@ -93,6 +99,7 @@ def open_storage(where, read_only=False):
 
 class Driver:
     def __init__(self, path):
+        self.pg = pgstorage.is_pg(path)
         self.db = ZODB.DB(open_storage(path))
         self.conn = self.db.open()
         self.root = self.conn.root()
@@ -100,6 +107,10 @@ class Driver:
     def file(self, oid, at=None):
         if at is None:
             return self.conn.get(unh(oid)), None
+        if self.pg:
+            # RelStorage's DB knows of commits only as of its last poll: a
+            # historical connection at a newer tid would be "in the future".
+            self.db.storage.poll_invalidations()
         conn = self.db.open(at=unh(at))
         return conn.get(unh(oid)), conn
 
@@ -128,6 +139,8 @@ class Driver:
 
     def op_commit(self, c):
         transaction.commit()
+        if self.pg:
+            return 'tid ' + h(pgstorage.committed_tid(self.conn))
         return 'tid ' + h(self.db.lastTransaction())
 
     def op_size(self, c):
@@ -274,10 +287,41 @@ class Driver:
         f.blktab = t
         return 'ok'
 
+    def read_op(self, fn):
+        """fn(), retried a few times over RelStorage: after a server restart
+        a pooled connection fails once, then RelStorage opens a new one."""
+        if not self.pg:
+            return fn()
+        import time
+        for attempt in range(20):
+            try:
+                return fn()
+            except Exception:  # noqa: BLE001 - a dead pooled connection
+                transaction.abort()
+                if attempt == 19:
+                    raise
+                # Historical connections are pooled with their dead
+                # database connection: drop them.
+                self.db.historical_pool.clear()
+                time.sleep(0.1)
+
     def op_connected(self, c):
         import time
         st = self.db.storage
         deadline = time.time() + 60
+        if self.pg:
+            # RelStorage reconnects when used: until a poll and a load work.
+            while True:
+                try:
+                    transaction.abort()
+                    self.conn.sync()
+                    self.root._p_activate()
+                    transaction.begin()
+                    return 'ok'
+                except Exception:  # noqa: BLE001 - the server is still away
+                    if time.time() > deadline:
+                        raise
+                    time.sleep(0.05)
         while hasattr(st, 'is_connected') and not st.is_connected():
             if time.time() > deadline:
                 raise RuntimeError('ZEO client not connected again after 60s')
@@ -296,6 +340,11 @@ class Driver:
         return 'ok'
 
 
+# Operations that only read: over RelStorage, retried when a connection of
+# the pool turns out dead after a server restart.
+READ_OPS = ('size', 'zblk', 'sha', 'shape')
+
+
 def main():
     if len(sys.argv) != 2:
         sys.exit(__doc__)
@@ -311,9 +360,11 @@ def main():
             break
         try:
             if op in ('block', 'content'):
-                data = getattr(d, op)(c)
+                data = d.read_op(lambda: getattr(d, op)(c))
                 out.write(b'data %d\n' % len(data))
                 out.write(data)
+            elif op in READ_OPS:
+                out.write(d.read_op(lambda: getattr(d, 'op_' + op)(c)).encode() + b'\n')
             else:
                 out.write(getattr(d, 'op_' + op)(c).encode() + b'\n')
         except Exception as e:  # noqa: BLE001 — reported to the test

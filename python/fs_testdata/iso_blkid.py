@@ -4,6 +4,7 @@ for the isolation-protocol model (daemon/tests/iso_oracle.rs).
 
 usage: iso_blkid.py PATH/data.fs
        iso_blkid.py zeo://HOST:PORT
+       iso_blkid.py postgresql://...   (RelStorage, history-preserving)
 
 Reads one JSON object per line on stdin: {"files": [OID, ...], "at": TID}
 (16 hex digits) and answers one line per file, then "end":
@@ -29,10 +30,14 @@ from ZODB.FileStorage import FileStorage  # noqa: E402
 from ZODB.utils import p64, u64  # noqa: E402
 
 from wendelin.bigfile.file_zodb import ZBlk1  # noqa: E402
+import pgstorage  # noqa: E402
 
 
 def open_storage(where, read_only):
-    """A FileStorage at a path, or a ZEO ClientStorage for zeo://HOST:PORT."""
+    """A FileStorage at a path, a ZEO ClientStorage for zeo://HOST:PORT, or
+    a RelStorage for postgresql://..."""
+    if pgstorage.is_pg(where):
+        return pgstorage.open_relstorage(where, read_only=read_only)
     if where.startswith('zeo://'):
         from ZEO.ClientStorage import ClientStorage
         host, port = where[len('zeo://'):].rsplit(':', 1)

@@ -24,6 +24,10 @@
 //! Nothing here caches objects between calls: every load goes to the storage
 //! as of an explicit tid, so there is no hidden state to go stale. Callers
 //! that want caching build it on top, where they know what is still valid.
+//! One exception, in a driver that knows exactly what is still valid: the
+//! PostgreSQL storage keeps small records loaded as of its own commit
+//! stream's position until that stream reports a change of them (a round
+//! trip per tree node otherwise; see `storage::postgres`).
 
 pub mod bigfile;
 pub mod btree;

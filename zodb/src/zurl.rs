@@ -1,9 +1,15 @@
 //! Storage URLs.
 //!
 //! A zurl names a storage: `file://PATH` or a plain path for a FileStorage,
-//! `zeo://HOST:PORT` for a ZEO server.
+//! `zeo://HOST:PORT` for a ZEO server, `postgresql://…` (or `postgres://…`,
+//! a libpq connection URI) for a RelStorage database in PostgreSQL.
+//!
+//! A zurl may hold a password (`postgresql://user:password@host/db`): it is
+//! shown only [`redacted`] — in messages, logs, the daemon's `.wcfs/zurl`
+//! and its mount source.
 
-use crate::storage::{Error, Resilience, Storage};
+use crate::storage::{postgres, Error, Resilience, Storage};
+use std::borrow::Cow;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -11,13 +17,30 @@ use std::sync::Arc;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ZUrl {
     File(PathBuf),
-    Zeo { host: String, port: u16 },
+    Zeo {
+        host: String,
+        port: u16,
+    },
+    /// A libpq connection URI (checked, not yet resolved against the
+    /// environment: that happens when it is opened).
+    Postgres(String),
+}
+
+/// `zurl` as it may be shown: a password in it replaced by `***`
+/// (`postgresql://user:***@host/db`); any other zurl as is.
+pub fn redacted(zurl: &str) -> Cow<'_, str> {
+    postgres::dsn::redacted(zurl)
+}
+
+/// Whether `zurl` holds anything [`redacted`] hides.
+pub fn has_secret(zurl: &str) -> bool {
+    postgres::dsn::has_secret(zurl)
 }
 
 /// Parses a zurl.
 pub fn parse(zurl: &str) -> Result<ZUrl, Error> {
     let bad = |why: &str| Error::BadUrl {
-        zurl: zurl.to_string(),
+        zurl: redacted(zurl).into_owned(),
         why: why.to_string(),
     };
     if zurl.is_empty() {
@@ -44,9 +67,13 @@ pub fn parse(zurl: &str) -> Result<ZUrl, Error> {
             port,
         });
     }
+    if postgres::dsn::is_postgres_zurl(zurl) {
+        postgres::dsn::check(zurl).map_err(|why| bad(&why))?;
+        return Ok(ZUrl::Postgres(zurl.to_string()));
+    }
     if let Some((scheme, _)) = zurl.split_once("://") {
         return Err(bad(&format!(
-            "unknown scheme {scheme:?} (want file:// or zeo://)"
+            "unknown scheme {scheme:?} (want file://, zeo:// or postgresql://)"
         )));
     }
     Ok(ZUrl::File(PathBuf::from(zurl)))
@@ -72,6 +99,11 @@ pub fn open_with(zurl: &str, resilience: &Resilience) -> Result<Arc<dyn Storage>
             };
             Ok(Arc::new(ZeoStorage::open_with(&host, port, zurl, opts)?))
         }
+        ZUrl::Postgres(uri) => Ok(Arc::new(postgres::PgStorage::open_with(
+            &uri,
+            resilience,
+            postgres::PgOptions::default(),
+        )?)),
     }
 }
 
@@ -108,9 +140,37 @@ mod tests {
             "zeo://:1",
             "zeo://h:99999",
             "neo://x",
+            "postgresql://[::1",
+            "postgres://h/db?novalue",
         ] {
             assert!(matches!(parse(bad), Err(Error::BadUrl { .. })), "{bad}");
         }
+    }
+
+    #[test]
+    fn postgres_zurls() {
+        for z in [
+            "postgresql://u:p@h/db",
+            "postgres://",
+            "postgresql:///db?host=/run",
+        ] {
+            assert_eq!(parse(z).unwrap(), ZUrl::Postgres(z.into()));
+        }
+        // The password never shows in a parse error.
+        let e = parse("postgresql://u:sekrit@h/db?nov").unwrap_err();
+        assert!(!e.to_string().contains("sekrit"), "{e}");
+        assert!(e.to_string().contains("u:***@h"), "{e}");
+        assert_eq!(redacted("postgresql://u:p@h/db"), "postgresql://u:***@h/db");
+        assert_eq!(redacted("zeo://h:1"), "zeo://h:1");
+    }
+
+    #[test]
+    fn postgres_nobody_listening_is_a_clear_error() {
+        let err = open("postgresql://u:sekrit@127.0.0.1:1/db").err().unwrap();
+        let s = err.to_string();
+        assert!(matches!(err, Error::Io { .. }), "{s}");
+        assert!(s.contains("connect") && s.contains("127.0.0.1:1"), "{s}");
+        assert!(!s.contains("sekrit"), "{s}");
     }
 
     #[test]

@@ -175,6 +175,8 @@ const FUTURE_TID_WAIT: Duration = Duration::from_secs(10);
 
 /// State shared by the FUSE handlers and the watcher.
 pub(crate) struct Wcfs {
+    /// What `.wcfs/zurl` reads: the zurl without its password
+    /// ([`wcfs_lifecycle::public_zurl`]).
     zurl: String,
     storage: Arc<dyn Storage>,
     opts: Options,
@@ -253,6 +255,9 @@ impl Host for Wcfs {
     fn storage_wait(&self) -> Duration {
         self.opts.storage_wait
     }
+    fn oldest_tid(&self) -> Option<Tid> {
+        self.storage.oldest_tid()
+    }
     fn fail(&self, why: &str) {
         zwatch::fail(self, why)
     }
@@ -288,8 +293,9 @@ pub fn serve(zurl: &str, mountpoint: &Path, opts: Options) -> Result<(), Error> 
         mountpoint.display()
     );
 
+    let prefetch_depth = storage.prefetch_depth();
     let wcfs = Arc::new(Wcfs {
-        zurl: zurl.to_string(),
+        zurl: wcfs_lifecycle::public_zurl(zurl).into_owned(),
         tracker: RwLock::new(Tracker::new(storage.clone(), head)),
         storage,
         failed: AtomicBool::new(false),
@@ -299,7 +305,7 @@ pub fn serve(zurl: &str, mountpoint: &Path, opts: Options) -> Result<(), Error> 
         tree: Mutex::new(tree::Tree::new(opts.debug)),
         cache: cache::BlockCache::new(cache::CAPACITY),
         uploads: upload::Uploads::default(),
-        prefetch: prefetch::Prefetch::default(),
+        prefetch: prefetch::Prefetch::new(prefetch_depth),
         zhead: zhead::ZHeads::default(),
         iso: Arc::new(Isolation::new(opts.pintimeout)),
         notifier: OnceLock::new(),
@@ -325,7 +331,7 @@ pub fn serve(zurl: &str, mountpoint: &Path, opts: Options) -> Result<(), Error> 
 
     let root = nix::unistd::geteuid().is_root();
     let mut options = vec![
-        fuser::MountOption::FSName(fsname(zurl, root)),
+        fuser::MountOption::FSName(fsname(&wcfs_lifecycle::public_zurl(zurl), root)),
         fuser::MountOption::DefaultPermissions,
         fuser::MountOption::NoSuid,
         fuser::MountOption::NoDev,
@@ -374,7 +380,7 @@ pub fn serve(zurl: &str, mountpoint: &Path, opts: Options) -> Result<(), Error> 
             .name("upload".into())
             .spawn(move || upload::run(wcfs))?;
     }
-    {
+    for _ in 0..wcfs.prefetch.depth {
         let wcfs = wcfs.clone();
         std::thread::Builder::new()
             .name("prefetch".into())
@@ -443,7 +449,8 @@ fn check_mountpoint(mnt: &Path) -> Result<(), Error> {
     Ok(())
 }
 
-/// The mount source: the zurl exactly (SPEC §4). fusermount3 (non-root)
+/// The mount source: the zurl exactly (SPEC §4) — the public zurl, no
+/// password (our caller passes it). fusermount3 (non-root)
 /// takes it inside its `-o` list, where a `,` would end the option and
 /// start another taken from the zurl: it reads `\,` and `\\` inside
 /// `fsname=` as the plain characters, so those are escaped there.

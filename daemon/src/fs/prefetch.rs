@@ -16,8 +16,11 @@
 //! like any block loaded, but it is neither pinned nor given to the kernel
 //! until a request asks for it.
 //!
-//! One thread, a small queue (a full queue drops the hint), a small table
-//! of streams (one entry per file view, forgotten past its size).
+//! A storage whose loads pipeline (a server) asks for more blocks ahead
+//! ([`zodb::Storage::prefetch_depth`]): then N+1 … N+depth are queued, and
+//! as many threads load them, so that the server always has the next one
+//! to send. Threads, a small queue (a full queue drops the hint), a small
+//! table of streams (one entry per file view, forgotten past its size).
 
 use super::cache::Key;
 use super::tree::Node;
@@ -40,8 +43,9 @@ struct Job {
     blk: u64,
 }
 
-#[derive(Default)]
 pub(crate) struct Prefetch {
+    /// Blocks loaded ahead of a sequential reader (≥ 1); as many threads.
+    pub(crate) depth: usize,
     /// Per inode: the last block a request touched.
     last: Mutex<HashMap<u64, u64>>,
     queue: Mutex<VecDeque<Job>>,
@@ -49,8 +53,18 @@ pub(crate) struct Prefetch {
 }
 
 impl Prefetch {
+    pub(crate) fn new(depth: usize) -> Prefetch {
+        Prefetch {
+            depth: depth.clamp(1, 8),
+            last: Mutex::default(),
+            queue: Mutex::default(),
+            queued: Condvar::new(),
+        }
+    }
+
     /// A request of inode `ino` (`file` at `at`) touched block `blk` of a
-    /// file of `nblk` blocks: if it follows the previous one, load the next.
+    /// file of `nblk` blocks: if it follows the previous one, load the
+    /// next `depth`.
     pub(crate) fn touched(&self, ino: u64, file: Oid, at: Option<Tid>, blk: u64, nblk: u64) {
         let seq = {
             let mut last = self.last.lock();
@@ -60,22 +74,30 @@ impl Prefetch {
             let prev = last.insert(ino, blk);
             prev.is_some_and(|p| p + 1 == blk)
         };
-        if !seq || blk + 1 >= nblk {
+        if !seq {
             return;
         }
-        let job = Job {
-            ino,
-            file,
-            at,
-            blk: blk + 1,
-        };
         let mut q = self.queue.lock();
-        if q.len() >= QUEUE_MAX || q.contains(&job) {
-            return;
+        let mut n = 0;
+        for next in blk + 1..(blk + 1 + self.depth as u64).min(nblk) {
+            let job = Job {
+                ino,
+                file,
+                at,
+                blk: next,
+            };
+            if q.len() >= QUEUE_MAX {
+                break;
+            }
+            if !q.contains(&job) {
+                q.push_back(job);
+                n += 1;
+            }
         }
-        q.push_back(job);
         drop(q);
-        self.queued.notify_one();
+        for _ in 0..n {
+            self.queued.notify_one();
+        }
     }
 
     fn pop(&self) -> Job {

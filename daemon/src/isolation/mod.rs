@@ -108,6 +108,11 @@ pub(crate) trait Host: Send + Sync {
     fn failed(&self) -> bool;
     /// How long a request that needs the storage server waits for it.
     fn storage_wait(&self) -> Duration;
+    /// The storage's pack point: history before it is gone
+    /// ([`zodb::Storage::oldest_tid`]).
+    fn oldest_tid(&self) -> Option<Tid> {
+        None
+    }
     /// Switches to EIO mode (and exits): a faulty client could not be
     /// killed, so isolation can no longer be guaranteed.
     fn fail(&self, why: &str);

@@ -37,6 +37,8 @@ pub(crate) enum Why {
         head: Tid,
         waited: std::time::Duration,
     },
+    /// `at` is before the storage's pack point: its history is gone.
+    Packed { packed: Tid },
     /// Anything of ours (EIO mode, a thread we could not start).
     Other(String),
 }
@@ -58,6 +60,10 @@ impl std::fmt::Display for Why {
                 f,
                 "head/at (@{head}) did not reach at within {}",
                 duration(waited.as_nanos() as i128)
+            ),
+            Why::Packed { packed } => write!(
+                f,
+                "the database was packed at @{packed}: history before it is gone"
             ),
             Why::Other(s) => write!(f, "{s}"),
         }

@@ -104,6 +104,9 @@ impl Isolation {
             return Err(Some(Why::Other("filesystem in EIO mode".into())));
         }
         let head = t.head();
+        if let Some(packed) = host.oldest_tid().filter(|&p| at < p) {
+            return Err(Some(Why::Packed { packed }));
+        }
         if at < t.history_start() {
             return Err(Some(Why::TooFarBack { head, at }));
         }

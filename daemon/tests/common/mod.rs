@@ -225,10 +225,11 @@ impl Wcfs {
                 w.child = None;
                 return Err(format!("wcfsd exited ({st}):\n{}", w.log()));
             }
+            // (A password in the zurl is not shown there.)
             if std::fs::read_to_string(w.path(".wcfs/zurl"))
                 .ok()
                 .as_deref()
-                == Some(zurl)
+                == Some(&zodb::zurl::redacted(zurl))
             {
                 return Ok(w);
             }
@@ -348,16 +349,26 @@ impl Drop for Wcfs {
 
 /// A test setup: temp dir with data.fs, the Python driver, and (after
 /// [`Env::mount`]) a daemon; with [`Env::new_zeo`], a ZEO server serves the
-/// data.fs and the driver and the daemon both go through it. Fields drop in
-/// order: daemon, driver, ZEO server, dir.
+/// data.fs and the driver and the daemon both go through it; with
+/// [`Env::new_pg`], a PostgreSQL cluster of its own holds the database
+/// (RelStorage), the driver commits to the primary and the daemon serves
+/// the primary or a streaming replica. Fields drop in order: daemon,
+/// driver, servers, dir.
 pub struct Env {
     pub wcfs: Option<Wcfs>,
     pub py: Driver,
     pub zeo: Option<testkit::ZeoServer>,
+    /// The replica the daemon serves (with `new_pg(true)`).
+    pub pg_replica: Option<testkit::PgServer>,
+    /// The primary (with `new_pg`): database [`PG_DB`].
+    pub pg: Option<testkit::PgServer>,
     pub datafs: PathBuf,
     pub zurl: String,
     pub dir: tempfile::TempDir,
 }
+
+/// The database of [`Env::new_pg`].
+pub const PG_DB: &str = "zodb";
 
 impl Env {
     pub fn new() -> Env {
@@ -372,6 +383,8 @@ impl Env {
             wcfs: None,
             py,
             zeo: None,
+            pg_replica: None,
+            pg: None,
             datafs,
             zurl,
             dir,
@@ -394,14 +407,54 @@ impl Env {
             wcfs: None,
             py,
             zeo: Some(zeo),
+            pg_replica: None,
+            pg: None,
             datafs,
             zurl,
             dir,
         }
     }
 
-    /// What the Python helper scripts open: the data.fs, or the ZEO server.
+    /// Like [`Env::new`], on a PostgreSQL cluster of its own (RelStorage,
+    /// history-preserving, database [`PG_DB`]): the driver commits to the
+    /// primary as `postgres`; the daemon serves the primary, or with
+    /// `replica` a streaming replica of it (`zurl`).
+    pub fn new_pg(replica: bool) -> Env {
+        let dir = tempfile::Builder::new()
+            .prefix("wcfs-test")
+            .tempdir()
+            .unwrap();
+        let pg = testkit::PgServer::start();
+        pg.create_db(PG_DB);
+        let wzurl = pg.zurl(PG_DB);
+        // RelStorage's tables first: a replica copies them.
+        testkit::run_python("python/pg_oracle/pgoracle.py", &["init", &wzurl]);
+        let pg_replica = replica.then(|| pg.start_replica());
+        let zurl = pg_replica.as_ref().map_or(wzurl.clone(), |r| r.zurl(PG_DB));
+        let py = Driver::start(Path::new(&wzurl));
+        Env {
+            wcfs: None,
+            py,
+            zeo: None,
+            pg_replica,
+            pg: Some(pg),
+            datafs: dir.path().join("data.fs"),
+            zurl,
+            dir,
+        }
+    }
+
+    /// The zurl of the primary (where Python commits), for a `new_pg` Env.
+    pub fn pg_writer_zurl(&self) -> String {
+        self.pg.as_ref().expect("a new_pg Env").zurl(PG_DB)
+    }
+
+    /// What the Python helper scripts open: the data.fs, the ZEO server,
+    /// or the PostgreSQL primary.
     pub fn storage_arg(&self) -> PathBuf {
+        if self.pg.is_some() {
+            return PathBuf::from(self.pg_writer_zurl());
+        }
         match &self.zeo {
             Some(z) => PathBuf::from(z.zurl()),
             None => self.datafs.clone(),
@@ -618,9 +671,8 @@ pub fn read_block_of(f: &std::fs::File, blk: u64, blksize: u64) -> std::io::Resu
 
 /// Which pages of `map` are in the page cache (mincore(2)).
 pub fn resident(map: &[u8]) -> Vec<bool> {
-    let ps = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
-        .unwrap()
-        .unwrap() as usize;
+    // SAFETY: sysconf has no preconditions.
+    let ps = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize;
     let mut vec = vec![0u8; map.len().div_ceil(ps)];
     // SAFETY: `map` is a live mapping of map.len() bytes starting at a page
     // boundary (callers pass whole mappings), and `vec` has one byte per

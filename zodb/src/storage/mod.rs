@@ -35,6 +35,7 @@
 //!   line (the `log` crate), and counted ([`Storage::counters`]).
 
 pub mod filestorage;
+pub mod postgres;
 pub mod zeo;
 
 use crate::types::{Oid, Tid};
@@ -103,6 +104,10 @@ pub enum Error {
         what: String,
         waited: Duration,
     },
+    /// The storage was packed past `at`: the revisions that would answer a
+    /// load as of `at` may be gone (never "not yet created" for them).
+    #[error("{oid}: no answer as of @{at}: the database was packed at @{packed}, its history before that is gone")]
+    PackedAway { oid: Oid, at: Tid, packed: Tid },
     /// The server reached after a reconnect does not serve the history we
     /// served: final, nothing from it can be trusted.
     #[error("{storage}: not the same database any more: {why}")]
@@ -178,6 +183,22 @@ pub trait Storage: Send + Sync {
     /// in [`counter`]); nothing for storages without one.
     fn counters(&self) -> Vec<(&'static str, u64)> {
         Vec::new()
+    }
+
+    /// How many blocks past a sequential reader's it is worth loading ahead
+    /// (the daemon keeps that many loads in flight for such a reader): 1
+    /// for a local file; more for a server whose loads pipeline, so that
+    /// it is never idle between a reader's requests.
+    fn prefetch_depth(&self) -> usize {
+        1
+    }
+
+    /// The oldest tid whose view the storage still answers exactly, when
+    /// a pack removed history before it (None: all history is there, or
+    /// the storage does not know). No round trip: what the storage knows
+    /// already.
+    fn oldest_tid(&self) -> Option<Tid> {
+        None
     }
 }
 

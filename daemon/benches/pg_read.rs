@@ -1,0 +1,250 @@
+//! Cold reads through wcfsd over PostgreSQL (RelStorage) (harness = false).
+//!
+//! One ZBigFile of `WCFS_BENCH_MIB` MiB (default 512) in 2 MiB ZBlk0 blocks
+//! of random bytes, generated once by `python/wcfs_testdata/benchgen.py`
+//! into `bench-data/pg_read/data.fs`, then copied into a throwaway
+//! PostgreSQL cluster (RelStorage, history-preserving) with RelStorage's
+//! own `zodbconvert` (the server with `shared_buffers = 1GB`, so that the
+//! data is in its cache as on a production server). In every repetition,
+//! back to back:
+//!
+//! - **PostgreSQL vs data.fs**: the whole file read cold (read(2), 1 MiB
+//!   buffers) through a freshly started wcfsd on `postgresql://` against a
+//!   freshly started wcfsd on the same data in the data.fs (`file://`, the
+//!   file in the page cache). Target: ratio ≥ 0.5;
+//! - **PostgreSQL vs Python**: the same cold read against Python loading
+//!   every block's ZBlk0 through a ZODB Connection on a RelStorage (fresh
+//!   process, fresh caches), timed by the script. Target: wcfsd ≥ 3×;
+//! - **zodb over PostgreSQL**: for reference, the zodb crate's
+//!   `load_block` of every block over one connection, one at a time, and
+//!   pipelined (`PgStorage::load_many`, 8 blocks in flight).
+//!
+//! Ratios are ours / theirs in speed (higher is better for us); best and
+//! median over the repetitions (after one warm-up round) are printed.
+//!
+//! Run: `cargo bench -p wcfsd --bench pg_read` (root, /dev/fuse, Debian's
+//! postgresql; Python with RelStorage: `$WCFS_PYTHON`, default the
+//! repository's `.venv/bin/python`).
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::io::Read;
+use std::path::Path;
+use std::process::Command;
+use std::time::Instant;
+use zodb::bigfile::ZBigFile;
+use zodb::storage::postgres::PgStorage;
+use zodb::{Oid, Storage};
+
+const BS: u64 = 2 << 20;
+const REPS: usize = 5;
+const MIB: f64 = (1 << 20) as f64;
+
+/// Loads every block through a ZODB Connection over RelStorage, as a
+/// Python client of wendelin.core would; prints bytes and seconds.
+const PY_LOAD: &str = r#"
+import sys, time
+sys.path.insert(0, sys.argv[2])
+import ZODB
+from ZODB.utils import p64
+import pgstorage
+db = ZODB.DB(pgstorage.open_relstorage(sys.argv[1], read_only=True))
+conn = db.open()
+f = conn.get(p64(int(sys.argv[3], 16)))
+f._p_activate()
+t0 = time.perf_counter()
+n = 0
+for blk, zblk in f.blktab.items():
+    n += len(zblk.loadblkdata(f.blksize))
+    zblk._p_deactivate()  # keep memory flat, as a client streaming through
+dt = time.perf_counter() - t0
+print("%d %.6f" % (n, dt))
+"#;
+
+/// `zodbconvert` from the data.fs into the database `zurl`.
+fn convert(datafs: &Path, dsn: &str, dir: &Path) {
+    let conf = dir.join("convert.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "%import relstorage\n\
+             <filestorage source>\n  path {}\n  read-only true\n</filestorage>\n\
+             <relstorage destination>\n  keep-history true\n  <postgresql>\n    dsn {dsn}\n  \
+             </postgresql>\n</relstorage>\n",
+            datafs.display()
+        ),
+    )
+    .unwrap();
+    let zodbconvert = common::python().parent().unwrap().join("zodbconvert");
+    let out = Command::new(zodbconvert).arg(&conf).output().unwrap();
+    assert!(
+        out.status.success(),
+        "zodbconvert: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Reads the whole file with read(2) into a 1 MiB buffer: (seconds, bytes,
+/// checksum of one byte per page).
+fn read_all(path: &Path) -> (f64, u64, u64) {
+    let mut f = std::fs::File::open(path).unwrap();
+    let mut buf = vec![0u8; 1 << 20];
+    let (t0, mut n, mut sum) = (Instant::now(), 0u64, 0u64);
+    loop {
+        let k = f.read(&mut buf).unwrap();
+        if k == 0 {
+            break;
+        }
+        n += k as u64;
+        sum = sum.wrapping_add(buf[..k].iter().step_by(4096).map(|&b| b as u64).sum());
+    }
+    (t0.elapsed().as_secs_f64(), n, sum)
+}
+
+/// A fresh daemon on `zurl`, the file read cold: (seconds, checksum).
+fn cold(zurl: &str, tmp: &Path, oid: Oid, nblk: u64) -> (f64, u64) {
+    let mnt = tmp.join("mnt");
+    std::fs::create_dir_all(&mnt).unwrap();
+    let w = common::Wcfs::start(zurl, &mnt, &tmp.join("wcfsd.log"), &[])
+        .unwrap_or_else(|e| panic!("{e}"));
+    let (t, n, sum) = read_all(&w.head_file(oid));
+    assert_eq!(n, nblk * BS);
+    drop(w);
+    (t, sum)
+}
+
+/// Every block with `load_block` over a fresh connection: (one at a
+/// time, pipelined 8 deep) seconds.
+fn zodb_pg(zurl: &str, oid: Oid, nblk: u64) -> (f64, f64) {
+    let st = PgStorage::open(zurl).unwrap();
+    let head = st.last_tid().unwrap();
+    let zf = ZBigFile::load(&st, oid, head).unwrap();
+    let t0 = Instant::now();
+    let mut zblks = Vec::with_capacity(nblk as usize);
+    for blk in 0..nblk {
+        let b = zf.load_block(&st, blk, head).unwrap();
+        assert_eq!(b.data.len() as u64, BS);
+        zblks.push(b.zblk.expect("no holes").oid);
+    }
+    let t_seq = t0.elapsed().as_secs_f64();
+    let t0 = Instant::now();
+    for chunk in zblks.chunks(8) {
+        let reqs: Vec<_> = chunk.iter().map(|&z| (z, head)).collect();
+        for r in st.load_many(&reqs) {
+            assert!(r.unwrap().data.len() as u64 >= BS);
+        }
+    }
+    (t_seq, t0.elapsed().as_secs_f64())
+}
+
+fn python_pg(zurl: &str, script: &Path, oid: Oid, nblk: u64) -> f64 {
+    let out = Command::new(common::python())
+        .arg(script)
+        .arg(zurl)
+        .arg(testkit::repo().join("python/wcfs_testdata"))
+        .arg(oid.to_string())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "python load: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let (n, dt) = text.trim().split_once(' ').expect("N SECONDS");
+    assert_eq!(n.parse::<u64>().unwrap(), nblk * BS, "python bytes");
+    dt.parse().unwrap()
+}
+
+fn best_median(v: &[f64]) -> (f64, f64) {
+    let mut v = v.to_vec();
+    v.sort_by(|a, b| b.partial_cmp(a).unwrap());
+    (v[0], v[v.len() / 2])
+}
+
+fn line(what: &str, ours: &[f64], theirs_name: &str, theirs: &[f64], ratio: &[f64]) {
+    let (ob, om) = best_median(ours);
+    let (tb, tm) = best_median(theirs);
+    let (rb, rm) = best_median(ratio);
+    println!(
+        "  {what:<22} {ob:>6.0} / {om:>6.0} MiB/s   {theirs_name:<24} {tb:>6.0} / {tm:>6.0} MiB/s   \
+         ratio {rb:.2} / {rm:.2}"
+    );
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return; // cargo test --benches probes with --list
+    }
+    let mib: u64 = std::env::var("WCFS_BENCH_MIB")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(512);
+    let d = testkit::bench_data("pg_read", mib.max(2), BS);
+    let (oid, nblk) = (Oid(d.oid), d.nblk);
+    read_all(&d.path); // in the page cache: "cold" is about the daemon
+    let total = (nblk * BS) as f64 / MIB;
+    let tmp = tempfile::Builder::new()
+        .prefix("wcfs-bench")
+        .tempdir()
+        .unwrap();
+    let script = tmp.path().join("load.py");
+    std::fs::write(&script, PY_LOAD).unwrap();
+
+    // A server that keeps the data in its own cache, as a production one
+    // would (the tests' clusters have 32 MB of shared buffers).
+    let pg = testkit::PgServer::start_with("shared_buffers = 1GB");
+    pg.create_db("bench");
+    let t0 = Instant::now();
+    convert(
+        &d.path,
+        &format!("host=127.0.0.1 port={} dbname=bench user=postgres", pg.port),
+        tmp.path(),
+    );
+    println!(
+        "pg_read: {total:.0} MiB in {nblk} blocks of 2 MiB (ZBlk0, random bytes); copied into \
+         PostgreSQL by zodbconvert in {:.1}s; {REPS} reps; best / median; ratio = ours / theirs \
+         (higher is better for us)",
+        t0.elapsed().as_secs_f64()
+    );
+    let pg_zurl = pg.zurl("bench");
+    let file_zurl = format!("file://{}", d.path.display());
+    let mibs = |t: f64| total / t;
+    let (mut pgr, mut file, mut r_file) = (vec![], vec![], vec![]);
+    let (mut py, mut r_py) = (vec![], vec![]);
+    let (mut zseq, mut zpipe) = (vec![], vec![]);
+    // A warm-up round, not counted: the server's cache, the page cache.
+    cold(&file_zurl, tmp.path(), oid, nblk);
+    cold(&pg_zurl, tmp.path(), oid, nblk);
+    for _ in 0..REPS {
+        let (t_file, s1) = cold(&file_zurl, tmp.path(), oid, nblk);
+        let (t_pg, s2) = cold(&pg_zurl, tmp.path(), oid, nblk);
+        assert_eq!(s1, s2, "same bytes from PostgreSQL and from the data.fs");
+        let t_py = python_pg(&pg_zurl, &script, oid, nblk);
+        let (t_seq, t_pipe) = zodb_pg(&pg_zurl, oid, nblk);
+        pgr.push(mibs(t_pg));
+        file.push(mibs(t_file));
+        r_file.push(t_file / t_pg);
+        py.push(mibs(t_py));
+        r_py.push(t_py / t_pg);
+        zseq.push(mibs(t_seq));
+        zpipe.push(mibs(t_pipe));
+    }
+    line(
+        "cold wcfsd postgresql://",
+        &pgr,
+        "cold wcfsd file://",
+        &file,
+        &r_file,
+    );
+    line(
+        "cold wcfsd postgresql://",
+        &pgr,
+        "Python RelStorage",
+        &py,
+        &r_py,
+    );
+    let r: Vec<f64> = zpipe.iter().zip(&zseq).map(|(p, s)| p / s).collect();
+    line("zodb pg pipelined", &zpipe, "zodb pg one by one", &zseq, &r);
+}
