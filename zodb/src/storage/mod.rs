@@ -34,6 +34,7 @@
 //! - every loss, reconnect, catch-up and giving-up is logged once, as one
 //!   line (the `log` crate), and counted ([`Storage::counters`]).
 
+mod commit_queue;
 pub mod filestorage;
 pub mod postgres;
 pub mod zeo;

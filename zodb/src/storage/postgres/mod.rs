@@ -143,6 +143,7 @@
 pub mod conn;
 pub mod dsn;
 
+use super::commit_queue::{CommitQueue, QueueWatcher};
 use super::{counter, Commit, Error, Loaded, Resilience, Storage, Watcher};
 use crate::types::{Oid, Tid};
 use conn::{Conn, ConnectError, Found, Trouble, TxnRow};
@@ -187,20 +188,6 @@ impl Default for PgOptions {
     }
 }
 
-/// A watcher's queue, filled by the poller.
-#[derive(Default)]
-struct WatchQueue {
-    q: Mutex<WatchState>,
-    cond: Condvar,
-}
-
-#[derive(Default)]
-struct WatchState {
-    commits: VecDeque<Commit>,
-    /// The storage failed for good, or was closed: the error to return.
-    failed: Option<Failure>,
-}
-
 /// Why the storage is done.
 #[derive(Debug, Clone)]
 enum Failure {
@@ -229,7 +216,7 @@ struct State {
     /// signature.
     head: Tid,
     head_sig: Option<String>,
-    watchers: Vec<Weak<WatchQueue>>,
+    watchers: Vec<Weak<CommitQueue>>,
     /// The pack point ([`Tid::ZERO`]: never packed).
     packed: Tid,
     /// Small records current at the position (see [`Current`]).
@@ -629,8 +616,7 @@ impl Shared {
             std::mem::take(&mut st.watchers)
         };
         for w in watchers.iter().filter_map(Weak::upgrade) {
-            w.q.lock().failed = Some(f.clone());
-            w.cond.notify_all();
+            w.end(self.fail_error(&f));
         }
         self.cond.notify_all();
     }
@@ -733,8 +719,7 @@ impl Shared {
             st.current.changed(c.tid, &c.oids);
             st.watchers.retain(|w| match w.upgrade() {
                 Some(q) => {
-                    q.q.lock().commits.push_back(c.clone());
-                    q.cond.notify_all();
+                    q.push(c.clone());
                     true
                 }
                 None => false,
@@ -1114,7 +1099,7 @@ impl Storage for PgStorage {
     }
 
     fn watch(&self, after: Tid) -> Result<Box<dyn Watcher>, Error> {
-        let q = Arc::new(WatchQueue::default());
+        let q = Arc::new(CommitQueue::default());
         let from = {
             let mut st = self.sh.st.lock();
             if let Some(f) = &st.failed {
@@ -1137,12 +1122,7 @@ impl Storage for PgStorage {
             backlog.extend(collapse_packed(rows).0.into_iter().map(|(c, _)| c));
             pos = last;
         }
-        Ok(Box::new(PgWatcher {
-            url: self.sh.url.clone(),
-            q,
-            after,
-            backlog,
-        }))
+        Ok(Box::new(QueueWatcher::new(q, after, backlog)))
     }
 
     fn counters(&self) -> Vec<(&'static str, u64)> {
@@ -1165,55 +1145,6 @@ impl Storage for PgStorage {
     fn oldest_tid(&self) -> Option<Tid> {
         let p = self.sh.st.lock().packed;
         (p > Tid::ZERO).then_some(p)
-    }
-}
-
-/// A [`Watcher`] of a PostgreSQL storage: the transactions the poller finds.
-pub struct PgWatcher {
-    url: String,
-    q: Arc<WatchQueue>,
-    /// Nothing at or before this is reported.
-    after: Tid,
-    /// Transactions from before the subscription, reported first.
-    backlog: VecDeque<Commit>,
-}
-
-impl Watcher for PgWatcher {
-    fn next_timeout(&mut self, timeout: Duration) -> Result<Option<Commit>, Error> {
-        if let Some(c) = self.backlog.pop_front() {
-            self.after = c.tid;
-            return Ok(Some(c));
-        }
-        let deadline = Instant::now() + timeout;
-        let mut q = self.q.q.lock();
-        loop {
-            while let Some(c) = q.commits.pop_front() {
-                if c.tid > self.after {
-                    self.after = c.tid;
-                    return Ok(Some(c));
-                }
-            }
-            match &q.failed {
-                Some(Failure::NotSame(why)) => {
-                    return Err(Error::NotSameDatabase {
-                        storage: self.url.clone(),
-                        why: why.clone(),
-                    })
-                }
-                Some(Failure::Broken(why)) => {
-                    return Err(Error::Io {
-                        storage: self.url.clone(),
-                        op: "follow the database".into(),
-                        source: std::io::Error::other(why.clone()),
-                    })
-                }
-                Some(Failure::Closed) => return Err(Error::Closed(self.url.clone())),
-                None => {}
-            }
-            if self.q.cond.wait_until(&mut q, deadline).timed_out() && q.commits.is_empty() {
-                return Ok(None);
-            }
-        }
     }
 }
 

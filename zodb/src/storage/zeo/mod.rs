@@ -69,6 +69,7 @@
 mod conn;
 pub mod wire;
 
+use super::commit_queue::{CommitQueue, QueueWatcher};
 use super::{counter, Commit, Error, Loaded, Resilience, Storage, Watcher};
 use crate::pickle::Value;
 use crate::types::{Oid, Tid};
@@ -110,19 +111,6 @@ impl Default for ZeoOptions {
     }
 }
 
-/// A watcher's queue, filled under `Client::st`.
-#[derive(Default)]
-struct WatchQueue {
-    q: Mutex<WatchState>,
-    cond: Condvar,
-}
-
-#[derive(Default)]
-struct WatchState {
-    commits: VecDeque<Commit>,
-    failed: Option<Error>,
-}
-
 /// Where the storage stands with its server.
 enum Phase {
     /// Serving through `conn`.
@@ -149,7 +137,7 @@ struct ClientState {
     /// The objects the transaction at `last_tid` changed, for the
     /// same-database check (None: unknown — no transaction reported yet).
     last_oids: Option<Vec<Oid>>,
-    watchers: Vec<Weak<WatchQueue>>,
+    watchers: Vec<Weak<CommitQueue>>,
     next_conn: u64,
     /// The register reply of the serving connection: its invalidations up
     /// to it are the register race's duplicates.
@@ -440,8 +428,7 @@ impl Client {
         st.last_oids = Some(c.oids.clone());
         st.watchers.retain(|w| match w.upgrade() {
             Some(q) => {
-                q.q.lock().commits.push_back(c.clone());
-                q.cond.notify_all();
+                q.push(c.clone());
                 true
             }
             None => false,
@@ -455,8 +442,7 @@ impl Client {
             let old = std::mem::replace(&mut st.phase, phase);
             for w in std::mem::take(&mut st.watchers) {
                 if let Some(q) = w.upgrade() {
-                    q.q.lock().failed = Some(err());
-                    q.cond.notify_all();
+                    q.end(err());
                 }
             }
             match old {
@@ -835,7 +821,7 @@ impl Storage for ZeoStorage {
 
     fn watch(&self, after: Tid) -> Result<Box<dyn Watcher>, Error> {
         let c = &self.client;
-        let q = Arc::new(WatchQueue::default());
+        let q = Arc::new(CommitQueue::default());
         let from = {
             let mut st = c.st.lock();
             match &st.phase {
@@ -856,7 +842,7 @@ impl Storage for ZeoStorage {
         } else {
             VecDeque::new()
         };
-        Ok(Box::new(ZeoWatcher { q, after, backlog }))
+        Ok(Box::new(QueueWatcher::new(q, after, backlog)))
     }
 
     fn counters(&self) -> Vec<(&'static str, u64)> {
@@ -868,47 +854,5 @@ impl Storage for ZeoStorage {
             (counter::CATCHUP, get(CATCHUP)),
             (counter::GIVEUP, get(GIVEUP)),
         ]
-    }
-}
-
-/// A [`Watcher`] over a ZEO storage's transaction stream: never fails on a
-/// lost connection (the stream resumes after the reconnect), only when the
-/// storage fails for good or is closed.
-pub struct ZeoWatcher {
-    q: Arc<WatchQueue>,
-    /// Nothing at or before this is reported.
-    after: Tid,
-    /// Transactions from before the subscription, reported first.
-    backlog: VecDeque<Commit>,
-}
-
-impl Watcher for ZeoWatcher {
-    fn next_timeout(&mut self, timeout: Duration) -> Result<Option<Commit>, Error> {
-        if let Some(c) = self.backlog.pop_front() {
-            self.after = c.tid;
-            return Ok(Some(c));
-        }
-        let deadline = Instant::now() + timeout;
-        let mut q = self.q.q.lock();
-        loop {
-            while let Some(c) = q.commits.pop_front() {
-                if c.tid > self.after {
-                    self.after = c.tid;
-                    return Ok(Some(c));
-                }
-            }
-            if let Some(e) = &q.failed {
-                return Err(match e {
-                    Error::NotSameDatabase { storage, why } => Error::NotSameDatabase {
-                        storage: storage.clone(),
-                        why: why.clone(),
-                    },
-                    other => Error::Closed(other.to_string()),
-                });
-            }
-            if self.q.cond.wait_until(&mut q, deadline).timed_out() && q.commits.is_empty() {
-                return Ok(None);
-            }
-        }
     }
 }
