@@ -16,39 +16,14 @@
 
 mod common;
 
+use common::outage::{stat, wait_stat, ColdReaders, ZHead};
+
 use common::{errno, Driver, Env};
-use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
-use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use zodb::{Oid, Tid};
+use zodb::Oid;
 
 const BS: u64 = 64 << 10;
 const NBLK: u64 = 8;
-
-fn stat(env: &Env, name: &str) -> i64 {
-    let text = std::fs::read_to_string(env.w().path(".wcfs/stats")).unwrap();
-    common::watch::parse_stats(&text)
-        .get(name)
-        .copied()
-        .unwrap_or_else(|| panic!("no {name} in .wcfs/stats:\n{text}"))
-}
-
-fn wait_stat(env: &Env, name: &str, want: i64, timeout: Duration) -> Duration {
-    let t0 = Instant::now();
-    while stat(env, name) < want {
-        assert!(
-            t0.elapsed() < timeout,
-            "{name} stuck at {} (want {want}); log:\n{}",
-            stat(env, name),
-            env.w().log()
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    t0.elapsed()
-}
 
 /// A file of NBLK blocks, each filled with one byte.
 fn setup(args: &[&str]) -> (Env, Oid) {
@@ -60,41 +35,6 @@ fn setup(args: &[&str]) -> (Env, Oid) {
     env.py.commit();
     env.mount(args);
     (env, f)
-}
-
-/// Block `blk` of head/ read cold: dropped from the kernel's cache first,
-/// so that the read reaches the daemon (its block cache, or the server).
-fn read_cold(path: &std::path::Path, blk: u64) -> std::io::Result<Vec<u8>> {
-    let fd = std::fs::File::open(path)?;
-    // SAFETY: plain syscall on a descriptor we own.
-    unsafe { libc::posix_fadvise(fd.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
-    common::read_block_of(&fd, blk, BS)
-}
-
-/// The `.wcfs/debug/zhead` stream of the mount, collected by a thread.
-struct ZHead {
-    tids: Arc<Mutex<Vec<Tid>>>,
-}
-
-impl ZHead {
-    fn open(env: &Env) -> ZHead {
-        let f = std::fs::File::open(env.w().path(".wcfs/debug/zhead")).unwrap();
-        let tids = Arc::new(Mutex::new(Vec::new()));
-        let t = tids.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(f).lines() {
-                let Ok(line) = line else { break };
-                t.lock()
-                    .unwrap()
-                    .push(line.trim().parse().expect("zhead: a tid"));
-            }
-        });
-        ZHead { tids }
-    }
-
-    fn get(&self) -> Vec<Tid> {
-        self.tids.lock().unwrap().clone()
-    }
 }
 
 #[test]
@@ -116,36 +56,7 @@ fn restarts_under_load() {
 
     // Every byte each block ever had (a block is one byte repeated): the
     // readers' oracle — set before the commit that writes it.
-    let values: Arc<Mutex<HashMap<u64, Vec<u8>>>> = Arc::new(Mutex::new(
-        (0..NBLK).map(|b| (b, vec![1 + b as u8])).collect(),
-    ));
-    let stop = Arc::new(AtomicBool::new(false));
-    let readers: Vec<_> = (0..2)
-        .map(|k| {
-            let (path, values, stop) = (head_path.clone(), values.clone(), stop.clone());
-            std::thread::spawn(move || {
-                let (mut n, mut blk) = (0u64, k as u64);
-                while !stop.load(Ordering::Relaxed) {
-                    blk = (blk + 3) % NBLK;
-                    let d = read_cold(&path, blk)
-                        .unwrap_or_else(|e| panic!("reader {k}: blk #{blk}: {e}"));
-                    assert_eq!(d.len() as u64, BS, "reader {k}: blk #{blk}");
-                    // A read(2) of a block racing a commit may see pages of
-                    // two versions; each page is one version.
-                    let vals = values.lock().unwrap()[&blk].clone();
-                    for (i, page) in d.chunks(4096).enumerate() {
-                        assert!(
-                            vals.contains(&page[0]) && page.iter().all(|&x| x == page[0]),
-                            "reader {k}: blk #{blk} page {i}: wrong data ({:#x}…), valid {vals:x?}",
-                            page[0]
-                        );
-                    }
-                    n += 1;
-                }
-                n
-            })
-        })
-        .collect();
+    let readers = ColdReaders::start(head_path.clone(), NBLK, BS, 2, |b| 1 + b as u8);
 
     let mut tids = vec![env.w().head()];
     let (mut caught_up, mut cold_waits) = (Vec::new(), Vec::new());
@@ -156,7 +67,7 @@ fn restarts_under_load() {
             for _ in 0..1 + rng.below(3) {
                 let blk = rng.below(NBLK);
                 byte = byte.wrapping_add(1).max(0x20);
-                values.lock().unwrap().get_mut(&blk).unwrap().push(byte);
+                readers.will_write(blk, byte);
                 env.py.fill(f, blk, "zblk0", byte, BS as usize);
             }
             tids.push(env.commit());
@@ -199,12 +110,11 @@ fn restarts_under_load() {
     }
     // Commits after the last restart are followed too.
     env.py.fill(f, 0, "zblk0", 0x11, BS as usize);
-    values.lock().unwrap().get_mut(&0).unwrap().push(0x11);
+    readers.will_write(0, 0x11);
     tids.push(env.commit());
     env.check_block(f, 0, BS, None);
 
-    stop.store(true, Ordering::Relaxed);
-    let nread: u64 = readers.into_iter().map(|r| r.join().unwrap()).sum();
+    let nread = readers.stop();
 
     // Every commit seen exactly once, in order.
     let deadline = Instant::now() + Duration::from_secs(10);

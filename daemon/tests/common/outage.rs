@@ -1,0 +1,158 @@
+//! Helpers of the storage-outage tests (zeo_restart, pg_restart): the
+//! daemon's counters, the stream of heads it reports, and reader threads
+//! that read cold blocks of head/ all through an outage and check every
+//! page against the values the test has committed.
+
+use super::Env;
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+use zodb::Tid;
+
+/// Counter `name` of the mount's `.wcfs/stats`.
+pub fn stat(env: &Env, name: &str) -> i64 {
+    let text = std::fs::read_to_string(env.w().path(".wcfs/stats")).unwrap();
+    super::watch::parse_stats(&text)
+        .get(name)
+        .copied()
+        .unwrap_or_else(|| panic!("no {name} in .wcfs/stats:\n{text}"))
+}
+
+/// Waits until counter `name` reaches `want`; how long that took.
+pub fn wait_stat(env: &Env, name: &str, want: i64, timeout: Duration) -> Duration {
+    let t0 = Instant::now();
+    while stat(env, name) < want {
+        assert!(
+            t0.elapsed() < timeout,
+            "{name} stuck at {} (want {want}); log:\n{}",
+            stat(env, name),
+            env.w().log()
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    t0.elapsed()
+}
+
+/// Block `blk` (of `bs` bytes) of the file at `path` read cold: dropped from
+/// the kernel's cache first, so that the read reaches the daemon (its block
+/// cache, or the server).
+pub fn read_cold(path: &Path, blk: u64, bs: u64) -> std::io::Result<Vec<u8>> {
+    let fd = std::fs::File::open(path)?;
+    // SAFETY: plain syscall on a descriptor we own.
+    unsafe { libc::posix_fadvise(fd.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+    super::read_block_of(&fd, blk, bs)
+}
+
+/// The `.wcfs/debug/zhead` stream of the mount, collected by a thread.
+pub struct ZHead {
+    tids: Arc<Mutex<Vec<Tid>>>,
+}
+
+impl ZHead {
+    pub fn open(env: &Env) -> ZHead {
+        let f = std::fs::File::open(env.w().path(".wcfs/debug/zhead")).unwrap();
+        let tids = Arc::new(Mutex::new(Vec::new()));
+        let t = tids.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(f).lines() {
+                let Ok(line) = line else { break };
+                t.lock()
+                    .unwrap()
+                    .push(line.trim().parse().expect("zhead: a tid"));
+            }
+        });
+        ZHead { tids }
+    }
+
+    /// The heads reported so far.
+    pub fn get(&self) -> Vec<Tid> {
+        self.tids.lock().unwrap().clone()
+    }
+
+    /// Waits (up to 10 s) until `tid` is the last head reported.
+    pub fn wait_last(&self, tid: Tid) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.get().last() != Some(&tid) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+/// Threads reading blocks of a file cold, in turn, until stopped. Every
+/// block of the file is one byte repeated; each page read must be one of
+/// the values its block ever had ([`ColdReaders::will_write`] adds one
+/// before the commit that writes it). A read failing or wrong panics the
+/// reader, and [`ColdReaders::stop`] with it.
+pub struct ColdReaders {
+    values: Arc<Mutex<HashMap<u64, Vec<u8>>>>,
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<u64>>,
+}
+
+impl ColdReaders {
+    /// `n` readers of blocks `0..nblk` (of `bs` bytes) of `path`, whose
+    /// block `b` holds `first(b)` now.
+    pub fn start(
+        path: PathBuf,
+        nblk: u64,
+        bs: u64,
+        n: usize,
+        first: impl Fn(u64) -> u8,
+    ) -> ColdReaders {
+        let values: Arc<Mutex<HashMap<u64, Vec<u8>>>> =
+            Arc::new(Mutex::new((0..nblk).map(|b| (b, vec![first(b)])).collect()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let threads = (0..n)
+            .map(|k| {
+                let (path, values, stop) = (path.clone(), values.clone(), stop.clone());
+                std::thread::spawn(move || {
+                    let (mut reads, mut blk) = (0u64, k as u64);
+                    while !stop.load(Ordering::Relaxed) {
+                        blk = (blk + 3) % nblk;
+                        let d = read_cold(&path, blk, bs)
+                            .unwrap_or_else(|e| panic!("reader {k}: blk #{blk}: {e}"));
+                        assert_eq!(d.len() as u64, bs, "reader {k}: blk #{blk}");
+                        // A read(2) of a block racing a commit may see pages
+                        // of two versions; each page is one version.
+                        let vals = values.lock().unwrap()[&blk].clone();
+                        for (i, page) in d.chunks(4096).enumerate() {
+                            assert!(
+                                vals.contains(&page[0]) && page.iter().all(|&x| x == page[0]),
+                                "reader {k}: blk #{blk} page {i}: wrong data ({:#x}…), valid {vals:x?}",
+                                page[0]
+                            );
+                        }
+                        reads += 1;
+                    }
+                    reads
+                })
+            })
+            .collect();
+        ColdReaders {
+            values,
+            stop,
+            threads,
+        }
+    }
+
+    /// Block `blk` may hold `byte` from now on (call before committing it).
+    pub fn will_write(&self, blk: u64, byte: u8) {
+        self.values
+            .lock()
+            .unwrap()
+            .get_mut(&blk)
+            .unwrap()
+            .push(byte);
+    }
+
+    /// Stops the readers; how many blocks they read in all.
+    pub fn stop(self) -> u64 {
+        self.stop.store(true, Ordering::Relaxed);
+        self.threads.into_iter().map(|t| t.join().unwrap()).sum()
+    }
+}
