@@ -98,6 +98,22 @@ fn chown(p: &Path) {
     }
 }
 
+/// A new temporary directory for a cluster, owned by the server's user:
+/// it, its `data` (not created: initdb or pg_basebackup makes it) and its
+/// socket directory `sock`.
+fn cluster_dir(prefix: &str) -> (tempfile::TempDir, PathBuf, PathBuf) {
+    let tmp = tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir_in(tmp_root())
+        .expect("temp dir for a PostgreSQL cluster");
+    chown(tmp.path());
+    let data = tmp.path().join("data");
+    let sock = tmp.path().join("sock");
+    std::fs::create_dir(&sock).unwrap();
+    chown(&sock);
+    (tmp, data, sock)
+}
+
 /// A running cluster (a primary, or a standby of one).
 pub struct PgServer {
     /// The temporary directory (data, socket, log); removed on drop.
@@ -159,15 +175,7 @@ impl PgServer {
     /// A fresh cluster, not started.
     fn init() -> PgServer {
         let bin = pg_bin();
-        let tmp = tempfile::Builder::new()
-            .prefix("wcfs-pg")
-            .tempdir_in(tmp_root())
-            .expect("temp dir for PostgreSQL");
-        chown(tmp.path());
-        let data = tmp.path().join("data");
-        let sock = tmp.path().join("sock");
-        std::fs::create_dir(&sock).unwrap();
-        chown(&sock);
+        let (tmp, data, sock) = cluster_dir("wcfs-pg");
         let log = tmp.path().join("server.log");
         let out = server_cmd(&bin, "initdb", tmp.path())
             .arg("-D")
@@ -210,15 +218,7 @@ impl PgServer {
     /// A streaming replica of this primary (`pg_basebackup -R`, hot
     /// standby), started.
     pub fn start_replica(&self) -> PgServer {
-        let tmp = tempfile::Builder::new()
-            .prefix("wcfs-pg-replica")
-            .tempdir_in(tmp_root())
-            .expect("temp dir for the replica");
-        chown(tmp.path());
-        let data = tmp.path().join("data");
-        let sock = tmp.path().join("sock");
-        std::fs::create_dir(&sock).unwrap();
-        chown(&sock);
+        let (tmp, data, sock) = cluster_dir("wcfs-pg-replica");
         let out = server_cmd(&self.bin, "pg_basebackup", tmp.path())
             .args([
                 "-h",
