@@ -316,37 +316,7 @@ fn another_database_is_eio_mode() {
 #[test]
 fn server_never_back() {
     let (mut env, f) = setup(&["-storagewait", "1s"]);
-    let path = env.w().head_file(f);
-    let fd = std::fs::File::open(&path).unwrap();
-    env.check_block(f, 0, BS, None);
-    env.check_block(f, 1, BS, None);
-    let want0 = env.py.block(f, 0, None);
-    let head = env.w().head();
-    pg(&mut env).stop();
-    wait_stat(&env, "zconnlost", 1, Duration::from_secs(10));
-
-    for blk in [5u64, 6] {
-        let t0 = Instant::now();
-        let e = common::read_block_of(&fd, blk, BS).unwrap_err();
-        let dt = t0.elapsed();
-        assert_eq!(errno(&e), libc::EIO, "blk #{blk}: {e}");
-        assert!(
-            dt >= Duration::from_millis(900) && dt < Duration::from_secs(5),
-            "blk #{blk}: EIO after {dt:?}"
-        );
-    }
-    assert!(stat(&env, "zgiveup") >= 2);
-    for _ in 0..3 {
-        assert_eq!(common::read_block_of(&fd, 0, BS).unwrap(), want0);
-    }
-    assert_eq!(env.w().head(), head);
-    let log = env.w().log();
-    assert!(!log.contains("EIO mode"), "{log}");
-    assert!(log.contains("give up after"), "{log}");
-    assert!(
-        env.w_mut().wait_exit(Duration::ZERO).is_none(),
-        "daemon died"
-    );
+    common::outage::server_never_back(&mut env, f, BS, |env| pg(env).stop());
 }
 
 /// After a pack: a watch below the pack point is refused with the reason;

@@ -156,3 +156,42 @@ impl ColdReaders {
         self.threads.into_iter().map(|t| t.join().unwrap()).sum()
     }
 }
+
+/// The server (taken away by `away`) never comes back, the daemon of `env`
+/// running with `-storagewait 1s` over file `f` (blocks of `bs`, at least
+/// 7): reads of blocks it never loaded fail with EIO after about that
+/// long, alone; the blocks read before keep being served exactly, head/at
+/// stays; the daemon stays up, not in EIO mode.
+pub fn server_never_back(env: &mut Env, f: zodb::Oid, bs: u64, away: impl FnOnce(&mut Env)) {
+    let path = env.w().head_file(f);
+    let fd = std::fs::File::open(&path).unwrap();
+    env.check_block(f, 0, bs, None);
+    env.check_block(f, 1, bs, None);
+    let want0 = env.py.block(f, 0, None);
+    let head = env.w().head();
+    away(env);
+    wait_stat(env, "zconnlost", 1, Duration::from_secs(10));
+
+    for blk in [5u64, 6] {
+        let t0 = Instant::now();
+        let e = super::read_block_of(&fd, blk, bs).unwrap_err();
+        let dt = t0.elapsed();
+        assert_eq!(super::errno(&e), libc::EIO, "blk #{blk}: {e}");
+        assert!(
+            dt >= Duration::from_millis(900) && dt < Duration::from_secs(5),
+            "blk #{blk}: EIO after {dt:?}"
+        );
+    }
+    assert!(stat(env, "zgiveup") >= 2);
+    for _ in 0..3 {
+        assert_eq!(super::read_block_of(&fd, 0, bs).unwrap(), want0);
+    }
+    assert_eq!(env.w().head(), head);
+    let log = env.w().log();
+    assert!(!log.contains("EIO mode"), "{log}");
+    assert!(log.contains("give up after"), "{log}");
+    assert!(
+        env.w_mut().wait_exit(Duration::ZERO).is_none(),
+        "daemon died"
+    );
+}
