@@ -67,6 +67,7 @@ use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
+use std::thread::JoinHandle;
 
 /// A view as of `at()`. Cheap to clone (shared handle).
 #[derive(Clone)]
@@ -82,6 +83,9 @@ pub(crate) struct ConnInner {
     pub(crate) st: Mutex<ConnState>,
     /// `st.at`, readable without the lock (a forked child must not lock).
     at: AtomicU64,
+    /// The pinner, until joined (see [`ConnInner::close`]). The pinner never
+    /// takes this lock, so it may be held while joining.
+    pinner: Mutex<Option<JoinHandle<()>>>,
 }
 
 pub(crate) struct ConnState {
@@ -111,15 +115,19 @@ impl ConnInner {
                 down: None,
                 files: HashMap::new(),
             }),
+            pinner: Mutex::new(None),
         });
         let weak = Arc::downgrade(&conn);
         let spawned = std::thread::Builder::new()
             .name("wcfs-pinner".into())
             .spawn(move || pinner(link, weak));
-        if let Err(e) = spawned {
-            let err = Error::io("wcfs: start pinner thread", e);
-            conn.shutdown(err.clone());
-            return Err(err);
+        match spawned {
+            Ok(h) => *conn.pinner.lock() = Some(h),
+            Err(e) => {
+                let err = Error::io("wcfs: start pinner thread", e);
+                conn.close(err.clone());
+                return Err(err);
+            }
         }
         Ok(conn)
     }
@@ -161,6 +169,41 @@ impl ConnInner {
         let _ = self.link.bye();
     }
 
+    /// Takes the Conn down (see [`ConnInner::shutdown`]) and returns only
+    /// once nothing of it refers to the mount any more: an unmount right
+    /// after it does not find the mount busy because of us.
+    ///
+    /// - `bye` makes the daemon end the link: its answer to the pinner's
+    ///   parked read is EOF, and the pinner exits, closing the descriptor;
+    ///   we join it. (Pins still queued are read and acked first: the
+    ///   pinner never stops half-way through the stream.) Never from the
+    ///   pinner itself, which does not call this.
+    /// - Operations in flight (open, resync, file close) hold `op`; the
+    ///   link is down, so each ends without waiting for the daemon, and
+    ///   with it the descriptors it holds (a file being opened, the
+    ///   `@<at>` files a resync probed). Taking `op` waits for them.
+    /// - The files' descriptors were closed and their Mappings re-mapped
+    ///   from anonymous memory by the shutdown.
+    ///
+    /// Callers hold no lock of ours.
+    pub(crate) fn close(&self, why: Error) {
+        if self.detached() {
+            return;
+        }
+        self.shutdown(why);
+        drop(self.op.lock());
+        let pinner = self.pinner.lock();
+        if let Some(h) = pinner.as_ref() {
+            if h.thread().id() != std::thread::current().id() {
+                // Held while joining: a second closer waits for it too.
+                let mut pinner = pinner;
+                let _ = pinner.take().expect("just checked").join();
+            }
+        }
+        // The pinner closes it on its way out; also when it never ran.
+        self.link.close();
+    }
+
     /// Forgets file `oid` if it is `f`.
     pub(crate) fn forget(&self, oid: Oid, f: &Arc<FileInner>) {
         let mut st = self.st.lock();
@@ -189,11 +232,26 @@ impl ConnInner {
 
 impl Drop for ConnInner {
     fn drop(&mut self) {
+        let pinner = self.pinner.get_mut().take();
+        if self.detached() {
+            // A forked child: the thread is the parent's, not ours to
+            // join or detach.
+            std::mem::forget(pinner);
+            return;
+        }
         // The last handle is gone without close: let the daemon end the
-        // link, so the pinner sees EOF and exits.
-        if !self.detached() && self.st.get_mut().down.is_none() {
+        // link, so the pinner sees EOF and exits; wait for it like close
+        // does — unless this is the pinner itself, dropping the last
+        // reference it had upgraded (it is on its way out anyway).
+        if self.st.get_mut().down.is_none() {
             self.link.set_down("conn dropped");
             let _ = self.link.bye();
+        }
+        if let Some(h) = pinner {
+            if h.thread().id() != std::thread::current().id() {
+                let _ = h.join();
+                self.link.close();
+            }
         }
     }
 }
@@ -311,7 +369,7 @@ impl Conn {
             }
             st.released = true;
         }
-        c.shutdown(Error::not_connected("wcfs: conn closed"));
+        c.close(Error::not_connected("wcfs: conn closed"));
         Ok(())
     }
 }

@@ -181,11 +181,17 @@ impl Link {
     }
 
     /// Closes the descriptor (the daemon sees the link released). Only the
-    /// reader calls it, once it stopped reading, or Drop.
+    /// reader calls it, once it stopped reading, or the Conn once it joined
+    /// the reader, or Drop.
     pub(crate) fn close(&self) {
+        if self.detached() {
+            // The fork handler closed the child's copy; and `wr` may have
+            // been held by a parent thread that does not exist here.
+            return;
+        }
         let mut fd = self.wr.lock();
-        if *fd < 0 || self.detached() {
-            return; // closed, or the fork handler closed the child's copy
+        if *fd < 0 {
+            return;
         }
         fork::with_registry(|r| {
             r.links.remove(&*fd);

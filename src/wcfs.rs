@@ -123,7 +123,7 @@ impl Wcfs {
         let mut st = self.inner.st.lock();
         if st.closed {
             drop(st);
-            conn.shutdown(Error::not_connected("wcfs: closed"));
+            conn.close(Error::not_connected("wcfs: closed"));
             return Err(Error::not_connected("wcfs: closed"));
         }
         st.conns.retain(|c| c.strong_count() > 0);
@@ -131,7 +131,9 @@ impl Wcfs {
         Ok(Conn::from_inner(conn))
     }
 
-    /// Releases the handle; its Conns go down.
+    /// Releases the handle; its Conns go down. When it returns, nothing of
+    /// the handle or its Conns refers to the mount any more (see
+    /// `ConnInner::close`): no descriptor, no mapping, no pinner thread.
     pub fn close(&self) -> Result<()> {
         if self.inner.detached() {
             return Ok(());
@@ -146,7 +148,7 @@ impl Wcfs {
             std::mem::take(&mut st.conns)
         };
         for c in conns.iter().filter_map(Weak::upgrade) {
-            c.shutdown(Error::not_connected("wcfs: closed (its WCFS was closed)"));
+            c.close(Error::not_connected("wcfs: closed (its WCFS was closed)"));
         }
         Ok(())
     }
