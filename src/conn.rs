@@ -68,6 +68,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 /// A view as of `at()`. Cheap to clone (shared handle).
 #[derive(Clone)]
@@ -95,6 +96,10 @@ pub(crate) struct ConnState {
     /// Open files (weak: a file lives as long as its FileH/Mapping handles).
     files: HashMap<Oid, Weak<FileInner>>,
 }
+
+/// How long closing a Conn waits for its pinner to end (see
+/// [`ConnInner::close`]); our daemon ends the link within milliseconds.
+const PINNER_WAIT: Duration = Duration::from_secs(10);
 
 fn forked() -> Error {
     Error::not_connected("wcfs: forked child: handle belongs to the parent")
@@ -125,7 +130,8 @@ impl ConnInner {
             Ok(h) => *conn.pinner.lock() = Some(h),
             Err(e) => {
                 let err = Error::io("wcfs: start pinner thread", e);
-                conn.close(err.clone());
+                conn.shutdown(err.clone());
+                conn.link.close(); // no reader: ours to close
                 return Err(err);
             }
         }
@@ -185,6 +191,10 @@ impl ConnInner {
     /// - The files' descriptors were closed and their Mappings re-mapped
     ///   from anonymous memory by the shutdown.
     ///
+    /// A daemon that never ends the link (a broken one: ours answers `bye`
+    /// at once) cannot hold the caller forever: after [`PINNER_WAIT`] the
+    /// pinner is left to end by itself, with the descriptor.
+    ///
     /// Callers hold no lock of ours.
     pub(crate) fn close(&self, why: Error) {
         if self.detached() {
@@ -192,16 +202,17 @@ impl ConnInner {
         }
         self.shutdown(why);
         drop(self.op.lock());
-        let pinner = self.pinner.lock();
-        if let Some(h) = pinner.as_ref() {
-            if h.thread().id() != std::thread::current().id() {
-                // Held while joining: a second closer waits for it too.
-                let mut pinner = pinner;
-                let _ = pinner.take().expect("just checked").join();
+        let mut pinner = self.pinner.lock(); // a second closer waits too
+        if pinner
+            .as_ref()
+            .is_some_and(|h| h.thread().id() != std::thread::current().id())
+        {
+            let h = pinner.take().expect("just checked");
+            if self.link.wait_reader(PINNER_WAIT) {
+                let _ = h.join();
             }
         }
-        // The pinner closes it on its way out; also when it never ran.
-        self.link.close();
+        // (The pinner closed the descriptor on its way out.)
     }
 
     /// Forgets file `oid` if it is `f`.
@@ -248,9 +259,9 @@ impl Drop for ConnInner {
             let _ = self.link.bye();
         }
         if let Some(h) = pinner {
-            if h.thread().id() != std::thread::current().id() {
+            if h.thread().id() != std::thread::current().id() && self.link.wait_reader(PINNER_WAIT)
+            {
                 let _ = h.join();
-                self.link.close();
             }
         }
     }
@@ -440,6 +451,7 @@ fn pinner(link: Arc<Link>, conn: Weak<ConnInner>) {
     // Pins still in flight are dropped, not failed, once we said bye.
     let _ = link.bye();
     link.close();
+    link.reader_stopped();
 }
 
 impl std::fmt::Debug for Conn {

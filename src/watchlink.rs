@@ -21,7 +21,8 @@
 //!
 //! The reader closes the descriptor once the link ended (EOF, error, or
 //! after our `bye`), so that a closed Conn gives its link back even while
-//! handles of it are still around.
+//! handles of it are still around, and then says so
+//! ([`Link::reader_stopped`]): closing a Conn waits for that.
 //!
 //! Locks: `wr` (writing a line) and `replies` are leaves, never held
 //! together and never while waiting for the daemon — except that
@@ -45,6 +46,9 @@ pub(crate) struct Link {
     gen: u64,
     replies: Mutex<Replies>,
     replied: Condvar,
+    /// Set by the reader as it stops, after closing the descriptor.
+    reader_done: Mutex<bool>,
+    reader_exit: Condvar,
 }
 
 #[derive(Default)]
@@ -79,6 +83,8 @@ impl Link {
             gen,
             replies: Mutex::new(Replies::default()),
             replied: Condvar::new(),
+            reader_done: Mutex::new(false),
+            reader_exit: Condvar::new(),
         })
     }
 
@@ -181,8 +187,8 @@ impl Link {
     }
 
     /// Closes the descriptor (the daemon sees the link released). Only the
-    /// reader calls it, once it stopped reading, or the Conn once it joined
-    /// the reader, or Drop.
+    /// reader calls it, once it stopped reading, or the Conn when no reader
+    /// ever started, or Drop.
     pub(crate) fn close(&self) {
         if self.detached() {
             // The fork handler closed the child's copy; and `wr` may have
@@ -200,6 +206,24 @@ impl Link {
             unsafe { libc::close(*fd) };
         });
         *fd = -1;
+    }
+
+    /// The reader says it stopped reading (and closed the descriptor).
+    pub(crate) fn reader_stopped(&self) {
+        *self.reader_done.lock() = true;
+        self.reader_exit.notify_all();
+    }
+
+    /// Waits up to `timeout` for the reader to stop; whether it did.
+    pub(crate) fn wait_reader(&self, timeout: std::time::Duration) -> bool {
+        let deadline = std::time::Instant::now() + timeout;
+        let mut done = self.reader_done.lock();
+        while !*done {
+            if self.reader_exit.wait_until(&mut done, deadline).timed_out() {
+                return *done;
+            }
+        }
+        true
     }
 
     /// Reads what the daemon has for us (blocks; retries EINTR). Ok(0): EOF.

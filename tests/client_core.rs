@@ -748,6 +748,9 @@ fn fake_daemon_pins_and_bad_lines() {
             assert!(e.message().contains("going away"), "{e}");
         }
         m.unmap().unwrap();
+        // The daemon ends the link — ours does on `bye` and after a `0`
+        // line — and closing waits for the pinner to see that.
+        drop(peer);
         conn.close().unwrap();
     }
 }
