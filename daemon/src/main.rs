@@ -81,6 +81,17 @@ fn main() -> ExitCode {
         },
         other => other,
     };
+    // Before any thread exists (the lifecycle's serve-lock thread, a
+    // storage's threads): see `wcfsd::fs::block_stop_signals`.
+    if matches!(
+        parsed,
+        Ok(Command::Serve { .. } | Command::ServeZurl { .. })
+    ) {
+        if let Err(e) = wcfsd::fs::block_stop_signals() {
+            eprintln!("wcfsd: block signals: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
     match parsed {
         Ok(Command::Help) => {
             println!("{}", cli::USAGE);

@@ -547,6 +547,48 @@ fn serve_runs_in_the_foreground_at_the_zurls_mountpoint() {
     assert_eq!(mounts_at(&mnt), 0);
 }
 
+/// SIGTERM the moment the mount shows up — while `wcfsd serve ZURL`'s
+/// lifecycle thread still waits for the mount to answer — still unmounts
+/// cleanly and exits 0: every thread of a serving process blocks the stop
+/// signals (a thread started before the block once took the SIGTERM and
+/// the daemon died of it, leaving its mount behind).
+#[test]
+fn serve_stops_cleanly_on_sigterm_as_soon_as_mounted() {
+    let (_env, _guard, _f) = setup();
+    let zurl = _env.zurl.clone();
+    let mnt = cfg().mountpoint(&zurl);
+    let logpath = _env.dir.path().join("serve.log");
+    for round in 0..10 {
+        let log = std::fs::File::create(&logpath).unwrap();
+        let mut child = Command::new(wcfsd_bin())
+            .args(["serve", &zurl])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let serve_log = || std::fs::read_to_string(&logpath).unwrap_or_default();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while mounts_at(&mnt) == 0 {
+            assert!(
+                Instant::now() < deadline,
+                "round {round}: not mounted:\n{}",
+                serve_log()
+            );
+            assert!(
+                child.try_wait().unwrap().is_none(),
+                "round {round}: exited:\n{}",
+                serve_log()
+            );
+            std::thread::yield_now();
+        }
+        kill(child.id(), libc::SIGTERM);
+        let st = common::wait_timeout(&mut child, Duration::from_secs(20)).expect("serve exits");
+        assert!(st.success(), "round {round}: {st}:\n{}", serve_log());
+        assert_eq!(mounts_at(&mnt), 0, "round {round}: mount left behind");
+    }
+}
+
 #[test]
 fn foreign_mount_and_failed_start_are_clear_errors() {
     let (env, _guard, _f) = setup();

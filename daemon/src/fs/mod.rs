@@ -274,8 +274,34 @@ fn reaper(wcfs: Arc<Wcfs>) {
     }
 }
 
+/// Blocks SIGINT, SIGTERM and SIGHUP in the calling thread, and so in
+/// every thread it starts from then on; returns the set. [`serve`] takes
+/// them with `sigwait` on a thread of its own and unmounts cleanly.
+///
+/// A process that serves must call this before it starts *any* thread —
+/// first thing in `main`: a process-directed signal goes to any thread
+/// that does not block it, and its default action ends the whole process.
+/// (`wcfsd serve ZURL` starts the lifecycle's `serve-lock` thread, and
+/// ZEO/PostgreSQL storages start theirs, before `serve` mounts: a SIGTERM
+/// right after the mount answered was once delivered to such a thread and
+/// killed the daemon by signal instead of unmounting it.) A signal that
+/// comes before `serve` waits for it stays pending and is taken then.
+pub fn block_stop_signals() -> io::Result<nix::sys::signal::SigSet> {
+    let mut sigs = nix::sys::signal::SigSet::empty();
+    for s in [
+        nix::sys::signal::Signal::SIGINT,
+        nix::sys::signal::Signal::SIGTERM,
+        nix::sys::signal::Signal::SIGHUP,
+    ] {
+        sigs.add(s);
+    }
+    sigs.thread_block().map_err(io::Error::from)?;
+    Ok(sigs)
+}
+
 /// Serves `zurl` at `mountpoint` until unmounted or signalled (SIGINT,
 /// SIGTERM: clean unmount, `Ok`). A watcher failure exits the process.
+/// Call [`block_stop_signals`] before starting any thread.
 pub fn serve(zurl: &str, mountpoint: &Path, opts: Options) -> Result<(), Error> {
     check_mountpoint(mountpoint)?;
     let resilience = zodb::storage::Resilience {
@@ -317,17 +343,9 @@ pub fn serve(zurl: &str, mountpoint: &Path, opts: Options) -> Result<(), Error> 
         opts,
     });
 
-    // Signals go to a thread of ours: block them here, before any other
-    // thread exists, so that every thread inherits the mask.
-    let mut sigs = nix::sys::signal::SigSet::empty();
-    for s in [
-        nix::sys::signal::Signal::SIGINT,
-        nix::sys::signal::Signal::SIGTERM,
-        nix::sys::signal::Signal::SIGHUP,
-    ] {
-        sigs.add(s);
-    }
-    sigs.thread_block().map_err(io::Error::from)?;
+    // Signals go to a thread of ours (see `block_stop_signals`; blocked
+    // again here for callers that did not do it first).
+    let sigs = block_stop_signals()?;
 
     let root = nix::unistd::geteuid().is_root();
     let mut options = vec![
