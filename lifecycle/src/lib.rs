@@ -45,7 +45,8 @@
 //! - a mount that is not `fuse.wcfs` with source exactly the zurl (SPEC
 //!   §4): *foreign* — never touched;
 //! - ours, and `.wcfs/zurl` reads back the zurl: *healthy*;
-//! - ours, reads fail with `ENOTCONN`: *dead* — the daemon crashed or was
+//! - ours, reads fail with `ENOTCONN` (or `ECONNABORTED`: a read queued
+//!   as the connection was aborted): *dead* — the daemon crashed or was
 //!   killed and left its mount behind;
 //! - ours, no answer within the probe timeout, or the daemon process is
 //!   stopped (SIGSTOP): *stuck*;
@@ -522,17 +523,33 @@ pub fn status_in(zurl: &str, cfg: &Config) -> Result<Status, Error> {
         }
     }
     let probe_timeout = cfg.probe_timeout;
-    st.state = match sys::probe(&mountpoint, probe_timeout) {
+    st.state = classify(sys::probe(&mountpoint, probe_timeout), zurl, probe_timeout);
+    Ok(st)
+}
+
+/// The state of our mount from what a read of `.wcfs/zurl` got.
+///
+/// A dead connection fails a read with `ENOTCONN` — or with `ECONNABORTED`
+/// when the read was already queued as the connection was aborted: the
+/// last thread of a killed daemon closing `/dev/fuse` (its main thread may
+/// already be a zombie then, so a caller that waited for it to be gone can
+/// get there first), or an abort through fusectl. Either way nothing will
+/// ever answer on that connection again: dead.
+fn classify(probe: Probe, zurl: &str, probe_timeout: Duration) -> State {
+    match probe {
         Probe::Answer(s) if answers(&s, zurl) => State::Healthy,
         Probe::Answer(s) => State::Unhealthy(format!(".wcfs/zurl reads {s:?}")),
-        Probe::Failed(e) if e.raw_os_error() == Some(libc::ENOTCONN) => State::Dead,
+        Probe::Failed(e)
+            if matches!(e.raw_os_error(), Some(libc::ENOTCONN | libc::ECONNABORTED)) =>
+        {
+            State::Dead
+        }
         Probe::Failed(e) => State::Unhealthy(format!("reading .wcfs/zurl: {e}")),
         Probe::NoAnswer => State::Stuck(format!(
             "no answer to a read of .wcfs/zurl within {:.1}s",
             probe_timeout.as_secs_f64()
         )),
-    };
-    Ok(st)
+    }
 }
 
 /// Joins the daemon serving `zurl`: the mountpoint of a healthy one,
@@ -1133,6 +1150,21 @@ impl ServeSlot {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn aborted_connection_is_dead() {
+        let t = Duration::from_secs(1);
+        let failed = |errno| Probe::Failed(std::io::Error::from_raw_os_error(errno));
+        let z = "file:///x/data.fs";
+        assert_eq!(classify(failed(libc::ENOTCONN), z, t), State::Dead);
+        assert_eq!(classify(failed(libc::ECONNABORTED), z, t), State::Dead);
+        assert!(matches!(
+            classify(failed(libc::EIO), z, t),
+            State::Unhealthy(w) if w.contains("reading .wcfs/zurl")
+        ));
+        assert_eq!(classify(Probe::Answer(z.into()), z, t), State::Healthy);
+        assert!(matches!(classify(Probe::NoAnswer, z, t), State::Stuck(_)));
+    }
 
     #[test]
     fn mountpoint_is_sha1_of_zurl() {
