@@ -168,3 +168,43 @@ def test_join_starts_the_daemon_of_a_zurl(zenv, monkeypatch):
                 os.unlink(leftover)
         if os.path.isdir(mnt) and not os.path.ismount(mnt):
             os.rmdir(mnt)
+
+
+def test_close_is_synchronous_unmount_at_once(zenv):
+    """When the closes return, nothing of this process holds the mount: no
+    descriptor, no mapping of its files, no pinner thread; a plain (not
+    lazy) unmount right after succeeds — round after round, with a new
+    daemon each time."""
+    import subprocess
+
+    def tasks():
+        return len(os.listdir('/proc/self/task'))
+
+    def held():
+        mnt = os.path.realpath(zenv.mnt)
+        fds = []
+        for fd in os.listdir('/proc/self/fd'):
+            try:
+                target = os.readlink('/proc/self/fd/' + fd)
+            except OSError:
+                continue
+            if target == mnt or target.startswith(mnt + '/'):
+                fds.append(target)
+        with open('/proc/self/maps') as f:
+            maps = [line for line in f if mnt in line]
+        return fds + maps
+
+    base = tasks()
+    for rnd in range(20):
+        with wcfs.attach(zenv.mnt) as wc, wc.connect(wc.head_at()) as conn:
+            with conn.open(zenv.f._p_oid) as fh, fh.mmap(0, 4) as m:
+                assert bytes(m.mem[3 * 4096:]) == b'\x04' * 4096
+                assert tasks() > base  # the pinner
+        assert wcfs._live_handles() == 0
+        assert held() == [], 'round %d: %r' % (rnd, held())
+        assert tasks() == base, 'round %d: threads left' % rnd
+        r = subprocess.run(['fusermount3', '-u', zenv.mnt], capture_output=True, text=True)
+        assert r.returncode == 0, 'round %d: unmount right after close: %s' % (rnd, r.stderr)
+        assert zenv.proc.wait(timeout=20) == 0, zenv.log()
+        zenv.proc = None
+        zenv.start()
