@@ -608,6 +608,26 @@ fn shared_child_entry() {
         }
         "read" => {
             let mnt = PathBuf::from(var("WCFS_ISO_MNT"));
+            // With $WCFS_ISO_HEAD: once head/ shows that commit (the daemon
+            // sees a commit some time after Python made it; only this user
+            // can look at its mount).
+            if let Ok(h) = std::env::var("WCFS_ISO_HEAD") {
+                let want: Tid = h.parse().unwrap();
+                let deadline = Instant::now() + Duration::from_secs(20);
+                loop {
+                    let at = std::fs::read_to_string(mnt.join("head/at"))
+                        .ok()
+                        .and_then(|s| s.trim().parse::<Tid>().ok());
+                    if at.is_some_and(|at| at >= want) {
+                        break;
+                    }
+                    if Instant::now() > deadline {
+                        println!("SHARED-ERR head/at {at:?} never reached {want}");
+                        std::process::exit(1);
+                    }
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            }
             match common::Wcfs::pread_block(&mnt.join(format!("head/bigfile/{f}")), 0, BS) {
                 Ok(b) => println!("SHARED-BLOCK {} {}", mnt.display(), hex(&b)),
                 Err(e) => println!("SHARED-ERR read: {e}"),
@@ -861,8 +881,10 @@ fn ordinary_users_daemon_kills_its_faulty_client() {
         .unwrap_or_else(|e| panic!("{e}"));
 
     env.py.fill(f, 0, "zblk0", 0x5e, BS as usize);
-    env.py.commit();
-    let mut r1 = RoleChild::spawn_as(ENTRY, "read", &envs(h0), user);
+    let h1 = env.py.commit();
+    let mut envs1 = envs(h0);
+    envs1.push(("WCFS_ISO_HEAD", h1.to_string()));
+    let mut r1 = RoleChild::spawn_as(ENTRY, "read", &envs1, user);
     let got = r1
         .next_after("SHARED-BLOCK ", Duration::from_secs(20))
         .unwrap();
