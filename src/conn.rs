@@ -31,6 +31,14 @@
 //! with `ENOTCONN`, and `bye` is sent. A pin that arrives after that is
 //! still acked: the memory it is about faults, so it shows nothing stale.
 //!
+//! *Closing* (the Conn's or its WCFS's close, or dropping the last handle)
+//! is synchronous: it takes the Conn down, waits for operations in flight,
+//! then for the pinner to read the daemon's EOF (its answer to `bye`),
+//! close the descriptor and exit, and joins it. When close returns nothing
+//! of the Conn refers to the mount: an unmount right after it succeeds.
+//! The pinner itself never joins (it may drop the last handle it upgraded);
+//! a daemon that never ends the link is waited for `PINNER_WAIT` at most.
+//!
 //! # Locking order
 //!
 //! `ConnInner::op` (serializes open / resync / file close of this Conn;

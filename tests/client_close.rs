@@ -9,9 +9,11 @@
 //! wrote, in the orders SPEC §8 allows: children first, parents first
 //! (the children still registered, answering `-ENOTCONN`, their memory
 //! inaccessible anonymous memory), closing on another thread than the one
-//! that opened, and with pinned blocks (`@<rev>` files open). Each round
-//! unmounts with `umount` — which fails with EBUSY while anything of the
-//! process holds the mount — and starts a new daemon.
+//! that opened, closing while another thread faults the memory in with
+//! pins in flight, and after a forked child released its detached copies;
+//! every other round with pinned blocks (`@<rev>` files open). Each round
+//! unmounts with `fusermount3 -u` (not lazy), which fails while anything
+//! of the process holds the mount, and starts a new daemon.
 //!
 //! One test in this binary, so that the thread count of the process is
 //! ours alone.
@@ -268,10 +270,14 @@ fn close_then_unmount_at_once() {
             "round {round} (order {order}): threads {now:?}, before {base:?}"
         );
 
-        let out = Command::new("umount").arg(&mnt).output().unwrap();
+        let out = Command::new("fusermount3")
+            .arg("-u")
+            .arg(&mnt)
+            .output()
+            .unwrap();
         assert!(
             out.status.success(),
-            "round {round} (order {order}): umount right after close: {}",
+            "round {round} (order {order}): unmount right after close: {}",
             String::from_utf8_lossy(&out.stderr)
         );
         let st = env
