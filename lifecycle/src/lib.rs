@@ -757,6 +757,15 @@ fn clean_dead(st: &Status) -> Result<(), Error> {
 /// hanging), kill the process, detach the mount. Best effort, each step.
 fn kill_and_detach(pid: Option<u32>, conn: Option<u64>, mountpoint: &Path) -> Vec<String> {
     let mut trouble = Vec::new();
+    // Only while the mount is still on that connection: once it is gone
+    // (the daemon ended after all) the number may already name another
+    // FUSE mount, which an abort would break.
+    let conn = conn.filter(|&c| {
+        sys::mount_at(mountpoint)
+            .ok()
+            .flatten()
+            .is_some_and(|m| m.fuse_conn() == c)
+    });
     if let Some(conn) = conn {
         if let Err(e) = sys::abort_conn(conn) {
             trouble.push(format!("abort connection {conn}: {e}"));

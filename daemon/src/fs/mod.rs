@@ -440,7 +440,19 @@ pub fn serve(zurl: &str, mountpoint: &Path, opts: Options) -> Result<(), Error> 
     // then tries to unmount once more and fails with EINVAL when someone
     // else unmounted us — `fusermount3 -u`, -autoexit: the logger keeps
     // that expected failure quiet.)
-    session.run()?;
+    match session.run() {
+        Ok(()) => {}
+        // Asked to stop (SIGTERM), the unmount found the mount busy and
+        // detached it, and then the connection was aborted (fusectl)
+        // rather than released: still the end we were asked for.
+        Err(e)
+            if e.raw_os_error() == Some(libc::ECONNABORTED)
+                && wcfs.stopping.load(Ordering::Acquire) =>
+        {
+            log::info!("connection aborted while stopping");
+        }
+        Err(e) => return Err(e.into()),
+    }
     log::info!("unmounted; bye");
     Ok(())
 }
