@@ -688,7 +688,10 @@ fn silent_mid_reply_bounded_by_wait() {
     );
     wait_lost(&zs);
     assert!(t0.elapsed() < Duration::from_secs(3), "{:?}", t0.elapsed());
-    assert!(w.next_timeout(Duration::from_millis(100)).unwrap().is_none());
+    assert!(w
+        .next_timeout(Duration::from_millis(100))
+        .unwrap()
+        .is_none());
     assert_eq!(count(&zs, counter::GIVEUP), 1);
     drop(zs);
     h.join().unwrap();

@@ -94,6 +94,18 @@
 //! - A load that finds no connection waits (on `Shared::cond`) up to
 //!   [`Resilience::wait`], then fails with [`Error::Unavailable`]; a load
 //!   whose connection failed under it is retried on the next one.
+//! - **A silent server** (frozen, a stalled network: the connection open,
+//!   nothing answered) is an outage too. A query waits for its answer only
+//!   until [`Resilience::reply_wait`] from the load's start, then the load
+//!   fails with [`Error::Unavailable`], alone. A connection left without an
+//!   answer for [`PgOptions::request_timeout`] (no longer than
+//!   `reply_wait`) is given up — a pipelined connection whose query was cut
+//!   off midway is in a state we cannot vouch for — and so is one whose
+//!   poll goes unanswered for [`PgOptions::poll_timeout`] (likewise
+//!   bounded): the poller, which polls every few ms, is what notices a
+//!   frozen server with no load pending. A reconnect attempt is bounded as
+//!   a whole (connect timeout + reply timeout): a frozen postmaster's
+//!   kernel still completes TCP handshakes.
 //! - Losses, reconnects, catch-ups and give-ups are logged (once each per
 //!   outage) and counted ([`counter`]).
 //!

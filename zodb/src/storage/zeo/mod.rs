@@ -59,6 +59,21 @@
 //! repeatable); past the wait it fails with [`Error::Unavailable`], that
 //! call alone. The first such giving-up of an outage is logged.
 //!
+//! # A silent server
+//!
+//! A server that keeps the connection open and answers nothing (frozen, a
+//! stalled network, a reply cut off midway) is an outage too. A call waits
+//! for its reply only until [`Resilience::reply_wait`] from its start (a
+//! reconnect wait included), then fails with [`Error::Unavailable`] — alone;
+//! the request stays pending on the connection, whose reader fails it once
+//! a request has been unanswered for the reply timeout (the request
+//! timeout, but no longer than `reply_wait`): a loss like any other,
+//! reconnected, checked and caught up. An idle connection is pinged every
+//! keep-alive (no longer than the reply timeout), so that a silent idle
+//! server is noticed within twice that. The watchers see nothing of it but
+//! a pause: the invalidations the silent server held back are caught up
+//! through the iterator after the reconnect, once each, in order.
+//!
 //! # Locking
 //!
 //! `Client::st` (connection, phase, stream position, watchers) is never
@@ -88,9 +103,11 @@ pub struct ZeoOptions {
     pub storage: String,
     /// Limit for connecting and for the handshake.
     pub connect_timeout: Duration,
-    /// A request not answered within this fails the connection.
+    /// A request not answered within this fails the connection (no longer
+    /// than [`Resilience::reply_wait`] is used).
     pub request_timeout: Duration,
-    /// An idle connection is probed (`ping`) this often.
+    /// An idle connection is probed (`ping`) this often (no longer than
+    /// the request timeout in use).
     pub keepalive: Duration,
     /// Largest frame accepted from the server.
     pub max_frame: usize,
