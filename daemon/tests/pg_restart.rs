@@ -468,8 +468,7 @@ fn frozen_server() {
         &mut env,
         f,
         BIG,
-        &zhead,
-        &mut tids,
+        (&zhead, &mut tids),
         move |env| *fr.lock().unwrap() = Some(pg(env).freeze()),
         move |_| {
             let fz: testkit::Frozen = frozen.lock().unwrap().take().unwrap();

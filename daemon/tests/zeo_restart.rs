@@ -268,8 +268,7 @@ fn silent_before_reply() {
         &mut env,
         f,
         BIG,
-        &zhead,
-        &mut tids,
+        (&zhead, &mut tids),
         move |_| p1.pause(),
         move |_| p2.resume(),
         true,
@@ -292,8 +291,7 @@ fn silent_mid_reply() {
         &mut env,
         f,
         BIG,
-        &zhead,
-        &mut tids,
+        (&zhead, &mut tids),
         move |_| p1.pause_after(1 << 20),
         move |_| {
             // The reply was cut: the budget ran out, and the rest is held.

@@ -417,7 +417,7 @@ fn pack_never_answers_wrongly() {
 /// nothing wrong; after SIGCONT, loads answer and commits come through.
 #[test]
 fn frozen_server_gives_unavailable_within_the_wait() {
-    let mut pg = PgServer::start();
+    let pg = PgServer::start();
     pg.create_db("zodb");
     pgoracle(&["gen", &pg.zurl("zodb"), "--txns", "5"]);
     let st = open(&pg.zurl("zodb"), Duration::from_secs(1));
