@@ -37,10 +37,13 @@
 //!   for the rest of its reply — never later; and a connection with a
 //!   request (or keep-alive probe) unanswered that long is declared lost
 //!   and replaced like any lost one (reconnect, same-database check,
-//!   catch-up). Replies that arrive late on it are dropped with it, so
+//!   catch-up). A reply that arrives after its call gave up is dropped:
 //!   nothing of a stalled exchange is ever half-used. An idle connection is
 //!   probed often enough that a silent server is noticed within about
-//!   twice the wait, even with no call pending;
+//!   twice the wait, even with no call pending. (Each call is bounded
+//!   alone: a caller that makes several for one request of its own bounds
+//!   the sum itself — the daemon keeps the kernel's retry of a failed read
+//!   from waiting again);
 //! - [`Storage::last_tid`] needs no round trip: it is the position of the
 //!   watch stream, which stays where it was during an outage;
 //! - every loss, reconnect, catch-up and giving-up is logged once, as one
