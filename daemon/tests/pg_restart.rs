@@ -440,3 +440,42 @@ fn read_at_errno(env: &Env, at: Tid, f: Oid, blk: u64) -> i32 {
         Err(e) => errno(&e),
     }
 }
+
+/// The server freezes (SIGSTOP of the postmaster and its processes): a
+/// cold read fails with EIO within `-storagewait` + 1 s, cached blocks are
+/// served; after SIGCONT everything is exact, and commits before and after
+/// are reported once, in order.
+#[test]
+fn frozen_server() {
+    const BIG: u64 = 2 << 20;
+    let mut env = Env::new_pg(false);
+    let f = env.py.new_file(BIG);
+    for b in 0..8 {
+        env.py.fill(f, b, "zblk0", 1 + b as u8, BIG as usize);
+    }
+    env.py.commit();
+    let wait = format!("{}s", common::outage::SILENT_WAIT.as_secs());
+    env.mount(&["-debug", "-storagewait", &wait]);
+    let zhead = ZHead::open(&env);
+    env.py.fill(f, 1, "zblk0", 0x51, BIG as usize);
+    let mut tids = vec![env.commit()];
+    zhead.wait_last(tids[0]);
+    env.check_block(f, 0, BIG, None);
+    env.check_block(f, 2, BIG, None);
+    let frozen = std::sync::Arc::new(std::sync::Mutex::new(None));
+    let fr = frozen.clone();
+    let s = common::outage::server_silent(
+        &mut env,
+        f,
+        BIG,
+        (&zhead, &mut tids),
+        move |env| *fr.lock().unwrap() = Some(pg(env).freeze()),
+        move |_| {
+            let fz: testkit::Frozen = frozen.lock().unwrap().take().unwrap();
+            assert!(fz.pids().len() >= 2, "froze {:?}", fz.pids());
+            fz.thaw()
+        },
+        false,
+    );
+    eprintln!("frozen server: cold reads gave up after {:?}", s.gave_up);
+}

@@ -227,3 +227,80 @@ fn server_never_back() {
     let (mut env, f) = setup(&["-storagewait", "1s"]);
     common::outage::server_never_back(&mut env, f, BS, |env| env.zeo.as_mut().unwrap().kill());
 }
+
+/// Blocks of the silent-server tests: a reply large enough to be cut off
+/// in the middle.
+const BIG: u64 = 2 << 20;
+
+/// The daemon, `-debug -storagewait 3s`, reaching the server through a
+/// proxy of ours (Python commits to the server directly); a file of 8 big
+/// blocks, blocks 0 and 2 read.
+fn setup_silent() -> (Env, Oid, common::proxy::Proxy, ZHead, Vec<zodb::Tid>) {
+    let mut env = Env::new_zeo();
+    let f = env.py.new_file(BIG);
+    for b in 0..8 {
+        env.py.fill(f, b, "zblk0", 1 + b as u8, BIG as usize);
+    }
+    env.py.commit();
+    let proxy = common::proxy::Proxy::start(&env.zeo.as_ref().unwrap().addr());
+    env.zurl = format!("zeo://127.0.0.1:{}", proxy.port);
+    let wait = format!("{}s", common::outage::SILENT_WAIT.as_secs());
+    env.mount(&["-debug", "-storagewait", &wait]);
+    let zhead = ZHead::open(&env);
+    env.py.fill(f, 1, "zblk0", 0x51, BIG as usize);
+    let tids = vec![env.commit()];
+    zhead.wait_last(tids[0]);
+    env.check_block(f, 0, BIG, None);
+    env.check_block(f, 2, BIG, None);
+    (env, f, proxy, zhead, tids)
+}
+
+/// The server's replies stop (a proxy stops passing them on) before a
+/// reply: a cold read fails with EIO within `-storagewait` + 1 s, cached
+/// blocks are served; once replies flow again everything is exact, and the
+/// commit made meanwhile and one after are reported once, in order.
+#[test]
+fn silent_before_reply() {
+    let (mut env, f, proxy, zhead, mut tids) = setup_silent();
+    let proxy = std::sync::Arc::new(proxy);
+    let (p1, p2) = (proxy.clone(), proxy.clone());
+    let s = common::outage::server_silent(
+        &mut env,
+        f,
+        BIG,
+        (&zhead, &mut tids),
+        move |_| p1.pause(),
+        move |_| p2.resume(),
+        true,
+    );
+    eprintln!(
+        "silent before a reply: cold reads gave up after {:?}",
+        s.gave_up
+    );
+}
+
+/// The server's replies stop in the middle of one: the proxy passes 1 MiB
+/// of the 2 MiB block's reply and then nothing. As
+/// [`silent_before_reply`].
+#[test]
+fn silent_mid_reply() {
+    let (mut env, f, proxy, zhead, mut tids) = setup_silent();
+    let proxy = std::sync::Arc::new(proxy);
+    let (p1, p2) = (proxy.clone(), proxy.clone());
+    let s = common::outage::server_silent(
+        &mut env,
+        f,
+        BIG,
+        (&zhead, &mut tids),
+        move |_| p1.pause_after(1 << 20),
+        move |_| {
+            // The reply was cut: the budget ran out, and the rest is held.
+            let (paused, held, _) = p2.state();
+            assert!(paused, "the proxy never stopped: no reply was cut off");
+            assert!(held > 0, "nothing of the reply held back");
+            p2.resume()
+        },
+        true,
+    );
+    eprintln!("silent mid-reply: cold reads gave up after {:?}", s.gave_up);
+}

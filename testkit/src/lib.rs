@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 pub mod pg;
-pub use pg::PgServer;
+pub use pg::{Frozen, PgServer};
 
 /// The workspace root.
 pub fn repo() -> PathBuf {

@@ -389,6 +389,22 @@ impl PgServer {
             .expect("pid in postmaster.pid")
     }
 
+    /// Freezes the server — SIGSTOP to the postmaster, then to every
+    /// process it started (backends, background workers) — until the guard
+    /// is thawed or dropped (SIGCONT to them all): a server that keeps its
+    /// connections (and its kernel keeps accepting new ones) but answers
+    /// nothing.
+    pub fn freeze(&self) -> Frozen {
+        let pm = self.postmaster_pid() as i32;
+        let mut f = Frozen { pids: Vec::new() };
+        f.stop(pm);
+        // The postmaster stopped forks no more: its children now are all.
+        for pid in children_of(pm) {
+            f.stop(pid);
+        }
+        f
+    }
+
     /// kill -9 of the postmaster (its backends notice and exit).
     pub fn kill9(&mut self) {
         let pid = self.postmaster_pid();
@@ -599,4 +615,64 @@ fn check(out: &Output, what: &str) {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// Processes stopped by [`PgServer::freeze`]: continued when dropped.
+pub struct Frozen {
+    pids: Vec<i32>,
+}
+
+impl Frozen {
+    fn stop(&mut self, pid: i32) {
+        // SAFETY: kill has no memory-safety preconditions.
+        if unsafe { libc::kill(pid, libc::SIGSTOP) } == 0 {
+            self.pids.push(pid);
+        }
+    }
+
+    /// The processes stopped.
+    pub fn pids(&self) -> &[i32] {
+        &self.pids
+    }
+
+    /// SIGCONT to every process stopped.
+    pub fn thaw(self) {}
+}
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        for &pid in &self.pids {
+            // SAFETY: as above.
+            unsafe { libc::kill(pid, libc::SIGCONT) };
+        }
+    }
+}
+
+/// The pids whose parent is `ppid` (from /proc/*/stat).
+fn children_of(ppid: i32) -> Vec<i32> {
+    let mut out = Vec::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for e in dir.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // "pid (comm) state ppid …": comm may hold spaces and parentheses.
+        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
+            continue;
+        };
+        if rest
+            .split_whitespace()
+            .nth(1)
+            .and_then(|p| p.parse::<i32>().ok())
+            == Some(ppid)
+        {
+            out.push(pid);
+        }
+    }
+    out
 }

@@ -408,3 +408,63 @@ fn pack_never_answers_wrongly() {
         assert_eq!(first.tid, packed);
     }
 }
+
+/// A frozen server (SIGSTOP of the postmaster and its processes: the
+/// connection open, nothing answered), with the default 60 s request
+/// timeout: loads fail with `Unavailable` within the wait (1 s) plus a
+/// little — the first while its query is unanswered on the open
+/// connection, the next after the poller gave it up — the watcher reports
+/// nothing wrong; after SIGCONT, loads answer and commits come through.
+#[test]
+fn frozen_server_gives_unavailable_within_the_wait() {
+    let pg = PgServer::start();
+    pg.create_db("zodb");
+    pgoracle(&["gen", &pg.zurl("zodb"), "--txns", "5"]);
+    let st = open(&pg.zurl("zodb"), Duration::from_secs(1));
+    let head = st.last_tid().unwrap();
+    let mut w = st.watch(head).unwrap();
+    let root = st.load(Oid(0), head).unwrap();
+    let frozen = pg.freeze();
+    assert_eq!(st.load(Oid(0), head).unwrap(), root, "remembered");
+    for oid in [Oid(1), Oid(2)] {
+        let t0 = Instant::now();
+        let e = st.load(oid, head).unwrap_err();
+        let dt = t0.elapsed();
+        assert!(matches!(e, Error::Unavailable { .. }), "{e}");
+        assert!(
+            dt >= Duration::from_millis(990) && dt < Duration::from_secs(2),
+            "{oid}: gave up after {dt:?}: {e}"
+        );
+        println!("{dt:?}: {e}");
+    }
+    assert!(count(&st, counter::GIVEUP) >= 2);
+    assert_eq!(w.next_timeout(Duration::from_millis(200)).unwrap(), None);
+    assert_eq!(st.last_tid().unwrap(), head);
+    let t0 = Instant::now();
+    while count(&st, counter::LOST) == 0 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "the frozen connection was kept"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    frozen.thaw();
+    let t0 = Instant::now();
+    loop {
+        match st.load(Oid(1), head) {
+            Ok(l) => {
+                assert!(l.serial <= head);
+                break;
+            }
+            Err(Error::Unavailable { .. }) if t0.elapsed() < Duration::from_secs(60) => {}
+            Err(e) => panic!("{e}"),
+        }
+    }
+    pgoracle(&["gen", &pg.zurl("zodb"), "--txns", "0"]);
+    let c = w
+        .next_timeout(Duration::from_secs(20))
+        .unwrap()
+        .expect("a commit");
+    assert!(c.tid > head);
+    assert!(count(&st, counter::RECONNECT) >= 1);
+}

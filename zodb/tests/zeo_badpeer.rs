@@ -647,3 +647,72 @@ fn reconnect_to_another_database_fails_for_good() {
         h.join().unwrap();
     }
 }
+
+/// Default timeouts (request 60 s, keep-alive 10 s) and a wait of 1 s:
+/// the wait, not the request timeout, bounds how long a call and the
+/// connection put up with a silent server.
+fn silent_opts() -> ZeoOptions {
+    ZeoOptions {
+        resilience: Resilience {
+            wait: Duration::from_secs(1),
+            backoff_max: Duration::from_millis(100),
+        },
+        ..ZeoOptions::default()
+    }
+}
+
+/// A server that stops in the middle of a reply (half a frame, then
+/// nothing, the connection open): the load gives up after the wait, with
+/// `Unavailable`, and the connection is lost right after; the watcher
+/// waits without an error.
+#[test]
+fn silent_mid_reply_bounded_by_wait() {
+    let (port, h) = fake(|p| {
+        p.accept_register(100);
+        let (_, m, _) = p.recv_no_ping().unwrap();
+        assert_eq!(m, "loadBefore");
+        // A frame of 1 MiB announced, 7 bytes of it sent.
+        p.raw(&[0, 16, 0, 0, 1, 2, 3]);
+        p.linger();
+    });
+    let zs = ZeoStorage::open_with("127.0.0.1", port, "zeo://fake", silent_opts()).unwrap();
+    let mut w = zs.watch(Tid(100)).unwrap();
+    let t0 = Instant::now();
+    let e = zs.load(Oid(1), Tid(100)).unwrap_err();
+    let dt = t0.elapsed();
+    assert!(matches!(e, Error::Unavailable { .. }), "{e}");
+    assert!(e.to_string().contains("did not answer"), "{e}");
+    assert!(
+        dt >= Duration::from_secs(1) && dt < Duration::from_secs(2),
+        "gave up after {dt:?}"
+    );
+    wait_lost(&zs);
+    assert!(t0.elapsed() < Duration::from_secs(3), "{:?}", t0.elapsed());
+    assert!(w
+        .next_timeout(Duration::from_millis(100))
+        .unwrap()
+        .is_none());
+    assert_eq!(count(&zs, counter::GIVEUP), 1);
+    drop(zs);
+    h.join().unwrap();
+}
+
+/// An idle connection to a server that went silent is noticed within
+/// about twice the wait (keep-alive, then the ping's answer), not the
+/// default 10 s + 60 s.
+#[test]
+fn silent_idle_noticed_within_twice_the_wait() {
+    let (port, h) = fake(|p| {
+        p.accept_register(100);
+        p.linger(); // reads, never answers
+    });
+    let t0 = Instant::now();
+    let zs = ZeoStorage::open_with("127.0.0.1", port, "zeo://fake", silent_opts()).unwrap();
+    wait_lost(&zs);
+    let dt = t0.elapsed();
+    assert!(dt < Duration::from_secs(3), "noticed after {dt:?}");
+    let why = zs.failure().unwrap();
+    assert!(why.contains("did not answer ping within 1s"), "{why}");
+    drop(zs);
+    h.join().unwrap();
+}

@@ -13,12 +13,25 @@
 //! changes — so a head entry is always the block as of the current head.
 //! `@<tid>` entries never go stale; they only age out.
 //!
-//! Failed loads are not cached: each waiter then tries itself and gets its
-//! own error (failures are rare, and a transient one should not stick).
+//! Failed loads are not cached: a request that comes later tries again
+//! (failures are rare, and a transient one should not stick) — except
+//! right after: the requests that waited for the failed load itself, and
+//! those for the same block within [`FAILURE_ECHO`] of its failure, get its
+//! error ([`Failed::Shared`]) rather than trying in turn. Each would wait
+//! for the storage as long again, and the kernel does ask again at once:
+//! when the read it issues for a read(2) (its forced readahead) fails, it
+//! reads the first page once more before failing the call — with a server
+//! that does not answer, one read(2) would take twice the storage's wait
+//! (`-storagewait`) to fail.
 
 use bytes::Bytes;
 use parking_lot::{Condvar, Mutex};
-use std::collections::{BTreeSet, HashSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+/// How long a failed load answers the requests for its block that follow.
+pub(crate) const FAILURE_ECHO: Duration = Duration::from_secs(1);
 use zodb::{Oid, Tid};
 
 /// Blocks kept: 16 × 2 MiB = 32 MiB for wendelin's block size.
@@ -39,8 +52,34 @@ pub(crate) struct BlockCache {
 struct Inner {
     /// Most recently used first.
     lru: VecDeque<(Key, Bytes)>,
-    loading: HashSet<Key>,
+    loading: HashMap<Key, Arc<Flight>>,
+    /// Loads that failed lately: when, and why.
+    failed: HashMap<Key, (Instant, String)>,
     cap: usize,
+}
+
+/// One load in flight: how it failed, for those waiting for it.
+#[derive(Default)]
+struct Flight {
+    failed: OnceLock<String>,
+}
+
+/// Why [`BlockCache::get`] has no block.
+#[derive(Debug)]
+pub(crate) enum Failed<E> {
+    /// This request's own load failed.
+    Own(E),
+    /// The load this request waited for failed (its error, as text).
+    Shared(String),
+}
+
+impl<E: std::fmt::Display> std::fmt::Display for Failed<E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failed::Own(e) => e.fmt(f),
+            Failed::Shared(why) => f.write_str(why),
+        }
+    }
 }
 
 impl BlockCache {
@@ -48,7 +87,8 @@ impl BlockCache {
         BlockCache {
             inner: Mutex::new(Inner {
                 lru: VecDeque::new(),
-                loading: HashSet::new(),
+                loading: HashMap::new(),
+                failed: HashMap::new(),
                 cap,
             }),
             loaded: Condvar::new(),
@@ -56,12 +96,13 @@ impl BlockCache {
     }
 
     /// The block for `key`, loading it with `load` unless it is cached or
-    /// another request is loading it already (then waits for that one).
-    pub(crate) fn get<E>(
+    /// another request is loading it already (then waits for that one, and
+    /// shares its failure).
+    pub(crate) fn get<E: std::fmt::Display>(
         &self,
         key: Key,
         load: impl FnOnce() -> Result<Bytes, E>,
-    ) -> Result<Bytes, E> {
+    ) -> Result<Bytes, Failed<E>> {
         let mut g = self.inner.lock();
         loop {
             if let Some(i) = g.lru.iter().position(|(k, _)| *k == key) {
@@ -70,21 +111,38 @@ impl BlockCache {
                 g.lru.push_front(e);
                 return Ok(data);
             }
-            if !g.loading.contains(&key) {
-                break;
+            if let Some((when, why)) = g.failed.get(&key) {
+                if when.elapsed() < FAILURE_ECHO {
+                    return Err(Failed::Shared(why.clone()));
+                }
+                g.failed.remove(&key);
             }
-            self.loaded.wait(&mut g);
+            let Some(flight) = g.loading.get(&key).cloned() else {
+                break;
+            };
+            while g.loading.get(&key).is_some_and(|f| Arc::ptr_eq(f, &flight)) {
+                self.loaded.wait(&mut g);
+            }
+            if let Some(why) = flight.failed.get() {
+                return Err(Failed::Shared(why.clone()));
+            }
         }
-        g.loading.insert(key);
+        let flight = Arc::new(Flight::default());
+        g.loading.insert(key, flight.clone());
         drop(g);
 
         // Clears the in-flight mark even if `load` panics, so that waiters
         // do not hang forever.
-        struct Done<'a>(&'a BlockCache, Key, Option<Bytes>);
+        struct Done<'a>(&'a BlockCache, Key, Option<Bytes>, Arc<Flight>);
         impl Drop for Done<'_> {
             fn drop(&mut self) {
                 let mut g = self.0.inner.lock();
                 g.loading.remove(&self.1);
+                if let Some(why) = self.3.failed.get() {
+                    g.failed
+                        .retain(|_, (when, _)| when.elapsed() < FAILURE_ECHO);
+                    g.failed.insert(self.1, (Instant::now(), why.clone()));
+                }
                 if let Some(data) = self.2.take() {
                     g.lru.push_front((self.1, data));
                     let cap = g.cap;
@@ -93,13 +151,16 @@ impl BlockCache {
                 self.0.loaded.notify_all();
             }
         }
-        let mut done = Done(self, key, None);
+        let mut done = Done(self, key, None, flight.clone());
         let r = load();
-        if let Ok(data) = &r {
-            done.2 = Some(data.clone());
+        match &r {
+            Ok(data) => done.2 = Some(data.clone()),
+            Err(e) => {
+                let _ = flight.failed.set(e.to_string());
+            }
         }
         drop(done);
-        r
+        r.map_err(Failed::Own)
     }
 
     /// Drops head blocks of `file`: the given ones, or all (`None`); returns
@@ -111,8 +172,12 @@ impl BlockCache {
         blocks: Option<&BTreeSet<u64>>,
     ) -> Vec<(u64, Bytes)> {
         let mut g = self.inner.lock();
-        debug_assert!(!g.loading.iter().any(|k| k.at.is_none() && k.file == file));
+        debug_assert!(!g.loading.keys().any(|k| k.at.is_none() && k.file == file));
         let mut dropped = Vec::new();
+        // A failure as of the head before says nothing of the new one.
+        g.failed.retain(|k, _| {
+            !(k.at.is_none() && k.file == file && blocks.is_none_or(|b| b.contains(&k.blk)))
+        });
         g.lru.retain(|(k, data)| {
             let drop =
                 k.at.is_none() && k.file == file && blocks.is_none_or(|b| b.contains(&k.blk));
@@ -150,7 +215,7 @@ mod tests {
                     c.get(key(0), || {
                         nload.fetch_add(1, Ordering::SeqCst);
                         std::thread::sleep(std::time::Duration::from_millis(50));
-                        Ok::<_, ()>(Bytes::from_static(b"zero"))
+                        Ok::<_, &str>(Bytes::from_static(b"zero"))
                     })
                     .unwrap()
                 })
@@ -160,13 +225,99 @@ mod tests {
             assert_eq!(&t.join().unwrap()[..], b"zero");
         }
         assert_eq!(nload.load(Ordering::SeqCst), 1);
-        let load = |b: &'static [u8]| move || Ok::<_, ()>(Bytes::from_static(b));
+        let load = |b: &'static [u8]| move || Ok::<_, &str>(Bytes::from_static(b));
         c.get(key(1), load(b"one")).unwrap();
         c.get(key(2), load(b"two")).unwrap(); // evicts blk 0
         assert_eq!(&c.get(key(0), load(b"again")).unwrap()[..], b"again");
         c.forget_head(Oid(1), Some(&BTreeSet::from([0])));
         assert_eq!(&c.get(key(0), load(b"new")).unwrap()[..], b"new");
         assert!(c.get(key(9), || Err::<Bytes, _>("boom")).is_err());
+        c.inner.lock().failed.clear(); // past the echo
         assert_eq!(&c.get(key(9), load(b"ok")).unwrap()[..], b"ok");
+    }
+
+    /// A request right after a failed load gets its error; past
+    /// FAILURE_ECHO, or once head moved on for the block, it loads again.
+    #[test]
+    fn failure_echoes_briefly() {
+        let c = BlockCache::new(2);
+        let ok = || Ok::<_, &str>(Bytes::from_static(b"ok"));
+        assert!(matches!(
+            c.get(key(3), || Err::<Bytes, _>("silent")),
+            Err(Failed::Own("silent"))
+        ));
+        match c.get(key(3), ok) {
+            Err(Failed::Shared(why)) => assert_eq!(why, "silent"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(&c.get(key(4), ok).unwrap()[..], b"ok", "another block");
+        c.forget_head(Oid(1), Some(&BTreeSet::from([3])));
+        assert_eq!(
+            &c.get(key(3), ok).unwrap()[..],
+            b"ok",
+            "after the head moved"
+        );
+        assert!(c.get(key(5), || Err::<Bytes, _>("silent")).is_err());
+        std::thread::sleep(FAILURE_ECHO);
+        assert_eq!(&c.get(key(5), ok).unwrap()[..], b"ok", "past the echo");
+    }
+
+    /// The requests waiting for a load that fails get its error at once
+    /// (no load of their own); a request after it loads again.
+    #[test]
+    fn waiters_share_a_failure() {
+        let c = Arc::new(BlockCache::new(2));
+        let nload = Arc::new(AtomicUsize::new(0));
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let first = {
+            let (c, nload) = (c.clone(), nload.clone());
+            std::thread::spawn(move || {
+                c.get(key(0), || {
+                    nload.fetch_add(1, Ordering::SeqCst);
+                    rx.recv().unwrap(); // until the waiters wait
+                    Err::<Bytes, _>("server silent")
+                })
+            })
+        };
+        let count = || c.inner.lock().loading.get(&key(0)).map(Arc::strong_count);
+        let base = loop {
+            if let Some(n) = count() {
+                break n;
+            }
+            std::thread::yield_now();
+        };
+        let waiters: Vec<_> = (0..4)
+            .map(|_| {
+                let (c, nload) = (c.clone(), nload.clone());
+                std::thread::spawn(move || {
+                    c.get(key(0), || {
+                        nload.fetch_add(1, Ordering::SeqCst);
+                        Ok::<_, &str>(Bytes::from_static(b"late"))
+                    })
+                })
+            })
+            .collect();
+        // The waiters are parked on the load once each holds it too.
+        while count() != Some(base + 4) {
+            std::thread::yield_now();
+        }
+        tx.send(()).unwrap();
+        assert!(matches!(
+            first.join().unwrap(),
+            Err(Failed::Own("server silent"))
+        ));
+        c.inner.lock().failed.clear(); // past the echo
+        for w in waiters {
+            match w.join().unwrap() {
+                Err(Failed::Shared(why)) => assert_eq!(why, "server silent"),
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(nload.load(Ordering::SeqCst), 1);
+        assert_eq!(
+            &c.get(key(0), || Ok::<_, &str>(Bytes::from_static(b"ok")))
+                .unwrap()[..],
+            b"ok"
+        );
     }
 }

@@ -14,6 +14,7 @@
 #![allow(dead_code)] // each test binary uses a different part
 
 pub mod outage;
+pub mod proxy;
 pub mod watch;
 
 use std::io::{BufRead, BufReader, Read, Write};

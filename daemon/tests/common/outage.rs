@@ -195,3 +195,109 @@ pub fn server_never_back(env: &mut Env, f: zodb::Oid, bs: u64, away: impl FnOnce
         "daemon died"
     );
 }
+
+/// What [`server_silent`] runs with: `-storagewait` of the daemon.
+pub const SILENT_WAIT: Duration = Duration::from_secs(3);
+
+/// For this long after a block's load failed, the daemon answers the
+/// requests for that block with its error (`fs::cache::FAILURE_ECHO`).
+pub const FAILURE_ECHO: Duration = Duration::from_secs(1);
+
+/// What [`server_silent`] measured.
+pub struct Silence {
+    /// How long each cold read waited for its EIO.
+    pub gave_up: Vec<Duration>,
+}
+
+/// The server goes silent — connections open, nothing answered (`silence`)
+/// — under the daemon of `env` (`-debug -storagewait 3s`, [`SILENT_WAIT`])
+/// over file `f` of 8 blocks of `bs`, whose blocks 0 and 2 only were read
+/// before, and whose `.wcfs/debug/zhead` stream is `zhead` with `tids`
+/// reported so far. While silent: reads of blocks never loaded (5, 7) fail
+/// with EIO no earlier than `-storagewait` and within a second past it;
+/// blocks read before are served exactly; head/at stays (and a commit
+/// made meanwhile when `commit_while_silent`, Python reaching the server
+/// its own way, is not seen). Once the server speaks again (`speak`), every
+/// block read is exact against Python's ZODB, and every commit — before,
+/// during, after — is reported once, in order; the daemon never went to
+/// EIO mode.
+pub fn server_silent(
+    env: &mut Env,
+    f: zodb::Oid,
+    bs: u64,
+    (zhead, tids): (&ZHead, &mut Vec<Tid>),
+    silence: impl FnOnce(&mut Env),
+    speak: impl FnOnce(&mut Env),
+    commit_while_silent: bool,
+) -> Silence {
+    let path = env.w().head_file(f);
+    let fd = std::fs::File::open(&path).unwrap();
+    let want0 = env.py.block(f, 0, None);
+    let want2 = env.py.block(f, 2, None);
+    let head = env.w().head();
+    let (lost0, rec0) = (stat(env, "zconnlost"), stat(env, "zreconnect"));
+    silence(env);
+
+    let mut gave_up = Vec::new();
+    for (i, blk) in [5u64, 7].into_iter().enumerate() {
+        let t0 = Instant::now();
+        let r = super::read_block_of(&fd, blk, bs);
+        let dt = t0.elapsed();
+        let e = r.expect_err(&format!("blk #{blk} read while the server is silent"));
+        assert_eq!(super::errno(&e), libc::EIO, "blk #{blk}: {e}");
+        // The daemon gives up at the wait (timer slack aside) and must
+        // within a second past it.
+        assert!(
+            dt >= SILENT_WAIT - Duration::from_millis(20)
+                && dt < SILENT_WAIT + Duration::from_secs(1),
+            "blk #{blk}: EIO after {dt:?} (-storagewait {SILENT_WAIT:?}); log:\n{}",
+            env.w().log()
+        );
+        gave_up.push(dt);
+        // Blocks read before are served meanwhile, exactly, at once.
+        for (b, want) in [(0, &want0), (2, &want2)] {
+            let t0 = Instant::now();
+            assert_eq!(&read_cold(&path, b, bs).unwrap(), want, "blk #{b} (cached)");
+            assert!(
+                t0.elapsed() < SILENT_WAIT,
+                "blk #{b} (cached): {:?}",
+                t0.elapsed()
+            );
+        }
+        if i == 0 && commit_while_silent {
+            env.py.fill(f, 3, "zblk0", 0x77, bs as usize);
+            tids.push(env.py.commit());
+        }
+    }
+    let last_eio = Instant::now();
+    assert!(stat(env, "zgiveup") >= 2);
+    assert_eq!(
+        env.w().head(),
+        head,
+        "head moved while the server was silent"
+    );
+
+    speak(env);
+    wait_stat(env, "zconnlost", lost0 + 1, Duration::from_secs(30));
+    wait_stat(env, "zreconnect", rec0 + 1, Duration::from_secs(60));
+    env.py.connected();
+    env.py.fill(f, 4, "zblk0", 0x78, bs as usize);
+    tids.push(env.commit());
+    zhead.wait_last(*tids.last().unwrap());
+    // Documented behaviour, not a race: the failed blocks' errors echo
+    // this long.
+    std::thread::sleep((last_eio + FAILURE_ECHO).saturating_duration_since(Instant::now()));
+    for blk in 0..8 {
+        env.check_block(f, blk, bs, None);
+    }
+    env.check_block(f, 3, bs, Some(tids[tids.len() - 2]));
+    assert_eq!(zhead.get(), *tids, "heads reported vs commits");
+    let log = env.w().log();
+    assert!(!log.contains("EIO mode"), "{log}");
+    assert!(log.contains("give up after"), "{log}");
+    assert!(
+        env.w_mut().wait_exit(Duration::ZERO).is_none(),
+        "daemon died"
+    );
+    Silence { gave_up }
+}

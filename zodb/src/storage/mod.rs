@@ -29,6 +29,21 @@
 //! - a call that needs the server ([`Storage::load`]) during an outage waits
 //!   for the reconnect up to [`Resilience::wait`], then fails with
 //!   [`Error::Unavailable`] — that call alone;
+//! - **a silent server is an outage too**: a connection that stays open but
+//!   answers nothing (a frozen server, a stalled network, a reply cut off
+//!   midway) cannot be told from a dead one. A call gives up with
+//!   [`Error::Unavailable`] once [`Resilience::reply_wait`] has passed since
+//!   it started — whether it was waiting for a reconnect, for its reply, or
+//!   for the rest of its reply — never later; and a connection with a
+//!   request (or keep-alive probe) unanswered that long is declared lost
+//!   and replaced like any lost one (reconnect, same-database check,
+//!   catch-up). A reply that arrives after its call gave up is dropped:
+//!   nothing of a stalled exchange is ever half-used. An idle connection is
+//!   probed often enough that a silent server is noticed within about
+//!   twice the wait, even with no call pending. (Each call is bounded
+//!   alone: a caller that makes several for one request of its own bounds
+//!   the sum itself — the daemon keeps the kernel's retry of a failed read
+//!   from waiting again);
 //! - [`Storage::last_tid`] needs no round trip: it is the position of the
 //!   watch stream, which stays where it was during an outage;
 //! - every loss, reconnect, catch-up and giving-up is logged once, as one
@@ -136,6 +151,17 @@ pub struct Resilience {
     pub wait: Duration,
     /// Reconnect attempts back off exponentially from 50 ms up to this.
     pub backoff_max: Duration,
+}
+
+impl Resilience {
+    /// How long a call waits for its server's answer, all told (a
+    /// reconnect, then the reply): [`Resilience::wait`], but at least a
+    /// second — a server is never expected to answer faster than that, so
+    /// a wait of 0 ("do not wait for a reconnect") does not fail every
+    /// call.
+    pub fn reply_wait(&self) -> Duration {
+        self.wait.max(Duration::from_secs(1))
+    }
 }
 
 impl Default for Resilience {

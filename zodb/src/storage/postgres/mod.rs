@@ -94,6 +94,18 @@
 //! - A load that finds no connection waits (on `Shared::cond`) up to
 //!   [`Resilience::wait`], then fails with [`Error::Unavailable`]; a load
 //!   whose connection failed under it is retried on the next one.
+//! - **A silent server** (frozen, a stalled network: the connection open,
+//!   nothing answered) is an outage too. A query waits for its answer only
+//!   until [`Resilience::reply_wait`] from the load's start, then the load
+//!   fails with [`Error::Unavailable`], alone. A connection left without an
+//!   answer for [`PgOptions::request_timeout`] (no longer than
+//!   `reply_wait`) is given up — a pipelined connection whose query was cut
+//!   off midway is in a state we cannot vouch for — and so is one whose
+//!   poll goes unanswered for [`PgOptions::poll_timeout`] (likewise
+//!   bounded): the poller, which polls every few ms, is what notices a
+//!   frozen server with no load pending. A reconnect attempt is bounded as
+//!   a whole (connect timeout + reply timeout): a frozen postmaster's
+//!   kernel still completes TCP handshakes.
 //! - Losses, reconnects, catch-ups and give-ups are logged (once each per
 //!   outage) and counted ([`counter`]).
 //!
@@ -161,10 +173,12 @@ pub struct PgOptions {
     pub poll: Duration,
     /// How often, once `NOTIFY`s are seen to announce commits.
     pub notified_poll: Duration,
-    /// A query unanswered this long fails its connection.
+    /// A query unanswered this long fails its connection (but never
+    /// longer than [`Resilience::reply_wait`]).
     pub request_timeout: Duration,
     /// A poll unanswered this long fails the connection (an idle
-    /// connection to a server that vanished without a word).
+    /// connection to a server that vanished or froze without a word; never
+    /// longer than [`Resilience::reply_wait`]).
     pub poll_timeout: Duration,
     /// Connecting, unless the zurl says (`connect_timeout`).
     pub connect_timeout: Duration,
@@ -321,6 +335,8 @@ struct Shared {
     kick: Notify,
     closing: AtomicBool,
     counts: [AtomicU64; 4],
+    /// The connection (generation) whose silence was last logged.
+    late_logged: AtomicU64,
 }
 
 /// See [`Storage::prefetch_depth`].
@@ -415,6 +431,7 @@ impl PgStorage {
             kick: Notify::new(),
             closing: AtomicBool::new(false),
             counts: Default::default(),
+            late_logged: AtomicU64::new(0),
         });
         {
             // Should the poller ever die (a bug: it does not return but on
@@ -446,9 +463,22 @@ impl PgStorage {
             Err(e) => return reqs.iter().map(|_| Err(e.clone_err())).collect(),
         };
         // Polled together: each query is sent when its future first runs.
-        let found = sh.rt.block_on(futures_util::future::join_all(
-            reqs.iter().map(|&(oid, at)| conn.load(oid, at)),
-        ));
+        let start = Instant::now();
+        let found = sh.rt.block_on(async {
+            tokio::time::timeout(
+                sh.reply_timeout(),
+                futures_util::future::join_all(reqs.iter().map(|&(oid, at)| conn.load(oid, at))),
+            )
+            .await
+        });
+        let Ok(found) = found else {
+            sh.lost(
+                conn.gen,
+                &format!("no answer within {:?}", sh.reply_timeout()),
+            );
+            let e = sh.late(&|| "load".to_string(), conn.gen, start.elapsed());
+            return reqs.iter().map(|_| Err(e.clone_err())).collect();
+        };
         found
             .into_iter()
             .zip(reqs)
@@ -627,27 +657,65 @@ impl Shared {
         self.kick.notify_one();
     }
 
+    /// A query (or poll) unanswered this long fails its connection.
+    fn reply_timeout(&self) -> Duration {
+        self.opts.request_timeout.min(self.res.reply_wait())
+    }
+
+    /// A poll unanswered this long fails its connection.
+    fn poll_timeout(&self) -> Duration {
+        self.opts.poll_timeout.min(self.res.reply_wait())
+    }
+
+    /// `what` got no answer within `waited` from connection `gen`, which
+    /// may still be up: it gives up, alone (counted; logged once per
+    /// connection).
+    fn late(&self, what: &dyn Fn() -> String, gen: u64, waited: Duration) -> Error {
+        self.counts[GIVEUP].fetch_add(1, Ordering::Relaxed);
+        if self.late_logged.swap(gen, Ordering::Relaxed) != gen {
+            log::warn!(
+                "{}: the server does not answer: requests give up after {:?} ({})",
+                self.url,
+                self.res.reply_wait(),
+                what()
+            );
+        }
+        Error::Unavailable {
+            storage: self.url.clone(),
+            what: format!("{}: the server did not answer", what()),
+            waited,
+        }
+    }
+
     /// Runs `f` on the connection, riding through losses: a query whose
-    /// connection fails is run again on the next one, within the
-    /// resilience wait.
+    /// connection fails is run again on the next one — all within the
+    /// resilience wait from now: waiting for a connection up to
+    /// [`Resilience::wait`], for the answer up to
+    /// [`Resilience::reply_wait`] (a query left unanswered because of that
+    /// is dropped; its connection is given up if it went unanswered for
+    /// [`Shared::reply_timeout`]).
     fn run<T, F, Fut>(&self, what: &dyn Fn() -> String, f: F) -> Result<T, Error>
     where
         F: Fn(Arc<Conn>) -> Fut,
         Fut: std::future::Future<Output = Result<T, Trouble>>,
     {
-        let mut deadline = None;
+        let start = Instant::now();
+        let mut deadline = Some(start + self.res.wait);
+        let reply_deadline = start + self.res.reply_wait();
         let mut again = 0;
         loop {
             let c = self.wait_conn(&mut deadline, what)?;
             let gen = c.gen;
+            let sent = Instant::now();
+            let limit = self.reply_timeout();
+            let left = reply_deadline.saturating_duration_since(sent);
             let r = self
                 .rt
-                .block_on(async { tokio::time::timeout(self.opts.request_timeout, f(c)).await });
+                .block_on(async { tokio::time::timeout(limit.min(left), f(c)).await });
             match r {
                 Ok(Ok(v)) => return Ok(v),
                 Ok(Err(Trouble::Conn(why))) => {
                     self.lost(gen, &why);
-                    deadline.get_or_insert_with(|| Instant::now() + self.res.wait);
                 }
                 Ok(Err(Trouble::Again(why))) if again < 5 => {
                     again += 1;
@@ -661,11 +729,15 @@ impl Shared {
                     })
                 }
                 Err(_) => {
-                    self.lost(
-                        gen,
-                        &format!("no answer within {:?}", self.opts.request_timeout),
-                    );
-                    deadline.get_or_insert_with(|| Instant::now() + self.res.wait);
+                    // A query cut off midway leaves its pipelined
+                    // connection in a state we cannot vouch for: one
+                    // silent for the whole reply timeout is given up.
+                    if sent.elapsed() >= limit {
+                        self.lost(gen, &format!("no answer within {limit:?}"));
+                    }
+                    if Instant::now() >= reply_deadline {
+                        return Err(self.late(what, gen, start.elapsed()));
+                    }
                 }
             }
         }
@@ -798,7 +870,7 @@ async fn poller(sh: Arc<Shared>) {
         };
         let head = sh.st.lock().head;
         let polled = tokio::time::timeout(
-            sh.opts.poll_timeout,
+            sh.poll_timeout(),
             c.commits(head, Tid(i64::MAX as u64), sh.opts.batch),
         )
         .await;
@@ -813,7 +885,7 @@ async fn poller(sh: Arc<Shared>) {
             Err(_) => {
                 sh.lost(
                     c.gen,
-                    &format!("no answer to a poll within {:?}", sh.opts.poll_timeout),
+                    &format!("no answer to a poll within {:?}", sh.poll_timeout()),
                 );
                 continue;
             }
@@ -845,7 +917,7 @@ async fn poller(sh: Arc<Shared>) {
                 let st = sh.st.lock();
                 (st.packed, st.head)
             };
-            match tokio::time::timeout(sh.opts.poll_timeout, c.pack_point(known, head)).await {
+            match tokio::time::timeout(sh.poll_timeout(), c.pack_point(known, head)).await {
                 Ok(Ok(p)) if p > known => {
                     sh.st.lock().packed = p;
                     log::info!("{}: packed at @{p}", sh.url);
@@ -934,8 +1006,23 @@ async fn reconnect(sh: &Shared) -> Option<Arc<Conn>> {
             st.gens += 1;
             st.gens
         };
-        let why = match conn::connect(&sh.spec, sh.opts.connect_timeout, gen).await {
-            Ok(c) => match same_database(sh, &c).await {
+        // The whole attempt is bounded: a server that accepts the TCP
+        // connection but then says nothing (frozen: its kernel still
+        // completes handshakes) would hold it forever.
+        let bound = sh.spec.connect_timeout.unwrap_or(sh.opts.connect_timeout) + sh.reply_timeout();
+        let attempt = tokio::time::timeout(bound, async {
+            let c = conn::connect(&sh.spec, sh.opts.connect_timeout, gen).await?;
+            let checked = same_database(sh, &c).await;
+            Ok::<_, ConnectError>((c, checked))
+        })
+        .await
+        .unwrap_or_else(|_| {
+            Err(ConnectError::Unreachable(format!(
+                "the server did not finish connecting within {bound:?}"
+            )))
+        });
+        let why = match attempt {
+            Ok((c, checked)) => match checked {
                 Ok(()) => {
                     let c = Arc::new(c);
                     let outage = {

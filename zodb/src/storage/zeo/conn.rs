@@ -11,11 +11,22 @@
 //!   registers, and while the storage catches up through it after a
 //!   reconnect) they are held, in order.
 //! - **Failure** — EOF, a socket error, a malformed or oversized frame, a
-//!   reply to nothing we asked, a request unanswered for
-//!   [`ZeoOptions::request_timeout`] (an idle connection is probed with
-//!   `ping` every [`ZeoOptions::keepalive`]) — is final for the connection:
-//!   every pending call gets the reason, and the sink is told once
-//!   ([`Sink::lost`]). Reconnecting is the storage's business.
+//!   reply to nothing we asked, a request unanswered (or its reply
+//!   unfinished) for the *reply timeout* (an idle connection is probed with
+//!   `ping` every *keep-alive*) — is final for the connection: every
+//!   pending call gets the reason, and the sink is told once
+//!   ([`Sink::lost`]). Reconnecting is the storage's business. The reply
+//!   timeout is [`ZeoOptions::request_timeout`], but no longer than the
+//!   storage's [`Resilience::reply_wait`](crate::storage::Resilience::reply_wait):
+//!   a server silent for as long as a caller may wait is away (the
+//!   contract of [`crate::storage`]); the keep-alive is
+//!   [`ZeoOptions::keepalive`], but no longer than the reply timeout, so a
+//!   silent idle connection is noticed within twice that.
+//! - **A caller's deadline.** A caller may also wait for its reply only
+//!   until a deadline of its own ([`Conn::call`]): past it, it gets
+//!   [`CallError::Late`] and leaves — the request stays pending, so that the
+//!   connection fails when it is overdue; a reply arriving before that is
+//!   dropped.
 //!
 //! # Locking
 //!
@@ -56,6 +67,20 @@ pub(super) enum CallError {
     Server(ServerError),
     /// The connection failed (why).
     Conn(String),
+    /// No reply by the caller's deadline (how long it waited); the
+    /// connection may still be up.
+    Late(Duration),
+}
+
+impl CallError {
+    /// What went wrong, in words.
+    pub(super) fn why(self) -> String {
+        match self {
+            CallError::Server(se) => se.to_string(),
+            CallError::Conn(w) => w,
+            CallError::Late(d) => format!("no reply within {d:.1?}"),
+        }
+    }
 }
 
 /// Where a caller waits for its reply.
@@ -97,7 +122,10 @@ pub(super) struct Conn {
     /// Distinguishes the connections of one storage.
     pub(super) id: u64,
     url: String,
-    opts: ZeoOptions,
+    /// A request unanswered this long fails the connection.
+    reply_timeout: Duration,
+    /// An idle connection is probed this often.
+    keepalive: Duration,
     codec: Codec,
     state: Mutex<State>,
     writer: Mutex<TcpStream>,
@@ -138,10 +166,15 @@ impl Conn {
             }
         }
         let mut stream = stream.ok_or(("connect", last))?;
+        let reply_timeout = opts
+            .request_timeout
+            .min(opts.resilience.reply_wait())
+            .max(Duration::from_millis(10));
+        let keepalive = opts.keepalive.min(reply_timeout);
         let setup = |s: &TcpStream| -> io::Result<()> {
             s.set_nodelay(true)?;
             s.set_read_timeout(Some(opts.connect_timeout))?;
-            s.set_write_timeout(Some(opts.request_timeout))
+            s.set_write_timeout(Some(reply_timeout))
         };
         setup(&stream).map_err(|e| ("connect", e))?;
 
@@ -183,7 +216,7 @@ impl Conn {
             .write_all(&wire::frame(codec.protocol()))
             .map_err(|e| ("handshake", e))?;
 
-        let tick = (opts.request_timeout.min(opts.keepalive) / 4)
+        let tick = (reply_timeout.min(keepalive) / 4)
             .clamp(Duration::from_millis(10), Duration::from_secs(1));
         stream
             .set_read_timeout(Some(tick))
@@ -193,7 +226,8 @@ impl Conn {
         let conn = Arc::new(Conn {
             id,
             url: url.to_string(),
-            opts: opts.clone(),
+            reply_timeout,
+            keepalive,
             codec,
             state: Mutex::new(State {
                 next_msgid: 1,
@@ -244,33 +278,42 @@ impl Conn {
     }
 
     /// Waits for the reply of `sent` (the reader fails the connection when
-    /// it is overdue, which answers it).
-    pub(super) fn wait(&self, sent: Sent) -> CallResult {
+    /// it is overdue, which answers it), or until `deadline` — then
+    /// [`CallError::Late`].
+    pub(super) fn wait(&self, sent: Sent, deadline: Option<Instant>) -> CallResult {
         let slot = sent.0;
+        let start = Instant::now();
+        // The reader answers every slot when the connection fails; this
+        // only guards against a reader that died without doing so.
+        let guard = start + self.reply_timeout * 2;
+        let until = deadline.map_or(guard, |d| d.min(guard));
         let mut r = slot.result.lock();
         loop {
             if let Some(res) = r.take() {
                 return res;
             }
-            // Bounded wait: the reader answers every slot when the
-            // connection fails; this only guards against a reader that
-            // died without doing so.
-            let timed_out = slot
-                .cond
-                .wait_for(&mut r, self.opts.request_timeout * 2)
-                .timed_out();
+            let timed_out = slot.cond.wait_until(&mut r, until).timed_out();
             if timed_out && r.is_none() {
                 drop(r);
-                let why = format!("no reply within {:?}", self.opts.request_timeout * 2);
+                if until < guard {
+                    return Err(CallError::Late(start.elapsed()));
+                }
+                let why = format!("no reply within {:?}", self.reply_timeout * 2);
                 self.fail(why.clone());
                 return Err(CallError::Conn(why));
             }
         }
     }
 
-    pub(super) fn call(&self, method: &'static str, args: Value) -> CallResult {
+    /// Sends a request and waits for its reply, until `deadline` at most.
+    pub(super) fn call(
+        &self,
+        method: &'static str,
+        args: Value,
+        deadline: Option<Instant>,
+    ) -> CallResult {
         let sent = self.send(method, args)?;
-        self.wait(sent)
+        self.wait(sent, deadline)
     }
 
     /// From now on invalidations go to the sink; the held ones with tid >
@@ -327,17 +370,16 @@ impl Conn {
             let overdue = st
                 .pending
                 .values()
-                .filter(|p| now.duration_since(p.sent) > self.opts.request_timeout)
+                .filter(|p| now.duration_since(p.sent) > self.reply_timeout)
                 .map(|p| p.method)
                 .next();
-            let idle =
-                st.pending.is_empty() && now.duration_since(st.last_rx) >= self.opts.keepalive;
+            let idle = st.pending.is_empty() && now.duration_since(st.last_rx) >= self.keepalive;
             (overdue, idle)
         };
         if let Some(m) = overdue {
             self.fail(format!(
                 "server did not answer {m} within {:?}",
-                self.opts.request_timeout
+                self.reply_timeout
             ));
         } else if idle {
             // The reply is dropped: its only purpose is to be overdue

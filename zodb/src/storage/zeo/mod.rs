@@ -59,6 +59,21 @@
 //! repeatable); past the wait it fails with [`Error::Unavailable`], that
 //! call alone. The first such giving-up of an outage is logged.
 //!
+//! # A silent server
+//!
+//! A server that keeps the connection open and answers nothing (frozen, a
+//! stalled network, a reply cut off midway) is an outage too. A call waits
+//! for its reply only until [`Resilience::reply_wait`] from its start (a
+//! reconnect wait included), then fails with [`Error::Unavailable`] — alone;
+//! the request stays pending on the connection, whose reader fails it once
+//! a request has been unanswered for the reply timeout (the request
+//! timeout, but no longer than `reply_wait`): a loss like any other,
+//! reconnected, checked and caught up. An idle connection is pinged every
+//! keep-alive (no longer than the reply timeout), so that a silent idle
+//! server is noticed within twice that. The watchers see nothing of it but
+//! a pause: the invalidations the silent server held back are caught up
+//! through the iterator after the reconnect, once each, in order.
+//!
 //! # Locking
 //!
 //! `Client::st` (connection, phase, stream position, watchers) is never
@@ -88,9 +103,11 @@ pub struct ZeoOptions {
     pub storage: String,
     /// Limit for connecting and for the handshake.
     pub connect_timeout: Duration,
-    /// A request not answered within this fails the connection.
+    /// A request not answered within this fails the connection (no longer
+    /// than [`Resilience::reply_wait`] is used).
     pub request_timeout: Duration,
-    /// An idle connection is probed (`ping`) this often.
+    /// An idle connection is probed (`ping`) this often (no longer than
+    /// the request timeout in use).
     pub keepalive: Duration,
     /// Largest frame accepted from the server.
     pub max_frame: usize,
@@ -153,6 +170,8 @@ struct Client {
     /// Signalled on every change of phase.
     changed: Condvar,
     counters: [AtomicU64; 4],
+    /// The connection whose silence was last logged.
+    late_logged: AtomicU64,
 }
 
 const LOST: usize = 0;
@@ -200,6 +219,7 @@ impl ZeoStorage {
             }),
             changed: Condvar::new(),
             counters: Default::default(),
+            late_logged: AtomicU64::new(0),
         });
         let (conn, r) = client.dial().map_err(|(op, e)| client.io_error(&op, e))?;
         {
@@ -253,8 +273,8 @@ impl ZeoStorage {
         sent.into_iter()
             .zip(reqs)
             .map(|(s, &(oid, at))| {
-                let r = s.and_then(|s| conn.wait(s));
-                match load_result(c, &conn, oid, at, r) {
+                let r = s.and_then(|s| conn.wait(s, Some(c.reply_deadline(start))));
+                match load_result(c, &conn, oid, at, r, start) {
                     Err(Retry) => c.load_retrying(oid, at, start),
                     Ok(r) => r,
                 }
@@ -283,6 +303,41 @@ impl Client {
             CallError::Conn(why) => {
                 self.io_error(op, io_err(io::ErrorKind::ConnectionAborted, why))
             }
+            CallError::Late(_) => self.late(op, &e),
+        }
+    }
+
+    /// A call started at `start` may wait for its reply until this (see
+    /// "A silent server" in the module doc).
+    fn reply_deadline(&self, start: Instant) -> Instant {
+        start + self.opts.resilience.reply_wait()
+    }
+
+    /// A call `op` got no reply in time (`e`: [`CallError::Late`]) from a
+    /// connection still open: it gives up, alone; the connection is failed
+    /// by its reader once the request is overdue for it too.
+    fn late(&self, op: &str, e: &CallError) -> Error {
+        let waited = match e {
+            CallError::Late(d) => *d,
+            _ => Duration::ZERO,
+        };
+        self.count(GIVEUP, 1);
+        let conn = match &self.st.lock().phase {
+            Phase::Up(c) => c.id,
+            _ => 0,
+        };
+        // One line per silent connection.
+        if self.late_logged.swap(conn, Ordering::Relaxed) != conn {
+            log::warn!(
+                "{}: the server does not answer: requests give up after {:?} ({op})",
+                self.url,
+                self.opts.resilience.reply_wait()
+            );
+        }
+        Error::Unavailable {
+            storage: self.url.clone(),
+            what: format!("{op}: the server did not answer"),
+            waited,
         }
     }
 
@@ -323,18 +378,15 @@ impl Client {
             .call(
                 "register",
                 Value::Tuple(vec![Value::Str(name.clone()), Value::Bool(true)]),
+                None,
             )
             .map_err(|e| {
                 conn.fail(format!("{op} failed"));
                 let kind = match e {
                     CallError::Server(_) => io::ErrorKind::Other,
-                    CallError::Conn(_) => io::ErrorKind::ConnectionAborted,
+                    CallError::Conn(_) | CallError::Late(_) => io::ErrorKind::ConnectionAborted,
                 };
-                let why = match e {
-                    CallError::Server(se) => se.to_string(),
-                    CallError::Conn(w) => w,
-                };
-                (op.clone(), io_err(kind, why))
+                (op.clone(), io_err(kind, e.why()))
             })?;
         let Some(r) = tid_of(&reply) else {
             let why = format!("protocol error: register: reply is {reply:?}, want a tid");
@@ -396,8 +448,12 @@ impl Client {
     fn load_retrying(&self, oid: Oid, at: Tid, start: Instant) -> Result<Loaded, Error> {
         loop {
             let conn = self.wait_conn(&format!("load {oid}@{at}"), start)?;
-            let r = conn.call("loadBefore", load_args(oid, at));
-            if let Ok(r) = load_result(self, &conn, oid, at, r) {
+            let r = conn.call(
+                "loadBefore",
+                load_args(oid, at),
+                Some(self.reply_deadline(start)),
+            );
+            if let Ok(r) = load_result(self, &conn, oid, at, r, start) {
                 return r;
             }
         }
@@ -414,7 +470,7 @@ impl Client {
         let op = format!("iterate transactions ({after}, {upto}]");
         loop {
             let conn = self.wait_conn(&op, start)?;
-            match history_commits(&conn, after, upto) {
+            match history_commits(&conn, after, upto, Some(self.reply_deadline(start))) {
                 Ok(v) => return Ok(v),
                 Err(CallError::Conn(_)) => continue,
                 Err(e) => return Err(self.call_error(&op, e)),
@@ -483,7 +539,7 @@ impl Client {
         let mut catchup = Vec::new();
         if h != Tid::ZERO {
             // The transaction at h, then everything after it up to r.
-            match history_commits(&conn, Tid(h.0 - 1), r) {
+            match history_commits(&conn, Tid(h.0 - 1), r, None) {
                 Ok(v) => {
                     let mut v = v.into_iter();
                     match v.next() {
@@ -508,10 +564,7 @@ impl Client {
                     catchup.extend(v);
                 }
                 Err(e) => {
-                    let why = match e {
-                        CallError::Server(se) => se.to_string(),
-                        CallError::Conn(w) => w,
-                    };
+                    let why = e.why();
                     conn.fail(format!("catch-up failed: {why}"));
                     self.note_attempt(format!("catch-up: {why}"));
                     return Ok(false);
@@ -646,6 +699,7 @@ fn load_result(
     oid: Oid,
     at: Tid,
     r: CallResult,
+    start: Instant,
 ) -> Result<Result<Loaded, Error>, Retry> {
     let op = || format!("load {oid}@{at}");
     let proto = |why: String| -> Result<Result<Loaded, Error>, Retry> {
@@ -670,10 +724,12 @@ fn load_result(
             }))
         }
         Ok(other) => proto(format!("{}: reply {other:?}", op())),
-        Err(CallError::Server(e)) if e.name() == "POSKeyError" => match missing(c, conn, oid, at) {
-            Err(Retry) => Err(Retry),
-            Ok(r) => Ok(r),
-        },
+        Err(CallError::Server(e)) if e.name() == "POSKeyError" => {
+            match missing(c, conn, oid, at, start) {
+                Err(Retry) => Err(Retry),
+                Ok(r) => Ok(r),
+            }
+        }
         Err(CallError::Conn(_)) => Err(Retry),
         Err(e) => Ok(Err(c.call_error(&op(), e))),
     }
@@ -682,10 +738,16 @@ fn load_result(
 /// `loadBefore` raised POSKeyError: the object never existed, or its
 /// record as of `at` is a deletion. The object's history tells which (and
 /// the deletion's tid).
-fn missing(c: &Client, conn: &Conn, oid: Oid, at: Tid) -> Result<Result<Loaded, Error>, Retry> {
+fn missing(
+    c: &Client,
+    conn: &Conn,
+    oid: Oid,
+    at: Tid,
+    start: Instant,
+) -> Result<Result<Loaded, Error>, Retry> {
     for size in [16i64, 1024, 65536] {
         let args = Value::Tuple(vec![oid_value(oid), Value::Int(size)]);
-        let recs = match conn.call("history", args) {
+        let recs = match conn.call("history", args, Some(c.reply_deadline(start))) {
             Ok(Value::List(v)) | Ok(Value::Tuple(v)) => v,
             Ok(other) => {
                 conn.protocol_error(format!("history {oid}: reply {other:?}"));
@@ -726,16 +788,23 @@ fn missing(c: &Client, conn: &Conn, oid: Oid, at: Tid) -> Result<Result<Loaded, 
     }))
 }
 
-/// Transactions in `(after, upto]` from the server's iterator on `conn`.
-fn history_commits(conn: &Conn, after: Tid, upto: Tid) -> Result<Vec<Commit>, CallError> {
+/// Transactions in `(after, upto]` from the server's iterator on `conn`,
+/// every reply by `deadline`.
+fn history_commits(
+    conn: &Conn,
+    after: Tid,
+    upto: Tid,
+    deadline: Option<Instant>,
+) -> Result<Vec<Commit>, CallError> {
     let start = Tid(after.0.saturating_add(1));
     let iid = conn.call(
         "iterator_start",
         Value::Tuple(vec![tid_value(start), tid_value(upto)]),
+        deadline,
     )?;
     let mut out: Vec<Commit> = Vec::new();
     loop {
-        let t = conn.call("iterator_next", Value::Tuple(vec![iid.clone()]))?;
+        let t = conn.call("iterator_next", Value::Tuple(vec![iid.clone()]), deadline)?;
         let t = match t {
             Value::None => break,
             Value::Tuple(t) if t.len() >= 2 => t,
@@ -757,10 +826,15 @@ fn history_commits(conn: &Conn, after: Tid, upto: Tid) -> Result<Vec<Commit>, Ca
         let rid = conn.call(
             "iterator_record_start",
             Value::Tuple(vec![iid.clone(), tid_value(tid)]),
+            deadline,
         )?;
         let mut oids = Vec::new();
         loop {
-            match conn.call("iterator_record_next", Value::Tuple(vec![rid.clone()]))? {
+            match conn.call(
+                "iterator_record_next",
+                Value::Tuple(vec![rid.clone()]),
+                deadline,
+            )? {
                 Value::None => break,
                 Value::Tuple(r) if !r.is_empty() => match oid_of(&r[0]) {
                     Some(o) => oids.push(o),
