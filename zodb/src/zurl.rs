@@ -225,52 +225,52 @@ fn parse_demo(rest: &str, depth: usize, tries: &mut usize) -> Result<ZUrl, Strin
         .strip_prefix('(')
         .and_then(|r| r.strip_suffix(')'))
         .ok_or_else(|| WANT.to_string())?;
-    let mut valid = Vec::new();
+    // The splits that leave both sides balanced first: nesting always
+    // does, and then only one of them (the outermost) is tried in depth.
+    // Only when none of those reads does a split with stray parentheses
+    // count — and then only when it is the one that reads.
+    let splits: Vec<(&str, &str)> = inner
+        .match_indices(")/(")
+        .map(|(i, _)| (&inner[..i], &inner[i + 3..]))
+        .collect();
+    let (even, odd): (Vec<_>, Vec<_>) = splits
+        .into_iter()
+        .partition(|(b, d)| balanced(b) && balanced(d));
     let mut first_err = None;
-    for (i, _) in inner.match_indices(")/(") {
-        let (base, delta) = (&inner[..i], &inner[i + 3..]);
-        let b = parse_nested(base, depth + 1, tries);
-        let d = b
-            .as_ref()
-            .map_err(Clone::clone)
-            .and_then(|_| parse_nested(delta, depth + 1, tries));
-        match (b, d) {
-            (Ok(_), Ok(_)) => valid.push((base, delta)),
-            (Err(e), _) | (_, Err(e)) => {
-                if *tries > DEMO_MAX_TRIES {
-                    return Err(e);
+    for group in [even, odd] {
+        let mut valid = Vec::new();
+        for (base, delta) in group {
+            let r = parse_nested(base, depth + 1, tries)
+                .and_then(|_| parse_nested(delta, depth + 1, tries));
+            match r {
+                Ok(_) => valid.push((base, delta)),
+                Err(e) => {
+                    if *tries > DEMO_MAX_TRIES {
+                        return Err(e);
+                    }
+                    first_err.get_or_insert(e);
                 }
-                first_err.get_or_insert(e);
+            }
+        }
+        match valid[..] {
+            [] => continue,
+            [pick] => {
+                return Ok(ZUrl::Demo {
+                    base: pick.0.to_string(),
+                    delta: pick.1.to_string(),
+                })
+            }
+            _ => {
+                return Err(format!(
+                    "ambiguous: {} ways to split it into (BASE)/(DELTA)",
+                    valid.len()
+                ))
             }
         }
     }
-    let pick = match valid.len() {
-        0 => {
-            return Err(match first_err {
-                Some(e) => format!("{WANT}: {e}"),
-                None => WANT.into(),
-            })
-        }
-        1 => valid[0],
-        _ => {
-            let nested: Vec<_> = valid
-                .iter()
-                .filter(|(b, d)| balanced(b) && balanced(d))
-                .collect();
-            match nested[..] {
-                [one] => *one,
-                _ => {
-                    return Err(format!(
-                        "ambiguous: {} ways to split it into (BASE)/(DELTA)",
-                        valid.len()
-                    ))
-                }
-            }
-        }
-    };
-    Ok(ZUrl::Demo {
-        base: pick.0.to_string(),
-        delta: pick.1.to_string(),
+    Err(match first_err {
+        Some(e) => format!("{WANT}: {e}"),
+        None => WANT.into(),
     })
 }
 /// Opens the storage a zurl names, with the default [`Resilience`].
@@ -458,6 +458,60 @@ mod tests {
         let t0 = std::time::Instant::now();
         assert!(parse(&many).is_err());
         assert!(t0.elapsed() < std::time::Duration::from_secs(1));
+    }
+
+    /// Random nested demo: zurls over leaves with parentheses, slashes,
+    /// `)/(` and `?storage=` in them: with balanced parentheses in every
+    /// leaf, the parse gives back exactly the parts; with stray ones, it
+    /// gives an exact split or an error, never a panic.
+    #[test]
+    fn demo_random_nesting() {
+        let mut x = 0x9e3779b97f4a7c15u64;
+        let mut rnd = move |n: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % n
+        };
+        const BALANCED: &[&str] = &[
+            "file:///a/b.fs",
+            "file:///d(1)/x (copy).fs",
+            "/rel/(p)/q.fs",
+            "zeo://h:1?storage=s",
+            "zeo:///run/(z)/zeo.sock?storage=a(b)",
+            "zeo://[::1]:9",
+        ];
+        const STRAY: &[&str] = &["file:///a(b.fs", "/x)y", "file:///p)/(q", "file:///x)/(y"];
+        fn gen(rnd: &mut dyn FnMut(u64) -> u64, depth: u32, leaves: &[&str]) -> String {
+            if depth == 0 || rnd(3) == 0 {
+                return leaves[rnd(leaves.len() as u64) as usize].to_string();
+            }
+            let b = gen(rnd, depth - 1, leaves);
+            let d = gen(rnd, depth - 1, leaves);
+            format!("demo:({b})/({d})")
+        }
+        assert!(BALANCED.iter().all(|l| balanced(l)));
+        assert!(STRAY.iter().all(|l| !balanced(l)));
+        let balanced: Vec<&str> = BALANCED.to_vec();
+        let mut all = balanced.clone();
+        all.extend(STRAY);
+        for i in 0..3000 {
+            let strict = i % 2 == 0;
+            let leaves = if strict { &balanced } else { &all };
+            let b = gen(&mut rnd, 3, leaves);
+            let d = gen(&mut rnd, 3, leaves);
+            let z = format!("demo:({b})/({d})");
+            match parse(&z) {
+                Ok(ZUrl::Demo { base, delta }) => {
+                    assert_eq!(format!("demo:({base})/({delta})"), z);
+                    if strict {
+                        assert_eq!((base.as_str(), delta.as_str()), (b.as_str(), d.as_str()));
+                    }
+                }
+                Ok(other) => panic!("{z}: {other:?}"),
+                Err(e) => assert!(!strict, "{z}: {e}"),
+            }
+        }
     }
 
     #[test]
