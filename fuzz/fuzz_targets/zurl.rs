@@ -2,7 +2,8 @@
 // Every zurl form (file://, zeo:// with ?storage= and Unix sockets,
 // postgresql://, demo:(BASE)/(DELTA) nested): every input gives Ok or Err,
 // never a panic, in bounded time; a demo: zurl that parses is exactly
-// "demo:(" BASE ")/(" DELTA ")" with both parts zurls; redaction is stable,
+// "demo:(" BASE ")/(" DELTA ")" with both parts zurls; the redaction of a
+// zurl that parses is stable,
 // changes nothing in a zurl without a secret, and never shows a password.
 use libfuzzer_sys::fuzz_target;
 use zodb::zurl::{self, ZUrl};
@@ -12,11 +13,14 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let shown = zurl::redacted(z);
-    assert_eq!(zurl::redacted(&shown), shown, "redaction is stable");
     let parsed = zurl::parse(z);
-    if let Err(e) = &parsed {
-        // The message shows the redacted zurl only.
-        let _ = e.to_string();
+    match &parsed {
+        // (Of a zurl that does not parse, the redacted form hides more
+        // than needed, not always in one step: pg_zurl has the details.)
+        Ok(_) => assert_eq!(zurl::redacted(&shown), shown, "redaction is stable"),
+        Err(e) => {
+            let _ = e.to_string();
+        }
     }
     match parsed {
         Ok(ZUrl::Demo { base, delta }) => {

@@ -75,9 +75,15 @@ pub fn redacted(zurl: &str) -> Cow<'_, str> {
             Ok(ZUrl::Demo { base, delta }) => {
                 let (b, d) = (redacted(&base), redacted(&delta));
                 if matches!((&b, &d), (Cow::Borrowed(_), Cow::Borrowed(_))) {
-                    Cow::Borrowed(zurl)
-                } else {
-                    Cow::Owned(format!("{DEMO}({b})/({d})"))
+                    return Cow::Borrowed(zurl);
+                }
+                let out = format!("{DEMO}({b})/({d})");
+                // Shown as it reads: the redacted parts must split the
+                // same way (a password may have held the `)/(` or the
+                // parenthesis that made the split), else hide it all.
+                match parse_nested(&out, 0, &mut 0) {
+                    Ok(ZUrl::Demo { base, delta }) if base == b && delta == d => Cow::Owned(out),
+                    _ => Cow::Owned(format!("{DEMO}***")),
                 }
             }
             // Where a password might be cannot be told: hide it all.
@@ -521,6 +527,13 @@ mod tests {
         assert!(has_secret(z));
         let e = parse("demo:(postgresql://u:sekrit@h/db?nov)/(file:///d.fs)").unwrap_err();
         assert!(!e.to_string().contains("sekrit"), "{e}");
+        // Redacting a part that changes how the whole splits: hidden
+        // whole, and stable (found by the zurl fuzz target).
+        let z = "demo:(postgresql://uxx4Hdemo:(@s//c4Hdemo:(@s//c)xxxxx/u:Hқb)/(postgs)xxxxx/u:Hқb)/(postgst)";
+        assert!(parse(z).is_ok());
+        let shown = redacted(z);
+        assert_eq!(shown, "demo:***");
+        assert_eq!(redacted(&shown), shown);
         let plain = "demo:(zeo://h:1?storage=b)/(file:///d.fs)";
         assert!(matches!(redacted(plain), Cow::Borrowed(s) if s == plain));
         assert!(!has_secret(plain));
