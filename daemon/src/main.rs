@@ -353,10 +353,11 @@ fn ls(url: &str) -> Result<(), Box<dyn std::error::Error>> {
                 .collect();
             (Box::new(fs), oids)
         }
-        ZUrl::Zeo { .. } => {
+        ZUrl::Zeo { .. } | ZUrl::Demo { .. } => {
             return Err(format!(
-                "{url}: ls lists the objects of a FileStorage or a PostgreSQL database; \
-                 for a ZEO server, run it on the server's data.fs"
+                "{shown}: ls lists the objects of a FileStorage or a PostgreSQL database; \
+                 for a ZEO server, run it on the server's data.fs (for a DemoStorage, on \
+                 its base and its changes)"
             )
             .into());
         }

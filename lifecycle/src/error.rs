@@ -112,7 +112,7 @@ impl fmt::Display for Error {
             Error::BadZurl { zurl } => write!(
                 f,
                 "invalid zurl {:?}: want file://PATH, a path to a data.fs, \
-                 zeo://HOST:PORT or postgresql://...",
+                 zeo://HOST:PORT, zeo:///SOCKET, postgresql://... or demo:(BASE)/(DELTA)",
                 crate::public_zurl(zurl)
             ),
             Error::NotServing { zurl, mountpoint } => write!(

@@ -12,8 +12,15 @@ Subcommands (all paths are directories holding data.fs):
       Commit N more transactions to DIR/data.fs. With --keep-index, put back
       the .index file that existed before, so that it is stale.
 
-  dump DIR OUT
-      Write what Python reads from DIR/data.fs (read-only) to OUT:
+  demogen BASE DELTA [--seed N] [--txns N]
+      Commit N transactions through a DemoStorage over BASE/data.fs (opened
+      read-only; written by gen) with its changes in DELTA/data.fs: changes
+      and undone changes of base objects, new objects, undone creations.
+
+  dump DIR OUT [--zurl ZURL]
+      Write what Python reads from DIR/data.fs (read-only) — or from what
+      ZURL names (zurlstor: a ZEO ClientStorage with its storage name, a
+      DemoStorage...) — to OUT:
         last <tid>
         txn <tid> <status> <oid,oid,...|->
         load <oid> <at> <serial> <len> <crc>   (data found)
@@ -22,12 +29,12 @@ Subcommands (all paths are directories holding data.fs):
       for every oid in the file and every tid in the file (and the one
       before the first).
 
-  writer DIR N OUT [--zeo HOST:PORT]
+  writer DIR N OUT [--zeo HOST:PORT | --zurl ZURL]
       Commit N transactions, each touching a varied set of objects, and
       after each commit returned write "<tid> <oid,oid,...> <unix time>" to
       OUT (flushed). A line "done" ends the file. With --zeo, commit through
       a ZEO ClientStorage connected to that server (which serves DIR/data.fs)
-      instead of opening the file.
+      instead of opening the file; with --zurl, through what ZURL names.
 
 Tids and oids are written as 16 hex digits; crc is zlib's crc32 of the data.
 """
@@ -47,6 +54,10 @@ from persistent.mapping import PersistentMapping
 from ZODB.Connection import TransactionMetaData
 from ZODB.POSException import POSKeyError
 from ZODB.utils import p64, u64
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                "wcfs_testdata"))
+import zurlstor  # noqa: E402
 
 # fsync on every commit only slows the generators down.
 ZODB.FileStorage.FileStorage.fsync = None
@@ -109,6 +120,13 @@ def gen(d, seed, ntxn, big):
         objs.append(o)
     commit("init", user="oracle")
 
+    history(db, conn, holder, objs, rng, ntxn, big)
+    conn.close()
+    db.close()
+
+
+def history(db, conn, holder, objs, rng, ntxn, big):
+    """ntxn transactions of varied kinds on db (objs: the objects in holder)."""
     for n in range(ntxn):
         r = rng.random()
         if r < 0.08:
@@ -151,6 +169,45 @@ def gen(d, seed, ntxn, big):
             for o in rng.sample(objs, rng.randrange(1, min(6, len(objs)))):
                 o["v"] = payload(rng, big)
             commit("mod-%d" % n, user="u%d" % (n % 3))
+
+
+def demogen(base, delta, seed, ntxn):
+    """ntxn transactions through a DemoStorage over BASE/data.fs (opened
+    read-only) with changes in DELTA/data.fs: changes and undos of base
+    objects (an undone first change in the delta leaves a deletion record
+    there, which shows the base's data again), new objects, undone
+    creations, empty transactions."""
+    from ZODB.DemoStorage import DemoStorage
+    os.makedirs(delta, exist_ok=True)
+    st = DemoStorage(base=ZODB.FileStorage.FileStorage(os.path.join(base, "data.fs"),
+                                                        read_only=True),
+                     changes=ZODB.FileStorage.FileStorage(os.path.join(delta, "data.fs")))
+    db = ZODB.DB(st)
+    conn = db.open()
+    holder = conn.root()["holder"]
+    objs = list(holder.values())
+    rng = random.Random(seed)
+    # Base objects changed in the delta, then that undone: the delta's
+    # only records of them are deletions, and the base's data shows again.
+    # DemoStorage cannot change them any more (a store conflicts with the
+    # deletion record), so they are left alone afterwards (and taken out
+    # of the holder, for the writer).
+    keys = sorted(holder.keys())
+    revealed, objs = [holder[k] for k in keys[:3]], [holder[k] for k in keys[3:]]
+    for o in revealed:
+        o["v"] = payload(rng)
+    commit("demo-change")
+    db.undo(last_undo_id(db))
+    commit("demo-undo-first-change")
+    conn.sync()
+    # Every other object gets a record in the delta: undoing a later change
+    # goes back to it.
+    for o in objs:
+        o["v"] = payload(rng)
+    for k in keys[:3]:
+        del holder[k]  # out of reach of writers
+    commit("demo-touch")
+    history(db, conn, holder, objs, rng, ntxn, False)
     conn.close()
     db.close()
 
@@ -179,9 +236,11 @@ def extend(d, ntxn, keep_index):
             f.write(saved)
 
 
-def dump(d, out):
-    path = os.path.join(d, "data.fs")
-    st = ZODB.FileStorage.FileStorage(path, read_only=True)
+def dump(d, out, zurl=None):
+    if zurl:
+        st = zurlstor.open_zurl(zurl, read_only=True)
+    else:
+        st = ZODB.FileStorage.FileStorage(os.path.join(d, "data.fs"), read_only=True)
     tids = []
     oids = set()
     with open(out, "w") as f:
@@ -209,13 +268,15 @@ def dump(d, out):
     st.close()
 
 
-def writer(d, ntxn, out, zeo=None):
+def writer(d, ntxn, out, zeo=None, zurl=None):
     path = os.path.join(d, "data.fs")
     rng = random.Random(ntxn)
     if zeo:
         import ZEO.ClientStorage
         host, port = zeo.rsplit(":", 1)
         db = ZODB.DB(ZEO.ClientStorage.ClientStorage((host, int(port))))
+    elif zurl:
+        db = ZODB.DB(zurlstor.open_zurl(zurl))
     else:
         db = ZODB.DB(ZODB.FileStorage.FileStorage(path))
     conn = db.open()
@@ -234,8 +295,12 @@ def writer(d, ntxn, out, zeo=None):
             tid = db.storage.lastTransaction()
             now = time.time()
             # the oids of the transaction, in record order
-            t = next(iter(db.storage.iterator(tid, tid)))
+            # (the iterator kept while the records are read: a DemoStorage's
+            # closes its parts' files once dropped)
+            it = db.storage.iterator(tid, tid)
+            t = next(iter(it))
             f.write("%s %s %.6f\n" % (hx(tid), ",".join(hx(r.oid) for r in t) or "-", now))
+            del it
             f.flush()
             time.sleep(rng.choice([0, 0.001, 0.005, 0.02]))
         f.write("done\n")
@@ -259,11 +324,18 @@ def main():
     du = sub.add_parser("dump")
     du.add_argument("dir")
     du.add_argument("out")
+    du.add_argument("--zurl")
+    dg = sub.add_parser("demogen")
+    dg.add_argument("base")
+    dg.add_argument("delta")
+    dg.add_argument("--seed", type=int, default=1)
+    dg.add_argument("--txns", type=int, default=60)
     w = sub.add_parser("writer")
     w.add_argument("dir")
     w.add_argument("n", type=int)
     w.add_argument("out")
     w.add_argument("--zeo")
+    w.add_argument("--zurl")
     a = ap.parse_args()
     if a.cmd == "gen":
         global TINY
@@ -272,9 +344,11 @@ def main():
     elif a.cmd == "extend":
         extend(a.dir, a.n, a.keep_index)
     elif a.cmd == "dump":
-        dump(a.dir, a.out)
+        dump(a.dir, a.out, a.zurl)
+    elif a.cmd == "demogen":
+        demogen(a.base, a.delta, a.seed, a.txns)
     elif a.cmd == "writer":
-        writer(a.dir, a.n, a.out, a.zeo)
+        writer(a.dir, a.n, a.out, a.zeo, a.zurl)
 
 
 if __name__ == "__main__":

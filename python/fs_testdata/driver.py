@@ -2,7 +2,9 @@
 """Commit to a data.fs on command, for the wcfsd filesystem tests.
 
 usage: driver.py PATH/data.fs
-       driver.py zeo://HOST:PORT    (commit through a ZEO ClientStorage)
+       driver.py zeo://HOST:PORT    (commit through a ZEO ClientStorage; also
+                                     zeo://SOCKET/PATH, ?storage=NAME)
+       driver.py demo:(BASE)/(DELTA) (commit through a DemoStorage: to DELTA)
        driver.py postgresql://...   (commit through RelStorage, history-preserving)
 
 Reads one JSON object per line on stdin and answers one line on stdout
@@ -69,12 +71,12 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(
 import transaction  # noqa: E402
 import ZODB  # noqa: E402
 from ZODB.Connection import TransactionMetaData  # noqa: E402
-from ZODB.FileStorage import FileStorage  # noqa: E402
 from BTrees.LOBTree import LOBTree  # noqa: E402
 from ZODB.utils import p64, u64  # noqa: E402
 
 from wendelin.bigfile.file_zodb import ZBigFile, ZBlk0  # noqa: E402
 import pgstorage  # noqa: E402
+import zurlstor  # noqa: E402
 
 
 def h(b):
@@ -86,15 +88,10 @@ def unh(s):
 
 
 def open_storage(where, read_only=False):
-    """A FileStorage at a path, a ZEO ClientStorage for zeo://HOST:PORT, or
-    a RelStorage for postgresql://..."""
-    if pgstorage.is_pg(where):
-        return pgstorage.open_relstorage(where, read_only=read_only)
-    if where.startswith('zeo://'):
-        from ZEO.ClientStorage import ClientStorage
-        host, port = where[len('zeo://'):].rsplit(':', 1)
-        return ClientStorage((host, int(port)), read_only=read_only)
-    return FileStorage(where, read_only=read_only)
+    """A FileStorage at a path, a ZEO ClientStorage for zeo://HOST:PORT (or
+    zeo://SOCKET, ?storage=NAME), a RelStorage for postgresql://..., a
+    DemoStorage for demo:(BASE)/(DELTA) (zurlstor.open_zurl)."""
+    return zurlstor.open_zurl(where, read_only=read_only)
 
 
 class Driver:

@@ -26,23 +26,15 @@ import sys
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'wcfs_testdata'))
 
 import ZODB  # noqa: E402
-from ZODB.FileStorage import FileStorage  # noqa: E402
 from ZODB.utils import p64, u64  # noqa: E402
 
 from wendelin.bigfile.file_zodb import ZBlk1  # noqa: E402
-import pgstorage  # noqa: E402
+import zurlstor  # noqa: E402
 
 
 def open_storage(where, read_only):
-    """A FileStorage at a path, a ZEO ClientStorage for zeo://HOST:PORT, or
-    a RelStorage for postgresql://..."""
-    if pgstorage.is_pg(where):
-        return pgstorage.open_relstorage(where, read_only=read_only)
-    if where.startswith('zeo://'):
-        from ZEO.ClientStorage import ClientStorage
-        host, port = where[len('zeo://'):].rsplit(':', 1)
-        return ClientStorage((host, int(port)), read_only=read_only)
-    return FileStorage(where, read_only=read_only)
+    """What the zurl (or path) names, as Python opens it (zurlstor)."""
+    return zurlstor.open_zurl(where, read_only=read_only)
 
 
 def ident(obj):

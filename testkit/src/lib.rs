@@ -126,13 +126,20 @@ pub fn wcfsd_bin() -> PathBuf {
 }
 
 /// A real ZEO server (`python -m ZEO.runzeo`) serving a FileStorage on a
-/// free loopback port; killed when dropped. Its log is `<data.fs>.zeo.log`.
+/// free loopback port (or on a Unix socket, or several named FileStorages
+/// from a config file: [`ZeoServer::start_config`]); killed when dropped.
+/// Its log is `<data.fs>.zeo.log` (the first storage's data.fs).
 pub struct ZeoServer {
     child: Option<std::process::Child>,
+    /// The TCP port (0 when on a Unix socket).
     pub port: u16,
     pub log: PathBuf,
     datafs: PathBuf,
     msgpack: bool,
+    /// The Unix socket it listens on, instead of a port.
+    pub socket: Option<PathBuf>,
+    /// Named storages `<filestorage NAME>` (empty: `-f datafs`, named "1").
+    storages: Vec<(String, PathBuf)>,
 }
 
 impl ZeoServer {
@@ -146,12 +153,44 @@ impl ZeoServer {
     /// Like [`ZeoServer::start`]; with `msgpack`, the server marshals
     /// messages with msgpack (`$ZEO_MSGPACK`) instead of pickle.
     pub fn start_with(datafs: &Path, msgpack: bool) -> ZeoServer {
+        Self::start_any(datafs, msgpack, None, Vec::new())
+    }
+
+    /// `runzeo -C CONFIG` serving each `(name, data.fs)` of `storages` as a
+    /// `<filestorage NAME>` section (ZConfig makes names lower case: give
+    /// them so), on `socket` (a Unix socket) or else a free loopback port.
+    pub fn start_config(storages: &[(&str, &Path)], socket: Option<&Path>) -> ZeoServer {
+        let storages: Vec<(String, PathBuf)> = storages
+            .iter()
+            .map(|(n, p)| (n.to_string(), p.to_path_buf()))
+            .collect();
+        let datafs = storages.first().expect("a storage").1.clone();
+        Self::start_any(&datafs, false, socket.map(Path::to_path_buf), storages)
+    }
+
+    fn start_any(
+        datafs: &Path,
+        msgpack: bool,
+        socket: Option<PathBuf>,
+        storages: Vec<(String, PathBuf)>,
+    ) -> ZeoServer {
+        let mut s = ZeoServer {
+            child: None,
+            port: 0,
+            log: Self::log_path(datafs),
+            datafs: datafs.to_path_buf(),
+            msgpack,
+            socket,
+            storages,
+        };
         for _ in 0..5 {
-            let port = std::net::TcpListener::bind("127.0.0.1:0")
-                .and_then(|l| l.local_addr())
-                .expect("pick a free port")
-                .port();
-            if let Some(s) = Self::try_start(datafs, port, msgpack, 1) {
+            if s.socket.is_none() {
+                s.port = std::net::TcpListener::bind("127.0.0.1:0")
+                    .and_then(|l| l.local_addr())
+                    .expect("pick a free port")
+                    .port();
+            }
+            if s.try_start(1) {
                 return s;
             }
         }
@@ -167,23 +206,54 @@ impl ZeoServer {
         PathBuf::from(log)
     }
 
-    /// runzeo on `port` (tried `tries` times, 1 s apart: a port just
-    /// released may still be busy), once it accepts connections.
-    fn try_start(datafs: &Path, port: u16, msgpack: bool, tries: usize) -> Option<ZeoServer> {
-        let log = Self::log_path(datafs);
+    /// Where it listens, as runzeo's `-a` and `address` take it.
+    fn listen(&self) -> String {
+        match &self.socket {
+            Some(p) => p.display().to_string(),
+            None => format!("127.0.0.1:{}", self.port),
+        }
+    }
+
+    fn accepts(&self) -> bool {
+        match &self.socket {
+            Some(p) => std::os::unix::net::UnixStream::connect(p).is_ok(),
+            None => std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok(),
+        }
+    }
+
+    /// runzeo (tried `tries` times, 1 s apart: a port just released may
+    /// still be busy), once it accepts connections.
+    fn try_start(&mut self, tries: usize) -> bool {
+        let mut args: Vec<std::ffi::OsString> = vec!["-m".into(), "ZEO.runzeo".into()];
+        if self.storages.is_empty() {
+            args.extend(["-a".into(), self.listen().into(), "-f".into()]);
+            args.push(self.datafs.clone().into());
+        } else {
+            let mut conf = format!("<zeo>\n  address {}\n</zeo>\n", self.listen());
+            for (name, path) in &self.storages {
+                conf += &format!(
+                    "<filestorage {name}>\n  path {}\n</filestorage>\n",
+                    path.display()
+                );
+            }
+            let mut cpath = self.datafs.as_os_str().to_owned();
+            cpath.push(".zeo.conf");
+            std::fs::write(&cpath, conf).expect("write runzeo config");
+            args.extend(["-C".into(), cpath]);
+        }
         for _ in 0..tries {
+            if let Some(p) = &self.socket {
+                let _ = std::fs::remove_file(p); // a killed server's
+            }
             let logf = std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
-                .open(&log)
+                .open(&self.log)
                 .expect("open zeo log");
             let mut child = Command::new(python())
-                .args(["-m", "ZEO.runzeo", "-a"])
-                .arg(format!("127.0.0.1:{port}"))
-                .arg("-f")
-                .arg(datafs)
+                .args(&args)
                 .env_remove("ZEO_MSGPACK")
-                .envs(msgpack.then_some(("ZEO_MSGPACK", "1")))
+                .envs(self.msgpack.then_some(("ZEO_MSGPACK", "1")))
                 .stdin(std::process::Stdio::null())
                 .stdout(logf.try_clone().unwrap())
                 .stderr(logf)
@@ -194,14 +264,9 @@ impl ZeoServer {
                 if let Ok(Some(_)) = child.try_wait() {
                     break; // port taken, or worse: retry, then report
                 }
-                if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                    return Some(ZeoServer {
-                        child: Some(child),
-                        port,
-                        log,
-                        datafs: datafs.to_path_buf(),
-                        msgpack,
-                    });
+                if self.accepts() {
+                    self.child = Some(child);
+                    return true;
                 }
                 if std::time::Instant::now() > deadline {
                     let _ = child.kill();
@@ -212,7 +277,7 @@ impl ZeoServer {
             }
             std::thread::sleep(std::time::Duration::from_secs(1));
         }
-        None
+        false
     }
 
     /// Starts the server again (after [`ZeoServer::kill`], or killing it
@@ -220,28 +285,41 @@ impl ZeoServer {
     /// as before): a server restart as clients see it.
     pub fn restart(&mut self, datafs: Option<&Path>) {
         self.kill();
-        let datafs = datafs.map_or(self.datafs.clone(), Path::to_path_buf);
-        match Self::try_start(&datafs, self.port, self.msgpack, 10) {
-            Some(s) => {
-                let old = std::mem::replace(self, s);
-                drop(old);
-            }
-            None => panic!(
-                "runzeo did not restart on port {}; its log:\n{}",
-                self.port,
-                std::fs::read_to_string(Self::log_path(&datafs)).unwrap_or_default()
-            ),
+        if let Some(d) = datafs {
+            assert!(
+                self.storages.is_empty(),
+                "restart on another data.fs: -f servers only"
+            );
+            self.datafs = d.to_path_buf();
+            self.log = Self::log_path(d);
+        }
+        if !self.try_start(10) {
+            panic!(
+                "runzeo did not restart at {}; its log:\n{}",
+                self.listen(),
+                self.log_text()
+            );
         }
     }
 
-    /// `zeo://127.0.0.1:PORT`.
+    /// `zeo://127.0.0.1:PORT`, or `zeo://SOCKET` — as upstream's
+    /// `zstor_2zurl` writes it for storage "1".
     pub fn zurl(&self) -> String {
-        format!("zeo://127.0.0.1:{}", self.port)
+        format!("zeo://{}", self.listen())
     }
 
-    /// `127.0.0.1:PORT`, as the Python scripts take it.
+    /// The zurl of storage `name` (`…?storage=NAME` unless "1").
+    pub fn zurl_of(&self, name: &str) -> String {
+        if name == "1" {
+            self.zurl()
+        } else {
+            format!("{}?storage={name}", self.zurl())
+        }
+    }
+
+    /// `127.0.0.1:PORT` (or the socket path), as the Python scripts take it.
     pub fn addr(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        self.listen()
     }
 
     /// The server's pid (None once stopped).

@@ -12,107 +12,15 @@
 //! The Python interpreter is `$WCFS_PYTHON`, by default the repository's
 //! `.venv/bin/python`; without it (and ZEO in it) these tests fail.
 
-use std::path::{Path, PathBuf};
+mod fs_dump;
+
+use fs_dump::{dump, expect_of, oracle, script, sorted, writer_log, Expect};
 use std::process::Command;
 use std::time::{Duration, Instant};
 use testkit::{python, ZeoServer};
 use zodb::storage::zeo::ZeoStorage;
 use zodb::storage::{Commit, Error, Storage};
 use zodb::{Oid, Tid};
-
-fn script() -> PathBuf {
-    testkit::repo().join("python/fs_oracle/fsoracle.py")
-}
-
-fn oracle(args: &[&str]) {
-    testkit::run_python("python/fs_oracle/fsoracle.py", args);
-}
-
-fn crc32(data: &[u8]) -> u32 {
-    let mut c = !0u32;
-    for &b in data {
-        c ^= b as u32;
-        for _ in 0..8 {
-            c = if c & 1 != 0 {
-                0xedb88320 ^ (c >> 1)
-            } else {
-                c >> 1
-            };
-        }
-    }
-    !c
-}
-
-#[derive(Debug, Clone, PartialEq)]
-enum Expect {
-    Data { serial: Tid, len: usize, crc: u32 },
-    None,
-    Deleted,
-}
-
-struct Oracle {
-    last: Tid,
-    txns: Vec<Commit>,
-    loads: Vec<(Oid, Tid, Expect)>,
-}
-
-fn dump(dir: &Path) -> Oracle {
-    let out = dir.join("oracle.txt");
-    oracle(&["dump", dir.to_str().unwrap(), out.to_str().unwrap()]);
-    let text = std::fs::read_to_string(&out).unwrap();
-    let mut o = Oracle {
-        last: Tid::ZERO,
-        txns: vec![],
-        loads: vec![],
-    };
-    for line in text.lines() {
-        let f: Vec<&str> = line.split(' ').collect();
-        match f[0] {
-            "last" => o.last = f[1].parse().unwrap(),
-            "txn" => {
-                let oids = if f[3] == "-" {
-                    vec![]
-                } else {
-                    f[3].split(',').map(|s| s.parse().unwrap()).collect()
-                };
-                // Records of an undone ('u') transaction are not reported.
-                let oids = if f[2] == "u" { vec![] } else { oids };
-                o.txns.push(Commit {
-                    tid: f[1].parse().unwrap(),
-                    oids,
-                });
-            }
-            "load" => {
-                let e = match f[3] {
-                    "none" => Expect::None,
-                    "deleted" => Expect::Deleted,
-                    s => Expect::Data {
-                        serial: s.parse().unwrap(),
-                        len: f[4].parse().unwrap(),
-                        crc: u32::from_str_radix(f[5], 16).unwrap(),
-                    },
-                };
-                o.loads
-                    .push((f[1].parse().unwrap(), f[2].parse().unwrap(), e));
-            }
-            _ => panic!("bad oracle line {line:?}"),
-        }
-    }
-    o
-}
-
-fn expect_of(r: Result<zodb::Loaded, Error>) -> Result<Expect, String> {
-    match r {
-        Ok(l) => Ok(Expect::Data {
-            serial: l.serial,
-            len: l.data.len(),
-            crc: crc32(&l.data),
-        }),
-        Err(Error::NotYetCreated { .. }) => Ok(Expect::None),
-        Err(Error::Deleted { .. }) => Ok(Expect::Deleted),
-        Err(e) => Err(e.to_string()),
-    }
-}
 
 fn open(srv: &ZeoServer) -> ZeoStorage {
     let url = srv.zurl();
@@ -202,34 +110,6 @@ fn loads_and_history(msgpack: bool) {
         assert_eq!(got, want, "watch({after})");
     }
     assert!(zs.failure().is_none());
-}
-
-fn sorted(c: &Commit) -> Commit {
-    let mut oids = c.oids.clone();
-    oids.sort();
-    oids.dedup();
-    Commit { tid: c.tid, oids }
-}
-
-/// Reads the writer's log: what Python committed.
-fn writer_log(path: &Path) -> Vec<Commit> {
-    let text = std::fs::read_to_string(path).unwrap();
-    assert!(text.ends_with("done\n"), "writer did not finish");
-    text.lines()
-        .take_while(|l| *l != "done")
-        .map(|line| {
-            let f: Vec<&str> = line.split(' ').collect();
-            let oids = if f[1] == "-" {
-                vec![]
-            } else {
-                f[1].split(',').map(|s| s.parse().unwrap()).collect()
-            };
-            Commit {
-                tid: f[0].parse().unwrap(),
-                oids,
-            }
-        })
-        .collect()
 }
 
 #[test]

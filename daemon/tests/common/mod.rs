@@ -417,6 +417,24 @@ impl Env {
         }
     }
 
+    /// Like [`Env::new`], serving `zurl` in `dir` (with `zeo` running for
+    /// as long as the Env): the driver commits through Python's storage
+    /// for the same zurl (`python/wcfs_testdata/zurlstor.py`: a named ZEO
+    /// storage, a Unix socket, a DemoStorage…).
+    pub fn new_zurl(dir: tempfile::TempDir, zurl: &str, zeo: Option<testkit::ZeoServer>) -> Env {
+        let py = Driver::start(Path::new(zurl));
+        Env {
+            wcfs: None,
+            py,
+            zeo,
+            pg_replica: None,
+            pg: None,
+            datafs: dir.path().join("data.fs"),
+            zurl: zurl.to_string(),
+            dir,
+        }
+    }
+
     /// Like [`Env::new`], on a PostgreSQL cluster of its own (RelStorage,
     /// history-preserving, database [`PG_DB`]): the driver commits to the
     /// primary as `postgres`; the daemon serves the primary, or with

@@ -50,6 +50,7 @@
 //!   line (the `log` crate), and counted ([`Storage::counters`]).
 
 mod commit_queue;
+pub mod demo;
 pub mod filestorage;
 pub mod postgres;
 pub mod zeo;

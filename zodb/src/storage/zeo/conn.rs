@@ -1,4 +1,5 @@
-//! One TCP connection to a ZEO server: handshake, calls, invalidations.
+//! One connection to a ZEO server (TCP or a Unix socket): handshake,
+//! calls, invalidations.
 //!
 //! - **One reader thread** receives every frame. Replies are matched to
 //!   their callers by message id. Callers send their request themselves
@@ -41,11 +42,13 @@ use super::ZeoOptions;
 use crate::pickle::Value;
 use crate::storage::Commit;
 use crate::types::{Oid, Tid};
+use crate::zurl::ZeoAddr;
 use bytes::Bytes;
 use parking_lot::{Condvar, Mutex};
 use std::collections::HashMap;
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream, ToSocketAddrs};
+use std::os::unix::net::UnixStream;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
@@ -128,10 +131,10 @@ pub(super) struct Conn {
     keepalive: Duration,
     codec: Codec,
     state: Mutex<State>,
-    writer: Mutex<TcpStream>,
+    writer: Mutex<Stream>,
     /// The same socket, for shutting it down without waiting for a writer
     /// stuck on a server that stopped reading.
-    control: TcpStream,
+    control: Stream,
     sink: Weak<dyn Sink>,
 }
 
@@ -139,40 +142,114 @@ fn io_err(kind: io::ErrorKind, msg: impl Into<String>) -> io::Error {
     io::Error::new(kind, msg.into())
 }
 
+/// A socket to the server, of either kind: the rest of the connection
+/// does not care which.
+enum Stream {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+impl Stream {
+    fn connect(addr: &ZeoAddr, timeout: Duration) -> Result<Stream, (&'static str, io::Error)> {
+        match addr {
+            ZeoAddr::Tcp { host, port } => {
+                let addrs: Vec<_> = (host.as_str(), *port)
+                    .to_socket_addrs()
+                    .map_err(|e| ("resolve", e))?
+                    .collect();
+                let mut last = io_err(io::ErrorKind::NotFound, "no address");
+                for a in addrs {
+                    match TcpStream::connect_timeout(&a, timeout) {
+                        Ok(s) => {
+                            s.set_nodelay(true).map_err(|e| ("connect", e))?;
+                            return Ok(Stream::Tcp(s));
+                        }
+                        Err(e) => last = e,
+                    }
+                }
+                Err(("connect", last))
+            }
+            // A local connect does not wait for a peer: it succeeds or
+            // fails at once (a server with a full backlog: the handshake
+            // read times out).
+            ZeoAddr::Unix(path) => UnixStream::connect(path).map(Stream::Unix).map_err(|e| {
+                let e = io::Error::new(e.kind(), format!("{}: {e}", path.display()));
+                ("connect", e)
+            }),
+        }
+    }
+
+    fn try_clone(&self) -> io::Result<Stream> {
+        Ok(match self {
+            Stream::Tcp(s) => Stream::Tcp(s.try_clone()?),
+            Stream::Unix(s) => Stream::Unix(s.try_clone()?),
+        })
+    }
+
+    fn set_read_timeout(&self, t: Option<Duration>) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.set_read_timeout(t),
+            Stream::Unix(s) => s.set_read_timeout(t),
+        }
+    }
+
+    fn set_write_timeout(&self, t: Option<Duration>) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.set_write_timeout(t),
+            Stream::Unix(s) => s.set_write_timeout(t),
+        }
+    }
+
+    fn shutdown(&self) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.shutdown(Shutdown::Both),
+            Stream::Unix(s) => s.shutdown(Shutdown::Both),
+        }
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.read(buf),
+            Stream::Unix(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.write(buf),
+            Stream::Unix(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.flush(),
+            Stream::Unix(s) => s.flush(),
+        }
+    }
+}
+
 impl Conn {
     /// Connects and handshakes (no call made yet); the reader runs.
     /// Err: (what failed, why).
     pub(super) fn connect(
-        host: &str,
-        port: u16,
+        addr: &ZeoAddr,
         url: &str,
         opts: &ZeoOptions,
         id: u64,
         sink: Weak<dyn Sink>,
     ) -> Result<Arc<Conn>, (&'static str, io::Error)> {
-        let addrs: Vec<_> = (host, port)
-            .to_socket_addrs()
-            .map_err(|e| ("resolve", e))?
-            .collect();
-        let mut last = io_err(io::ErrorKind::NotFound, "no address");
-        let mut stream = None;
-        for a in addrs {
-            match TcpStream::connect_timeout(&a, opts.connect_timeout) {
-                Ok(s) => {
-                    stream = Some(s);
-                    break;
-                }
-                Err(e) => last = e,
-            }
-        }
-        let mut stream = stream.ok_or(("connect", last))?;
+        let mut stream = Stream::connect(addr, opts.connect_timeout)?;
         let reply_timeout = opts
             .request_timeout
             .min(opts.resilience.reply_wait())
             .max(Duration::from_millis(10));
         let keepalive = opts.keepalive.min(reply_timeout);
-        let setup = |s: &TcpStream| -> io::Result<()> {
-            s.set_nodelay(true)?;
+        let setup = |s: &Stream| -> io::Result<()> {
             s.set_read_timeout(Some(opts.connect_timeout))?;
             s.set_write_timeout(Some(reply_timeout))
         };
@@ -348,7 +425,7 @@ impl Conn {
         for p in pending {
             p.slot.put(Err(CallError::Conn(why.clone())));
         }
-        let _ = self.control.shutdown(Shutdown::Both);
+        let _ = self.control.shutdown();
         if let Some(s) = self.sink.upgrade() {
             s.lost(self.id, why);
         }
@@ -450,7 +527,7 @@ fn invalidation(args: &Value) -> Option<Commit> {
 }
 
 /// The reader thread: frames in, until the connection fails.
-fn reader(conn: Arc<Conn>, mut stream: TcpStream, mut frames: FrameReader) {
+fn reader(conn: Arc<Conn>, mut stream: Stream, mut frames: FrameReader) {
     // Process signals are for the program's own threads: a program that
     // blocks them and waits for them (wcfsd does, after opening the
     // storage) must not have them delivered here instead.

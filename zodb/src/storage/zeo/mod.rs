@@ -1,10 +1,11 @@
-//! ZEO client storage, read-only (`zeo://HOST:PORT`), that rides through
-//! restarts of its server.
+//! ZEO client storage, read-only (`zeo://HOST:PORT`, `zeo:///SOCKET`, with
+//! `?storage=NAME`), that rides through restarts of its server.
 //!
 //! The server is `runzeo` of the `ZEO` Python package: protocol 5, pickle
 //! or msgpack marshalling — whichever it announces ([`wire`] has the
 //! format). After the handshake we `register` read-only with storage
-//! `"1"`; the reply is the server's last tid, and from then on the server
+//! `"1"` (or the zurl's `?storage=NAME`: one `runzeo` may serve several);
+//! the reply is the server's last tid, and from then on the server
 //! pushes every committed transaction to us as
 //! `invalidateTransaction(tid, oids)`. One connection is a [`conn::Conn`];
 //! this module keeps the storage going across connections.
@@ -88,6 +89,7 @@ use super::commit_queue::{CommitQueue, QueueWatcher};
 use super::{counter, Commit, Error, Loaded, Resilience, Storage, Watcher};
 use crate::pickle::Value;
 use crate::types::{Oid, Tid};
+use crate::zurl::ZeoAddr;
 use conn::{oid_of, oid_value, tid_of, tid_value, CallError, CallResult, Conn, Sink};
 use parking_lot::{Condvar, Mutex};
 use std::collections::VecDeque;
@@ -163,8 +165,7 @@ struct ClientState {
 
 struct Client {
     url: String,
-    host: String,
-    port: u16,
+    addr: ZeoAddr,
     opts: ZeoOptions,
     st: Mutex<ClientState>,
     /// Signalled on every change of phase.
@@ -204,10 +205,21 @@ impl ZeoStorage {
         url: &str,
         opts: ZeoOptions,
     ) -> Result<ZeoStorage, Error> {
-        let client = Arc::new(Client {
-            url: url.to_string(),
+        let addr = ZeoAddr::Tcp {
             host: host.to_string(),
             port,
+        };
+        Self::open_addr(addr, url, opts)
+    }
+
+    /// Connects to a server at `addr` (TCP or a Unix socket), handshakes
+    /// and registers storage `opts.storage`. A server that cannot be
+    /// reached now, or that has no such storage, is an error (later losses
+    /// are ridden through).
+    pub fn open_addr(addr: ZeoAddr, url: &str, opts: ZeoOptions) -> Result<ZeoStorage, Error> {
+        let client = Arc::new(Client {
+            url: url.to_string(),
+            addr,
             opts,
             st: Mutex::new(ClientState {
                 phase: Phase::Closed,
@@ -370,7 +382,7 @@ impl Client {
             st.next_conn
         };
         let sink: Weak<dyn Sink> = Arc::downgrade(self) as Weak<dyn Sink>;
-        let conn = Conn::connect(&self.host, self.port, &self.url, &self.opts, id, sink)
+        let conn = Conn::connect(&self.addr, &self.url, &self.opts, id, sink)
             .map_err(|(op, e)| (op.to_string(), e))?;
         let name = self.opts.storage.clone();
         let op = format!("register storage {name:?}");

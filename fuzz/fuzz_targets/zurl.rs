@@ -1,0 +1,39 @@
+#![no_main]
+// Every zurl form (file://, zeo:// with ?storage= and Unix sockets,
+// postgresql://, demo:(BASE)/(DELTA) nested): every input gives Ok or Err,
+// never a panic, in bounded time; a demo: zurl that parses is exactly
+// "demo:(" BASE ")/(" DELTA ")" with both parts zurls; the redaction of a
+// zurl that parses is stable,
+// changes nothing in a zurl without a secret, and never shows a password.
+use libfuzzer_sys::fuzz_target;
+use zodb::zurl::{self, ZUrl};
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(z) = std::str::from_utf8(data) else {
+        return;
+    };
+    let shown = zurl::redacted(z);
+    let parsed = zurl::parse(z);
+    match &parsed {
+        // (Of a zurl that does not parse, the redacted form hides more
+        // than needed, not always in one step: pg_zurl has the details.)
+        Ok(_) => assert_eq!(zurl::redacted(&shown), shown, "redaction is stable"),
+        Err(e) => {
+            let _ = e.to_string();
+        }
+    }
+    match parsed {
+        Ok(ZUrl::Demo { base, delta }) => {
+            assert_eq!(format!("demo:({base})/({delta})"), z, "exact split");
+            assert!(zurl::parse(&base).is_ok() && zurl::parse(&delta).is_ok());
+            if !zurl::has_secret(z) {
+                assert_eq!(shown, z);
+            }
+        }
+        Ok(ZUrl::Zeo { storage, .. }) => {
+            assert!(!storage.is_empty());
+            assert_eq!(shown, z, "a zeo zurl has no secret");
+        }
+        _ => {}
+    }
+});

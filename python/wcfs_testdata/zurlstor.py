@@ -1,0 +1,77 @@
+"""Python's own storage for a zurl, for the tests that compare wcfs with it.
+
+open_zurl(zurl) opens what upstream wendelin.core's ``zstor_2zurl`` would
+turn back into that zurl:
+
+- a path or ``file://PATH``: FileStorage;
+- ``zeo://HOST:PORT``, ``zeo://[V6]:PORT``, ``zeo://SOCKET/PATH``, each with
+  ``?storage=NAME``: ZEO ClientStorage(addr, storage=NAME);
+- ``postgresql://...``: RelStorage (pgstorage);
+- ``demo:(BASE)/(DELTA)``: DemoStorage(base=<BASE, read-only>,
+  changes=<DELTA>).
+
+The demo split here is deliberately simple (the tests give plain parts):
+the one ``)/(`` that leaves both sides' parentheses balanced.
+"""
+
+import pgstorage
+
+
+def _balanced(s):
+    depth = 0
+    for c in s:
+        if c == '(':
+            depth += 1
+        elif c == ')':
+            depth -= 1
+            if depth < 0:
+                return False
+    return depth == 0
+
+
+def split_demo(zurl):
+    """(base, delta) of a demo: zurl."""
+    body = zurl[len('demo:'):]
+    if not (body.startswith('(') and body.endswith(')')):
+        raise ValueError('bad demo zurl %r' % zurl)
+    inner = body[1:-1]
+    splits = []
+    i = inner.find(')/(')
+    while i >= 0:
+        a, b = inner[:i], inner[i + 3:]
+        if _balanced(a) and _balanced(b):
+            splits.append((a, b))
+        i = inner.find(')/(', i + 1)
+    if len(splits) != 1:
+        raise ValueError('cannot split demo zurl %r' % zurl)
+    return splits[0]
+
+
+def zeo_addr(rest):
+    """(addr, storage name) of what follows zeo://"""
+    name = '1'
+    q = rest.rfind('?storage=')
+    if q >= 0:
+        rest, name = rest[:q], rest[q + len('?storage='):]
+    host, sep, port = rest.rpartition(':')
+    if sep and port.isdigit() and '/' not in host:
+        return (host.strip('[]'), int(port)), name
+    return rest, name
+
+
+def open_zurl(zurl, read_only=False):
+    if pgstorage.is_pg(zurl):
+        return pgstorage.open_relstorage(zurl, read_only=read_only)
+    if zurl.startswith('zeo://'):
+        from ZEO.ClientStorage import ClientStorage
+        addr, name = zeo_addr(zurl[len('zeo://'):])
+        return ClientStorage(addr, storage=name, read_only=read_only)
+    if zurl.startswith('demo:'):
+        from ZODB.DemoStorage import DemoStorage
+        base, delta = split_demo(zurl)
+        return DemoStorage(base=open_zurl(base, read_only=True),
+                           changes=open_zurl(delta, read_only=read_only))
+    from ZODB.FileStorage import FileStorage
+    if zurl.startswith('file://'):
+        zurl = zurl[len('file://'):]
+    return FileStorage(zurl, read_only=read_only)
