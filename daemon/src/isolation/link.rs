@@ -59,6 +59,9 @@ struct Io {
     /// EINTR instead. The closing thread's reader may be just between two
     /// reads; without this it would park for good.
     flushed: bool,
+    /// Down, but reads do not see EOF yet (they park): set while the
+    /// process of a faulty client is being killed ([`Link::hold_eof`]).
+    hold_eof: bool,
 }
 
 struct Parked {
@@ -132,7 +135,7 @@ impl Link {
             drop(io);
             return reply.data(&data);
         }
-        if self.is_down() {
+        if self.is_down() && !io.hold_eof {
             drop(io);
             return reply.data(&[]); // EOF
         }
@@ -182,6 +185,29 @@ impl Link {
     }
 
     /// Answers the parked read, if any, with `err`.
+    /// From now until [`Link::release_eof`], a read of the link, once
+    /// the lines queued are taken, parks instead of seeing EOF even when
+    /// the link is down. For a client found faulty: it must not learn
+    /// that its link ended before the signal that kills it is delivered —
+    /// upstream's client fails the requests in flight on EOF, and a client
+    /// that acts on that (a test process reporting the failure, exiting)
+    /// could be gone before we decide whether it is to be killed, or would
+    /// report an error where it was to die. (Upstream's server likewise
+    /// kills before it closes the link.)
+    pub(super) fn hold_eof(&self) {
+        self.io.lock().hold_eof = true;
+    }
+
+    /// Ends [`Link::hold_eof`]: a parked read of a link that is down gets
+    /// what is left, then EOF.
+    pub(super) fn release_eof(&self) {
+        let mut io = self.io.lock();
+        io.hold_eof = false;
+        if self.is_down() {
+            answer_parked(io);
+        }
+    }
+
     pub(super) fn unpark(&self, err: Errno) {
         let p = self.io.lock().parked.take();
         if let Some(p) = p {
