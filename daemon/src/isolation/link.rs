@@ -59,9 +59,11 @@ struct Io {
     /// EINTR instead. The closing thread's reader may be just between two
     /// reads; without this it would park for good.
     flushed: bool,
-    /// Down, but reads do not see EOF yet (they park): set while the
-    /// process of a faulty client is being killed ([`Link::hold_eof`]).
-    hold_eof: bool,
+    /// While > 0, reads of a link that is down park instead of seeing
+    /// EOF: the process of a faulty client is being killed
+    /// ([`Link::hold_eof`]; a count, so that the holds of the write path
+    /// and of the kill nest).
+    hold_eof: u32,
 }
 
 struct Parked {
@@ -135,7 +137,7 @@ impl Link {
             drop(io);
             return reply.data(&data);
         }
-        if self.is_down() && !io.hold_eof {
+        if self.is_down() && io.hold_eof == 0 {
             drop(io);
             return reply.data(&[]); // EOF
         }
@@ -195,15 +197,15 @@ impl Link {
     /// report an error where it was to die. (Upstream's server likewise
     /// kills before it closes the link.)
     pub(super) fn hold_eof(&self) {
-        self.io.lock().hold_eof = true;
+        self.io.lock().hold_eof += 1;
     }
 
-    /// Ends [`Link::hold_eof`]: a parked read of a link that is down gets
-    /// what is left, then EOF.
+    /// Ends one [`Link::hold_eof`]; after the last, a parked read of a
+    /// link that is down gets what is left, then EOF.
     pub(super) fn release_eof(&self) {
         let mut io = self.io.lock();
-        io.hold_eof = false;
-        if self.is_down() {
+        io.hold_eof = io.hold_eof.saturating_sub(1);
+        if io.hold_eof == 0 && self.is_down() {
             answer_parked(io);
         }
     }
@@ -280,6 +282,9 @@ pub(super) fn write(iso: &Arc<Isolation>, l: &Arc<Link>, data: &[u8]) -> Result<
         };
         if let Err(why) = r {
             log::warn!("head/watch link {} (pid {}): {why}", l.fh, l.pid);
+            // With pins in flight the client is faulty: no EOF before
+            // the kill (Link::hold_eof), from the shutdown on.
+            l.hold_eof();
             let inflight = iso.shutdown(l, Some(format!("0 error: {why}")));
             if inflight > 0 {
                 iso.fault(
@@ -288,6 +293,7 @@ pub(super) fn write(iso: &Arc<Isolation>, l: &Arc<Link>, data: &[u8]) -> Result<
                     false,
                 );
             }
+            l.release_eof();
             break;
         }
     }
