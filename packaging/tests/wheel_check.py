@@ -14,7 +14,8 @@ join with autostart starts the bundled wcfsd, and what it maps is exact
 against Python ZODB — a view of at1 stays at1 when head moves on, a
 second view shows head, resync moves the first there; the Cython extension works;
 `python -m wcfs status|stop|start|serve` are wcfsd's (same output and exit
-status); nothing is left running or mounted. Prints one line per check and
+status); `python -m wcfs wendelin install|restore` puts the bundled wcfsd in
+a wendelin.core package tree and takes it out; nothing is left running or mounted. Prints one line per check and
 "wheel: N passed, 0 failed".
 """
 import importlib.metadata
@@ -154,7 +155,40 @@ def main():
     assert not mounted(mnt)
     ok('python -m wcfs start (prints the mountpoint) and serve (foreground), then stop')
 
+    wendelin_install(wcfsd)
+
     print('wheel: %d passed, 0 failed' % passed)
+
+
+def wendelin_install(wcfsd):
+    """python -m wcfs wendelin install|restore puts the bundled wcfsd in a
+    wendelin.core (a stand-in package tree, found by the interpreter given
+    with --python through its PYTHONPATH; this command itself runs
+    isolated) and takes it out again, leaving the tree as it was."""
+    import shutil
+    import tempfile
+    with tempfile.TemporaryDirectory() as tmp:
+        d = os.path.join(tmp, 'wendelin', 'wcfs')
+        os.makedirs(d)
+        for f in (os.path.join(tmp, 'wendelin', '__init__.py'), os.path.join(d, '__init__.py')):
+            open(f, 'w').close()
+        shutil.copy(shutil.which('true'), os.path.join(d, 'wcfs'))
+        with open(os.path.join(d, 'wcfs'), 'rb') as f:
+            orig = f.read()
+        env = dict(os.environ, PYTHONPATH=tmp)
+        for cmd in ('install', 'restore'):
+            p = subprocess.run([sys.executable, '-I', '-m', 'wcfs', 'wendelin', cmd,
+                                '--python', sys.executable], env=env, universal_newlines=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=120)
+            assert p.returncode == 0, (cmd, p.returncode, p.stderr)
+            if cmd == 'install':
+                with open(os.path.join(d, 'wcfs'), 'rb') as f, open(wcfsd, 'rb') as g:
+                    assert f.read() == g.read(), 'installed wcfs is not the bundled wcfsd'
+                assert ' as %s/wcfs ' % d in p.stdout, p.stdout
+        with open(os.path.join(d, 'wcfs'), 'rb') as f:
+            assert f.read() == orig
+        assert sorted(os.listdir(d)) == ['__init__.py', 'wcfs'], os.listdir(d)
+    ok('python -m wcfs wendelin install / restore: the bundled wcfsd in a wendelin.core and out')
 
 
 def dbenv(dbdir):

@@ -5,8 +5,11 @@
     python -m wcfs start [options] ZURL     in the background
     python -m wcfs status ZURL              exit status 0 healthy, 1 dead, 3 absent, 4 other
     python -m wcfs stop ZURL
+    python -m wcfs wendelin install|restore|status [--python PY]
+                                            wcfsd in place of wendelin.core's server
+                                            (wcfs/_wendelin.py)
 
-Every argument goes to wcfsd as given (``-version``, ``ls ZURL``, ``ZURL
+Otherwise every argument goes to wcfsd as given (``-version``, ``ls ZURL``, ``ZURL
 MOUNTPOINT`` too): this process becomes wcfsd (exec), so the output and the
 exit status are wcfsd's own. The binary is the one ``wcfs.join(zurl,
 autostart=True)`` starts, looked up in the same order (lifecycle/src/lib.rs):
@@ -63,6 +66,9 @@ def wcfsd_path():
 
 
 def main():
+    if sys.argv[1:2] == ['wendelin']:
+        from wcfs import _wendelin
+        sys.exit(_wendelin.main(sys.argv[2:]))
     path = wcfsd_path()
     sys.stdout.flush()
     sys.stderr.flush()

@@ -59,6 +59,11 @@ struct Io {
     /// EINTR instead. The closing thread's reader may be just between two
     /// reads; without this it would park for good.
     flushed: bool,
+    /// While > 0, reads of a link that is down park instead of seeing
+    /// EOF: the process of a faulty client is being killed
+    /// ([`Link::hold_eof`]; a count, so that the holds of the write path
+    /// and of the kill nest).
+    hold_eof: u32,
 }
 
 struct Parked {
@@ -132,7 +137,7 @@ impl Link {
             drop(io);
             return reply.data(&data);
         }
-        if self.is_down() {
+        if self.is_down() && io.hold_eof == 0 {
             drop(io);
             return reply.data(&[]); // EOF
         }
@@ -182,6 +187,29 @@ impl Link {
     }
 
     /// Answers the parked read, if any, with `err`.
+    /// From now until [`Link::release_eof`], a read of the link, once
+    /// the lines queued are taken, parks instead of seeing EOF even when
+    /// the link is down. For a client found faulty: it must not learn
+    /// that its link ended before the signal that kills it is delivered —
+    /// upstream's client fails the requests in flight on EOF, and a client
+    /// that acts on that (a test process reporting the failure, exiting)
+    /// could be gone before we decide whether it is to be killed, or would
+    /// report an error where it was to die. (Upstream's server likewise
+    /// kills before it closes the link.)
+    pub(super) fn hold_eof(&self) {
+        self.io.lock().hold_eof += 1;
+    }
+
+    /// Ends one [`Link::hold_eof`]; after the last, a parked read of a
+    /// link that is down gets what is left, then EOF.
+    pub(super) fn release_eof(&self) {
+        let mut io = self.io.lock();
+        io.hold_eof = io.hold_eof.saturating_sub(1);
+        if io.hold_eof == 0 && self.is_down() {
+            answer_parked(io);
+        }
+    }
+
     pub(super) fn unpark(&self, err: Errno) {
         let p = self.io.lock().parked.take();
         if let Some(p) = p {
@@ -254,6 +282,9 @@ pub(super) fn write(iso: &Arc<Isolation>, l: &Arc<Link>, data: &[u8]) -> Result<
         };
         if let Err(why) = r {
             log::warn!("head/watch link {} (pid {}): {why}", l.fh, l.pid);
+            // With pins in flight the client is faulty: no EOF before
+            // the kill (Link::hold_eof), from the shutdown on.
+            l.hold_eof();
             let inflight = iso.shutdown(l, Some(format!("0 error: {why}")));
             if inflight > 0 {
                 iso.fault(
@@ -262,6 +293,7 @@ pub(super) fn write(iso: &Arc<Isolation>, l: &Arc<Link>, data: &[u8]) -> Result<
                     false,
                 );
             }
+            l.release_eof();
             break;
         }
     }

@@ -64,7 +64,9 @@
 //! alive) makes the client faulty: its link is shut down (its watches go,
 //! its other pins fail at once — nobody waits for it longer than the
 //! timeout), and its process (the opener's thread group) gets SIGBUS, then
-//! SIGKILL if still alive shortly after; `pinkill` counts it. A process
+//! SIGKILL if still alive shortly after; `pinkill` counts it. Its reads
+//! of the link get the last line (`0 fatal: …`) but no EOF until it is
+//! dying ([`Link::hold_eof`]). A process
 //! that is exiting or gone when that is decided simply exited: no signal,
 //! not counted. If the process cannot be killed, the filesystem goes to
 //! EIO mode (the same path as a failed database watcher).

@@ -133,6 +133,10 @@ impl Isolation {
             return;
         }
         let kind = if fatal { "fatal" } else { "error" };
+        // Down for us at once (its pins fail, nobody waits for it), its
+        // last line queued — but the client sees no EOF until it is
+        // killed, or found exiting anyway (see Link::hold_eof).
+        l.hold_eof();
         self.shutdown(l, Some(format!("0 {kind}: {why}")));
         if process_dying(l.pid) {
             log::info!(
@@ -140,6 +144,7 @@ impl Isolation {
                 l.fh,
                 l.pid
             );
+            l.release_eof();
             return;
         }
         log::warn!(
@@ -148,11 +153,13 @@ impl Isolation {
             l.pid
         );
         self.npinkill.fetch_add(1, Ordering::Relaxed);
-        let (pid, host) = (l.pid, self.host());
+        let (pid, host, link) = (l.pid, self.host(), l.clone());
         let r = std::thread::Builder::new()
             .name("pinkill".into())
             .spawn(move || {
-                if let Err(why) = kill(pid) {
+                let r = kill(pid);
+                link.release_eof();
+                if let Err(why) = r {
                     log::error!("pinkill: {why}");
                     if let Some(h) = host {
                         h.fail(&why);
@@ -165,6 +172,7 @@ impl Isolation {
                 nix::unistd::Pid::from_raw(pid),
                 nix::sys::signal::Signal::SIGKILL,
             );
+            l.release_eof();
         }
     }
 }
