@@ -282,12 +282,13 @@ pub(crate) fn store(wcfs: &Wcfs, kept: Vec<Kept>) {
             if len == 0 {
                 continue;
             }
-            if let Err(e) = n.store(INodeNo(ino), off, &k.data[..len as usize]) {
-                log::debug!(
+            match n.store(INodeNo(ino), off, &k.data[..len as usize]) {
+                Ok(()) => log::debug!("keep old data: @{rev}/bigfile/{oid} blk #{} stored", k.blk),
+                Err(e) => log::debug!(
                     "keep old data: store {} blk #{}: {e}",
                     path.display(),
                     k.blk
-                );
+                ),
             }
         }
         drop(f);
