@@ -609,11 +609,9 @@ fn old_data_moves_without_watchers() {
                 lock_block(m, f.bs, blk as u64);
                 cached[blk] = true;
             }
-            for blk in 0..f.nblk as usize {
-                if ch[blk] {
-                    f.hcached[blk] = false;
-                    f.lastw[blk] = tid;
-                }
+            for (blk, _) in ch.iter().enumerate().filter(|(_, &c)| c) {
+                f.hcached[blk] = false;
+                f.lastw[blk] = tid;
             }
         }
         tids.push(tid);

@@ -33,6 +33,14 @@
 //! allocate as much: the blocks past the cap are not kept, their clients
 //! load them from the storage (correct, only slower).
 //!
+//! The cost to a commit: before the lock, one open of each head file the
+//! kernel holds that the transaction may change; under the write side, a
+//! `mincore` per changed block of those and the copies above (bounded by
+//! the deadline and the budget); after it, one open of each `@<rev>` file
+//! that receives blocks (its lookup may load the file object at that
+//! revision) and the stores. A commit changing no block the kernel holds
+//! costs the opens only.
+//!
 //! # Where the old bytes come from
 //!
 //! fuser cannot retrieve the kernel's cache (no `FUSE_NOTIFY_RETRIEVE`),
@@ -60,7 +68,8 @@
 //!
 //! The descriptors are opened before the apply, holding no lock (the open
 //! looks the file up, which takes the read side): for the files the
-//! transaction may change ([`crate::zdata::Tracker::files_depending_on`]).
+//! transaction may change ([`crate::zdata::Tracker::files_depending_on`])
+//! whose head inode the kernel holds (a forgotten inode has no pages).
 //!
 //! # Storing
 //!
