@@ -83,9 +83,10 @@
 //!
 //! # Keeping old data
 //!
-//! When a commit changes a block the kernel caches for a watched head
-//! file, its old data goes into the page cache of `@<blkrev>` before head
-//! drops it, for the clients pinned there ([`retain`]).
+//! When a commit changes a block the kernel caches whole for a head file
+//! (watched or not), its old data goes into the page cache of `@<blkrev>`
+//! before head drops it, for the clients pinned or looking there
+//! ([`retain`]).
 //!
 //! # -autoexit
 //!

@@ -9,8 +9,37 @@
 //! So before invalidating, the watcher copies the old data of the changed
 //! blocks and stores it into the page cache of that `@<blkrev>` file.
 //!
-//! Only files with watchers are worth it (nobody else reads `@<rev>`
-//! because of a pin), and only blocks cached whole.
+//! This is done for every head file the kernel holds, watched or not (as
+//! upstream does): a client may open `@<rev>` on its own, and one that
+//! starts watching later at an older `at` is pinned there too. Only blocks
+//! cached whole move: a partly cached block would have to be completed
+//! from the storage, which is what the client's own read does anyway.
+//!
+//! # Moved, not doubled
+//!
+//! The bytes move from head's page cache to the `@<rev>` file's; the daemon
+//! holds them only between the copy and the store, one commit at a time:
+//!
+//! - a block still in the daemon's block cache is taken out of it (the
+//!   head entry goes anyway, it is stale): no copy at all, and nothing is
+//!   put back under `@<rev>` keys — the kernel holds it now;
+//! - otherwise it is read from head's page cache into a buffer that is
+//!   dropped as soon as it is stored.
+//!
+//! Until head is invalidated right after, the kernel holds both copies: one
+//! commit's changed blocks, for a moment. Reads are capped per commit at
+//! [`READ_BUDGET`] bytes (and by the deadline below), so that a commit
+//! changing a large cached part of the database cannot make the daemon
+//! allocate as much: the blocks past the cap are not kept, their clients
+//! load them from the storage (correct, only slower).
+//!
+//! The cost to a commit: before the lock, one open of each head file the
+//! kernel holds that the transaction may change; under the write side, a
+//! `mincore` per changed block of those and the copies above (bounded by
+//! the deadline and the budget); after it, one open of each `@<rev>` file
+//! that receives blocks (its lookup may load the file object at that
+//! revision) and the stores. A commit changing no block the kernel holds
+//! costs the opens only.
 //!
 //! # Where the old bytes come from
 //!
@@ -39,7 +68,8 @@
 //!
 //! The descriptors are opened before the apply, holding no lock (the open
 //! looks the file up, which takes the read side): for the files the
-//! transaction may change ([`crate::zdata::Tracker::files_depending_on`]).
+//! transaction may change ([`crate::zdata::Tracker::files_depending_on`])
+//! whose head inode the kernel holds (a forgotten inode has no pages).
 //!
 //! # Storing
 //!
@@ -71,6 +101,10 @@ pub(crate) const OWN_FH: u64 = u64::MAX;
 /// How long the watcher waits, under the write side, for old pages.
 const READ_DEADLINE: Duration = Duration::from_millis(100);
 
+/// Bytes read from head's page cache per commit, at most (64 blocks of
+/// wendelin's 2 MiB): bounds the daemon's transient copy.
+const READ_BUDGET: u64 = 128 << 20;
+
 /// The daemon's descriptor of a head file, opened before the apply.
 pub(crate) struct HeadFd {
     oid: Oid,
@@ -88,13 +122,14 @@ pub(crate) struct Kept {
     data: Bytes,
 }
 
-/// Before the apply, holding no lock: descriptors of the head files with
-/// watchers that the transaction changing `oids` may change.
+/// Before the apply, holding no lock: descriptors of the head files the
+/// kernel holds that the transaction changing `oids` may change.
 pub(crate) fn open_heads(wcfs: &Wcfs, oids: &[Oid]) -> Vec<HeadFd> {
     let files = wcfs.tracker.read().files_depending_on(oids);
     let mut out = Vec::new();
     for oid in files {
-        if !wcfs.iso.has_watchers(oid) || wcfs.tree.lock().head_file_ino(oid).is_none() {
+        // A head inode the kernel does not hold has no pages.
+        if wcfs.tree.lock().head_file_held(oid).is_none() {
             continue;
         }
         let path = wcfs.mnt.join(format!("head/bigfile/{oid}"));
@@ -151,6 +186,7 @@ pub(crate) fn collect(
 ) -> Vec<Kept> {
     let mut kept = Vec::new();
     let mut reads = Vec::new();
+    let (mut budget, mut over) = (READ_BUDGET, 0usize);
     for d in deltas.iter().filter(|d| !d.reset) {
         let Some(h) = heads.iter().find(|h| h.oid == d.file) else {
             continue;
@@ -175,9 +211,16 @@ pub(crate) fn collect(
                     rev,
                     data,
                 }),
-                None => reads.push((h.file.clone(), d.file, blk, blksize, rev, off, len)),
+                None if budget >= len => {
+                    budget -= len;
+                    reads.push((h.file.clone(), d.file, blk, blksize, rev, off, len));
+                }
+                None => over += 1,
             }
         }
+    }
+    if over > 0 {
+        log::debug!("keep old data: {over} block(s) past the {READ_BUDGET}-byte budget not kept");
     }
     if reads.is_empty() {
         return kept;
@@ -248,12 +291,13 @@ pub(crate) fn store(wcfs: &Wcfs, kept: Vec<Kept>) {
             if len == 0 {
                 continue;
             }
-            if let Err(e) = n.store(INodeNo(ino), off, &k.data[..len as usize]) {
-                log::debug!(
+            match n.store(INodeNo(ino), off, &k.data[..len as usize]) {
+                Ok(()) => log::debug!("keep old data: @{rev}/bigfile/{oid} blk #{} stored", k.blk),
+                Err(e) => log::debug!(
                     "keep old data: store {} blk #{}: {e}",
                     path.display(),
                     k.blk
-                );
+                ),
             }
         }
         drop(f);

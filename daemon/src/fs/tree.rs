@@ -164,6 +164,16 @@ impl Tree {
         self.head_files.get(&oid).copied()
     }
 
+    /// The inode of `head/bigfile/<oid>` if the kernel holds it now (only
+    /// then may it cache pages of it).
+    pub(crate) fn head_file_held(&self, oid: Oid) -> Option<u64> {
+        let ino = self.head_file_ino(oid)?;
+        self.nodes
+            .get(&ino)
+            .is_some_and(|e| e.nlookup > 0)
+            .then_some(ino)
+    }
+
     pub(crate) fn head_file_inos(&self) -> Vec<u64> {
         self.head_files.values().copied().collect()
     }

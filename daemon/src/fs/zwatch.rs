@@ -4,8 +4,9 @@
 //! 1. with head uploads paused ([`super::upload`]), under the tracker's
 //!    write lock: `Tracker::apply`, drop the changed head blocks from the
 //!    block cache, trim history;
-//!    With watchers, the old data of changed blocks is copied on the way
-//!    ([`super::retain`]) and stored into `@<blkrev>` files after the lock;
+//!    the old data of changed blocks the kernel caches is copied on the
+//!    way ([`super::retain`]) and stored into `@<blkrev>` files after the
+//!    lock;
 //! 2. with no lock held: invalidate in the kernel the changed blocks of
 //!    every head file it may cache (the whole file on a reset), then their
 //!    attributes (size, mtime);
@@ -45,8 +46,8 @@ pub(crate) fn run(wcfs: Arc<Wcfs>, mut w: Box<dyn Watcher>) {
 }
 
 fn handle(wcfs: &Wcfs, c: &Commit) -> Result<(), String> {
-    // Descriptors to read the old data of watched files from (before any
-    // lock: opening looks the files up).
+    // Descriptors to read the old data of changed head files from (before
+    // any lock: opening looks the files up).
     let heads = retain::open_heads(wcfs, &c.oids);
 
     // 1. Apply, excluding every head request and every head upload.
@@ -85,7 +86,7 @@ fn handle(wcfs: &Wcfs, c: &Commit) -> Result<(), String> {
     };
     drop(gate);
 
-    // The old data of changed watched blocks into their @<rev> files,
+    // The old data of changed cached blocks into their @<rev> files,
     // before head drops it (and before anyone is pinned there by a read).
     retain::store(wcfs, kept);
     drop(heads);
