@@ -55,21 +55,21 @@ def write(seed, ntxn):
     print('ready', flush=True)
     sys.stdin.readline()
     serials = {}  # our live oids -> last serial
+    last = None   # our last transaction (tid, oids), which we may undo
+    nundo = ndel = 0
     for i in range(ntxn):
-        kind = rng.random()
-        if kind < 0.12 and serials:
+        if last is not None and rng.random() < 0.15:
             # Undo our last transaction: nobody touched its objects since.
-            last = st.lastTransaction()
-            info = [t for t in st.undoLog(0, 50)
-                    if t['description'] == ('w%d-%d' % (seed, i - 1)).encode()]
-            if info and rng.random() < 0.5:
-                tid = undo(st, info[0]['id'])
-                for oid in list(serials):
-                    try:
-                        serials[oid] = st.load(oid)[1]
-                    except POSKeyError:
-                        del serials[oid]
-                continue
+            # NEO writes undo records that name the data's transaction.
+            undo(st, last[0])
+            nundo += 1
+            for oid in last[1]:
+                try:
+                    serials[oid] = st.load(oid)[1]
+                except POSKeyError:
+                    serials.pop(oid, None)
+            last = None
+            continue
         stores, deletes = [], []
         for _ in range(rng.randint(1, 4)):
             if serials and rng.random() < 0.6:
@@ -96,6 +96,9 @@ def write(seed, ntxn):
             serials[oid] = tid
         for oid, _ in deletes:
             del serials[oid]
+        ndel += len(deletes)
+        last = (tid, [o for o, _, _ in stores] + [o for o, _ in deletes])
+    print('done undos=%d deletes=%d' % (nundo, ndel), flush=True)
     st.close()
 
 

@@ -48,7 +48,8 @@ pub fn open(c: &NeoCluster) -> NeoStorage {
 }
 
 /// Runs writers concurrently: each started, all told to go at once.
-fn write(c: &NeoCluster, seeds: &[u64], ntxn: u32) {
+/// Returns the undos and deletions they made.
+pub fn write(c: &NeoCluster, seeds: &[u64], ntxn: u32) -> (u32, u32) {
     let mut kids: Vec<_> = seeds
         .iter()
         .map(|s| {
@@ -69,10 +70,21 @@ fn write(c: &NeoCluster, seeds: &[u64], ntxn: u32) {
     for k in &mut kids {
         writeln!(k.stdin.as_mut().unwrap(), "go").unwrap();
     }
+    let (mut undos, mut dels) = (0, 0);
     for k in kids {
         let out = k.wait_with_output().unwrap();
         assert!(out.status.success(), "writer failed: {}", out.status);
+        let text = String::from_utf8_lossy(&out.stdout);
+        for w in text.split_whitespace() {
+            if let Some(n) = w.strip_prefix("undos=") {
+                undos += n.parse::<u32>().unwrap();
+            }
+            if let Some(n) = w.strip_prefix("deletes=") {
+                dels += n.parse::<u32>().unwrap();
+            }
+        }
     }
+    (undos, dels)
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -161,7 +173,8 @@ fn every_object_at_every_tid_with_concurrent_writers() {
     assert_ne!(head0, Tid::ZERO);
     let mut w = st.watch(head0).unwrap();
     let t0 = Instant::now();
-    write(&c, &[seed + 1, seed + 2], 25);
+    let (undos, dels) = write(&c, &[seed + 1, seed + 2], 25);
+    assert!(undos > 0 && dels > 0, "undos {undos}, deletions {dels}: want some of each");
     let o = dump(&c);
     eprintln!(
         "neo_oracle: {} transactions, {} loads to check (writers took {:.1?})",
