@@ -12,84 +12,22 @@
 //! Without the cluster script these tests skip (fail under CI=true).
 
 use std::collections::{BTreeMap, HashSet};
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use testkit::neo::NeoCluster;
-use zodb::storage::neo::{NeoOptions, NeoStorage};
 use zodb::storage::{Error, Storage};
-use zodb::zurl::{self, ZUrl};
 use zodb::{Oid, Tid};
 
-fn script() -> String {
-    testkit::repo()
-        .join("python/neo_oracle/neooracle.py")
-        .to_string_lossy()
-        .into_owned()
-}
-
-fn py(c: &NeoCluster) -> Command {
-    let mut cmd = Command::new(c.python());
-    c.python_env(&mut cmd);
-    cmd.arg(script());
-    cmd
-}
-
-pub fn open(c: &NeoCluster) -> NeoStorage {
-    let z = c.zurl();
-    let ZUrl::Neo {
-        cluster, masters, ..
-    } = zurl::parse(&z).unwrap()
-    else {
-        panic!("{z}: not a neo zurl")
-    };
-    NeoStorage::open_with(&cluster, masters, &z, NeoOptions::default()).unwrap()
-}
-
-/// Runs writers concurrently: each started, all told to go at once.
-/// Returns the undos and deletions they made.
-pub fn write(c: &NeoCluster, seeds: &[u64], ntxn: u32) -> (u32, u32) {
-    let mut kids: Vec<_> = seeds
-        .iter()
-        .map(|s| {
-            let mut k = py(c)
-                .args(["write", &s.to_string(), &ntxn.to_string()])
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .spawn()
-                .unwrap();
-            let mut line = String::new();
-            BufReader::new(k.stdout.as_mut().unwrap())
-                .read_line(&mut line)
-                .unwrap();
-            assert_eq!(line.trim(), "ready", "writer {s} did not start");
-            k
-        })
-        .collect();
-    for k in &mut kids {
-        writeln!(k.stdin.as_mut().unwrap(), "go").unwrap();
-    }
-    let (mut undos, mut dels) = (0, 0);
-    for k in kids {
-        let out = k.wait_with_output().unwrap();
-        assert!(out.status.success(), "writer failed: {}", out.status);
-        let text = String::from_utf8_lossy(&out.stdout);
-        for w in text.split_whitespace() {
-            if let Some(n) = w.strip_prefix("undos=") {
-                undos += n.parse::<u32>().unwrap();
-            }
-            if let Some(n) = w.strip_prefix("deletes=") {
-                dels += n.parse::<u32>().unwrap();
-            }
-        }
-    }
-    (undos, dels)
-}
+mod neo_common;
+use neo_common::{open, py, write};
 
 #[derive(Debug, Clone, PartialEq)]
 enum Expect {
-    Data { serial: Tid, len: usize, sha1: String },
+    Data {
+        serial: Tid,
+        len: usize,
+        sha1: String,
+    },
     /// Python's None: not yet created.
     None,
     /// POSKeyError: deleted, or no such object.
@@ -108,7 +46,10 @@ fn hex_u64(s: &str) -> u64 {
 
 fn dump(c: &NeoCluster) -> Oracle {
     let out = c.dir().join("oracle.txt");
-    let st = py(c).args(["dump", out.to_str().unwrap()]).status().unwrap();
+    let st = py(c)
+        .args(["dump", out.to_str().unwrap()])
+        .status()
+        .unwrap();
     assert!(st.success(), "dump failed");
     let text = std::fs::read_to_string(&out).unwrap();
     let mut o = Oracle {
@@ -174,7 +115,10 @@ fn every_object_at_every_tid_with_concurrent_writers() {
     let mut w = st.watch(head0).unwrap();
     let t0 = Instant::now();
     let (undos, dels) = write(&c, &[seed + 1, seed + 2], 25);
-    assert!(undos > 0 && dels > 0, "undos {undos}, deletions {dels}: want some of each");
+    assert!(
+        undos > 0 && dels > 0,
+        "undos {undos}, deletions {dels}: want some of each"
+    );
     let o = dump(&c);
     eprintln!(
         "neo_oracle: {} transactions, {} loads to check (writers took {:.1?})",
@@ -207,10 +151,16 @@ fn every_object_at_every_tid_with_concurrent_writers() {
         let b: HashSet<_> = oids.iter().collect();
         assert!(a.is_subset(&b), "{tid}: {a:?} ⊄ {b:?}");
         for x in b.difference(&a) {
-            assert!(deleted_at.contains(&(**x, *tid)), "{tid}: {x} missing from the stream");
+            assert!(
+                deleted_at.contains(&(**x, *tid)),
+                "{tid}: {x} missing from the stream"
+            );
         }
     }
-    assert!(w.next_timeout(Duration::from_millis(200)).unwrap().is_none());
+    assert!(w
+        .next_timeout(Duration::from_millis(200))
+        .unwrap()
+        .is_none());
     assert_eq!(st.last_tid().unwrap(), o.last);
 
     // The catch-up path: the storage nodes' transaction list.
