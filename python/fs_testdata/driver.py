@@ -4,6 +4,8 @@
 usage: driver.py PATH/data.fs
        driver.py zeo://HOST:PORT    (commit through a ZEO ClientStorage)
        driver.py postgresql://...   (commit through RelStorage, history-preserving)
+       driver.py neo://NAME@MASTER  (commit through neo.client.Storage; run
+                                    by the NEO venv's Python)
 
 Reads one JSON object per line on stdin and answers one line on stdout
 ("error <why>" on failure); ids and tids are 16 hex digits:
@@ -90,6 +92,12 @@ def open_storage(where, read_only=False):
     a RelStorage for postgresql://..."""
     if pgstorage.is_pg(where):
         return pgstorage.open_relstorage(where, read_only=read_only)
+    if where.startswith('neo://'):
+        # neo://NAME@HOST:PORT[,HOST:PORT...], in the NEO venv.
+        from neo.client.Storage import Storage
+        name, masters = where[len('neo://'):].rsplit('@', 1)
+        return Storage(master_nodes=masters.replace(',', ' '), name=name,
+                       read_only=read_only)
     if where.startswith('zeo://'):
         from ZEO.ClientStorage import ClientStorage
         host, port = where[len('zeo://'):].rsplit(':', 1)

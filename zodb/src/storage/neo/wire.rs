@@ -357,6 +357,13 @@ pub fn addr_of(v: &Value) -> Option<(String, u16)> {
 
 // ---- messages ----
 
+/// A node's address.
+pub type Addr = (String, u16);
+/// A partition table row: (storage nid, cell state) per cell.
+pub type Row = Vec<(i32, i64)>;
+/// A cell change: (partition, storage nid, new state).
+pub type CellChange = (u32, i32, i64);
+
 /// `RequestIdentification(CLIENT, nid, None, name, id_timestamp, extra)`.
 pub fn request_identification(
     nid: Option<i32>,
@@ -444,7 +451,7 @@ pub fn node_information_of(args: &[Value]) -> Option<Vec<NodeInfo>> {
 }
 
 /// `SendPartitionTable(ptid, num_replicas, rows)`: rows of `[nid, state]`.
-pub fn partition_table_of(args: &[Value]) -> Option<(u64, Vec<Vec<(i32, i64)>>)> {
+pub fn partition_table_of(args: &[Value]) -> Option<(u64, Vec<Row>)> {
     if args.len() < 3 {
         return None;
     }
@@ -469,7 +476,7 @@ pub fn partition_table_of(args: &[Value]) -> Option<(u64, Vec<Vec<(i32, i64)>>)>
 }
 
 /// `NotifyPartitionChanges(ptid, num_replicas, [[offset, nid, state], …])`.
-pub fn partition_changes_of(args: &[Value]) -> Option<(u64, Vec<(u32, i32, i64)>)> {
+pub fn partition_changes_of(args: &[Value]) -> Option<(u64, Vec<CellChange>)> {
     if args.len() < 3 {
         return None;
     }
@@ -508,7 +515,7 @@ pub fn invalidation_of(args: &[Value]) -> Option<(Tid, Vec<Oid>)> {
 
 /// `NotPrimaryMaster(primary_index | None, [[host, port], …])`: the
 /// primary's address if named, and every master known.
-pub fn not_primary_of(args: &[Value]) -> Option<(Option<(String, u16)>, Vec<(String, u16)>)> {
+pub fn not_primary_of(args: &[Value]) -> Option<(Option<Addr>, Vec<Addr>)> {
     if args.len() < 2 {
         return None;
     }
