@@ -516,7 +516,7 @@ fn random_commits_match_python_neo() {
         deep_at_every: (12, 25),
         final_views: 2,
     };
-    let Some(env) = Env::new_neo("random_commits_match_python_neo") else {
+    let Some(env) = Env::new_neo("random_commits_match_python_neo", 1) else {
         return;
     };
     random_commits(env, "random_commits_match_python_neo", plan);

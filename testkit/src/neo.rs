@@ -36,6 +36,8 @@ pub struct NeoCluster {
     dir: tempfile::TempDir,
     env: HashMap<String, String>,
     script: PathBuf,
+    masters: u32,
+    storages: u32,
 }
 
 impl NeoCluster {
@@ -89,7 +91,13 @@ impl NeoCluster {
         for k in ["NEO_ZURL", "NEO_MASTERS", "NEO_NAME"] {
             assert!(env.contains_key(k), "neo-cluster start printed no {k}");
         }
-        NeoCluster { dir, env, script }
+        NeoCluster {
+            dir,
+            env,
+            script,
+            masters,
+            storages,
+        }
     }
 
     pub fn dir(&self) -> &Path {
@@ -155,6 +163,28 @@ impl NeoCluster {
 
     pub fn restart_master(&self, i: u32) {
         self.run(&["restart-master", &i.to_string()]);
+    }
+
+    /// The whole cluster stopped (every storage node and master killed)
+    /// and started again on the same data and ports; returns once it is
+    /// RUNNING with every cell up to date. (Restarted together: a master
+    /// alone, or storage nodes alone, never get RUNNING.)
+    pub fn restart_all(&self) {
+        for i in 0..self.storages {
+            self.kill_storage(i);
+        }
+        for i in 0..self.masters {
+            self.kill_master(i);
+        }
+        std::thread::scope(|s| {
+            for i in 0..self.masters {
+                s.spawn(move || self.restart_master(i));
+            }
+            for i in 0..self.storages {
+                s.spawn(move || self.restart_storage(i));
+            }
+        });
+        self.wait();
     }
 
     /// Waits for the cluster to be RUNNING.

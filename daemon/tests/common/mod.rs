@@ -400,11 +400,11 @@ impl Env {
         }
     }
 
-    /// Like [`Env::new`], on a NEO cluster of its own (1 master, 2 storage
-    /// nodes, 1 replica): the driver commits through `neo.client.Storage`
-    /// (in the NEO venv), the daemon serves `neo://`. None (the test
-    /// skips) without the cluster script.
-    pub fn new_neo(test: &str) -> Option<Env> {
+    /// Like [`Env::new`], on a NEO cluster of its own (`masters` masters,
+    /// 2 storage nodes, 1 replica): the driver commits through
+    /// `neo.client.Storage` (in the NEO venv), the daemon serves `neo://`.
+    /// None (the test skips) without the cluster script.
+    pub fn new_neo(test: &str, masters: u32) -> Option<Env> {
         if !testkit::neo::NeoCluster::available(test) {
             return None;
         }
@@ -412,7 +412,7 @@ impl Env {
             .prefix("wcfs-test")
             .tempdir()
             .unwrap();
-        let neo = testkit::neo::NeoCluster::start(1, 2, 1);
+        let neo = testkit::neo::NeoCluster::start(masters, 2, 1);
         let zurl = neo.zurl();
         let py = Driver::start_with(&neo.python(), Path::new(&zurl));
         Some(Env {
