@@ -24,8 +24,11 @@ from neo.client.Storage import Storage
 
 
 def open_storage():
+    # TLS when $NEO_CA, $NEO_CERT and $NEO_KEY are set.
+    tls = {k: os.environ['NEO_' + k.upper()] for k in ('ca', 'cert', 'key')
+           if os.environ.get('NEO_' + k.upper())}
     return Storage(master_nodes=os.environ['NEO_MASTERS'].replace(',', ' '),
-                   name=os.environ['NEO_NAME'])
+                   name=os.environ['NEO_NAME'], **tls)
 
 
 def commit(st, stores, deletes=(), note=''):

@@ -210,18 +210,31 @@ pub fn open_with(zurl: &str, resilience: &Resilience) -> Result<Arc<dyn Storage>
             resilience,
             postgres::PgOptions::default(),
         )?)),
-        ZUrl::Neo { tls: Some(_), .. } => Err(Error::NotSupported(format!(
-            "{zurl}: NEO over TLS (neos://) is not supported yet; serve the cluster without TLS (neo://)"
-        ))),
         ZUrl::Neo {
-            cluster, masters, ..
+            cluster,
+            masters,
+            tls,
         } => {
-            use crate::storage::neo::{NeoOptions, NeoStorage};
+            use crate::storage::neo::{tls_config, NeoOptions, NeoStorage};
+            let tls = match tls {
+                Some(t) => {
+                    Some(
+                        tls_config(&t.ca, &t.cert, &t.key).map_err(|why| Error::BadUrl {
+                            zurl: redacted(zurl).into_owned(),
+                            why,
+                        })?,
+                    )
+                }
+                None => None,
+            };
             let opts = NeoOptions {
                 resilience: resilience.clone(),
+                tls,
                 ..NeoOptions::default()
             };
-            Ok(Arc::new(NeoStorage::open_with(&cluster, masters, zurl, opts)?))
+            Ok(Arc::new(NeoStorage::open_with(
+                &cluster, masters, zurl, opts,
+            )?))
         }
     }
 }
@@ -294,8 +307,12 @@ mod tests {
                 }),
             }
         );
-        let e = open("neos://db@h:1?ca=a&cert=b&key=c").err().unwrap();
-        assert!(matches!(e, Error::NotSupported(_)), "{e}");
+        // Files that are not there: a clear error naming which.
+        let e = open("neos://db@h:1?ca=/nonexistent/ca.pem&cert=b&key=c")
+            .err()
+            .unwrap();
+        assert!(matches!(e, Error::BadUrl { .. }), "{e}");
+        assert!(e.to_string().contains("ca /nonexistent/ca.pem"), "{e}");
         // Nobody listening: a clear error naming the master.
         let e = open("neo://db@127.0.0.1:1").err().unwrap();
         assert!(matches!(e, Error::Io { .. }), "{e}");

@@ -26,6 +26,7 @@ fn opts() -> NeoOptions {
             wait: Duration::from_millis(400),
             backoff_max: Duration::from_millis(50),
         },
+        tls: None,
     }
 }
 

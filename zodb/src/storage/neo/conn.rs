@@ -20,6 +20,7 @@
 //! called under it (so that notifications and the switch to live cannot
 //! interleave); `writer` only while writing one packet.
 
+use super::tls::{TlsReader, TlsShared};
 use super::wire::{self, code, Packet};
 use parking_lot::{Condvar, Mutex};
 use rmpv::Value;
@@ -97,6 +98,23 @@ pub(super) struct ConnOpts {
     pub request_timeout: Duration,
     pub keepalive: Duration,
     pub max_packet: usize,
+    /// TLS (`neos://`), or plain TCP.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
+}
+
+/// Where packets are written.
+enum Writer {
+    Plain(Mutex<TcpStream>),
+    Tls(Arc<TlsShared>),
+}
+
+impl Writer {
+    fn write_all(&self, data: &[u8]) -> io::Result<()> {
+        match self {
+            Writer::Plain(s) => s.lock().write_all(data),
+            Writer::Tls(t) => t.write_all(data),
+        }
+    }
 }
 
 pub(super) struct Conn {
@@ -105,7 +123,7 @@ pub(super) struct Conn {
     pub(super) addr: String,
     opts: ConnOpts,
     state: Mutex<State>,
-    writer: Mutex<TcpStream>,
+    writer: Writer,
     control: TcpStream,
     sink: Weak<dyn Sink>,
     /// Set once it failed: [`Conn::failure`] without the state lock (the
@@ -142,21 +160,39 @@ impl Conn {
                 Err(e) => last = e,
             }
         }
-        let mut stream = stream.ok_or(("connect", last))?;
+        let stream = stream.ok_or(("connect", last))?;
         let setup = |s: &TcpStream| -> io::Result<()> {
             s.set_nodelay(true)?;
             s.set_read_timeout(Some(opts.connect_timeout))?;
             s.set_write_timeout(Some(opts.request_timeout))
         };
         setup(&stream).map_err(|e| ("connect", e))?;
-        // Both sides send the handshake at once.
-        stream
+        // With TLS, its handshake first; then both sides send the NEO
+        // handshake at once.
+        let (writer, mut rd): (Writer, Box<dyn Read + Send>) = match &opts.tls {
+            Some(config) => {
+                let sock = stream.try_clone().map_err(|e| ("connect", e))?;
+                let shared = Arc::new(
+                    TlsShared::handshake(config.clone(), host, sock)
+                        .map_err(|e| ("TLS handshake", e))?,
+                );
+                (
+                    Writer::Tls(shared.clone()),
+                    Box::new(TlsReader::new(shared)),
+                )
+            }
+            None => (
+                Writer::Plain(Mutex::new(stream.try_clone().map_err(|e| ("connect", e))?)),
+                Box::new(stream.try_clone().map_err(|e| ("connect", e))?),
+            ),
+        };
+        writer
             .write_all(&wire::HANDSHAKE)
             .map_err(|e| ("handshake", e))?;
         let mut got = [0u8; wire::HANDSHAKE.len()];
         let mut n = 0;
         while n < got.len() {
-            match stream.read(&mut got[n..]) {
+            match rd.read(&mut got[n..]) {
                 Ok(0) => {
                     let why = if n == 0 {
                         "the peer closed the connection before its handshake".to_string()
@@ -200,7 +236,6 @@ impl Conn {
         stream
             .set_read_timeout(Some(tick))
             .map_err(|e| ("connect", e))?;
-        let writer = stream.try_clone().map_err(|e| ("connect", e))?;
         let control = stream.try_clone().map_err(|e| ("connect", e))?;
         let conn = Arc::new(Conn {
             id,
@@ -214,7 +249,7 @@ impl Conn {
                 held: Vec::new(),
                 last_rx: Instant::now(),
             }),
-            writer: Mutex::new(writer),
+            writer,
             control,
             sink,
             dead: AtomicBool::new(false),
@@ -222,7 +257,7 @@ impl Conn {
         let c = conn.clone();
         std::thread::Builder::new()
             .name("neo-reader".into())
-            .spawn(move || reader(c, stream))
+            .spawn(move || reader(c, rd))
             .map_err(|e| ("spawn reader thread", e))?;
         Ok(conn)
     }
@@ -248,7 +283,7 @@ impl Conn {
             id
         };
         let pkt = wire::encode_packet(id, code, args);
-        let res = self.writer.lock().write_all(&pkt);
+        let res = self.writer.write_all(&pkt);
         if let Err(e) = res {
             self.fail(format!("send to {}: {e}", self.addr));
         }
@@ -396,7 +431,6 @@ impl Conn {
         if p.code == code::PING {
             let pong = wire::encode_packet(p.id, code::PING | wire::RESPONSE, vec![]);
             self.writer
-                .lock()
                 .write_all(&pong)
                 .map_err(|e| format!("send to {}: {e}", self.addr))?;
             return Ok(());
@@ -415,7 +449,7 @@ impl Conn {
 }
 
 /// The reader thread: packets in, until the connection fails.
-fn reader(conn: Arc<Conn>, mut stream: TcpStream) {
+fn reader(conn: Arc<Conn>, mut stream: Box<dyn Read + Send>) {
     // Signals are for the program's own threads (see zeo::conn).
     let _ = nix::sys::signal::SigSet::all().thread_block();
     let mut buf: Vec<u8> = Vec::with_capacity(64 << 10);

@@ -76,8 +76,8 @@
 //!
 //! # TLS
 //!
-//! `neos://` is parsed, but not served yet: opening one is
-//! [`Error::NotSupported`].
+//! `neos://…?ca=&cert=&key=`: every connection is TLS with both sides
+//! authenticated against the cluster's CA, as NEO does it ([`tls`]).
 //!
 //! # Locking
 //!
@@ -86,7 +86,10 @@
 //! order is connection state → `Client::st` → a watcher queue.
 
 mod conn;
+mod tls;
 pub mod wire;
+
+pub use tls::client_config as tls_config;
 
 use super::commit_queue::{CommitQueue, QueueWatcher};
 use super::{counter, Commit, Error, Loaded, Resilience, Storage, Watcher};
@@ -115,6 +118,8 @@ pub struct NeoOptions {
     pub max_packet: usize,
     /// Riding through outages.
     pub resilience: Resilience,
+    /// TLS (`neos://`, made by [`tls_config`]), or plain TCP.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl Default for NeoOptions {
@@ -125,6 +130,7 @@ impl Default for NeoOptions {
             keepalive: Duration::from_secs(10),
             max_packet: 128 << 20,
             resilience: Resilience::default(),
+            tls: None,
         }
     }
 }
@@ -305,6 +311,7 @@ impl NeoStorage {
             request_timeout: opts.request_timeout,
             keepalive: opts.keepalive,
             max_packet: opts.max_packet,
+            tls: opts.tls.clone(),
         };
         let client = Arc::new(Client {
             url: url.to_string(),
