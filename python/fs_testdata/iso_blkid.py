@@ -34,14 +34,20 @@ import pgstorage  # noqa: E402
 
 
 def open_storage(where, read_only):
-    """A FileStorage at a path, a ZEO ClientStorage for zeo://HOST:PORT, or
-    a RelStorage for postgresql://..."""
+    """A FileStorage at a path, a ZEO ClientStorage for zeo://HOST:PORT, a
+    RelStorage for postgresql://..., a NEO client for neo://..."""
     if pgstorage.is_pg(where):
         return pgstorage.open_relstorage(where, read_only=read_only)
     if where.startswith('zeo://'):
         from ZEO.ClientStorage import ClientStorage
         host, port = where[len('zeo://'):].rsplit(':', 1)
         return ClientStorage((host, int(port)), read_only=read_only)
+    if where.startswith('neo://'):
+        # neo://NAME@HOST:PORT[,HOST:PORT...], in the NEO venv.
+        from neo.client.Storage import Storage
+        name, masters = where[len('neo://'):].rsplit('@', 1)
+        return Storage(master_nodes=masters.replace(',', ' '), name=name,
+                       read_only=read_only)
     return FileStorage(where, read_only=read_only)
 
 

@@ -489,10 +489,13 @@ impl Env {
     }
 
     /// What the Python helper scripts open: the data.fs, the ZEO server,
-    /// or the PostgreSQL primary.
+    /// the PostgreSQL primary, or the NEO cluster.
     pub fn storage_arg(&self) -> PathBuf {
         if self.pg.is_some() {
             return PathBuf::from(self.pg_writer_zurl());
+        }
+        if let Some(neo) = &self.neo {
+            return PathBuf::from(neo.zurl());
         }
         match &self.zeo {
             Some(z) => PathBuf::from(z.zurl()),
