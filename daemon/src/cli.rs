@@ -45,7 +45,7 @@ options (single or double dash):
                    kernel refuses (mount still in use) keeps the daemon serving
   -pintimeout D    kill clients that don't answer a pin within D
                    (Go duration syntax: 30s, 1m, 500ms, 1h2m3.5s); default 30s
-  -storagewait D   while the storage server (zeo://, postgresql://) is away, a
+  -storagewait D   while the storage server (zeo://, neo://, postgresql://) is away, a
                    read or a watch setup that needs it waits up to D for the
                    reconnect, then fails (EIO, or an error reply); default 30s
   -trace.fuse      log every FUSE request

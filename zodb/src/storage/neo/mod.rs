@@ -100,7 +100,7 @@ use parking_lot::{Condvar, Mutex};
 use rmpv::Value;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::io::{self, Read};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 use wire::{code, errcode, Packet};
@@ -244,6 +244,9 @@ struct Client {
     counters: [AtomicU64; 6],
     /// Turns replicas for spreading reads.
     rr: AtomicUsize,
+    /// A read gave up for want of a readable cell since the last that
+    /// succeeded: only the first give-up of such an outage is logged.
+    gave_up: AtomicBool,
 }
 
 const LOST: usize = 0;
@@ -339,6 +342,7 @@ impl NeoStorage {
             changed: Condvar::new(),
             counters: Default::default(),
             rr: AtomicUsize::new(0),
+            gave_up: AtomicBool::new(false),
         });
         let start = Instant::now();
         let mut backoff = Duration::from_millis(50);
@@ -819,6 +823,13 @@ impl Client {
                 let now = Instant::now();
                 if now >= deadline {
                     self.count(GIVEUP, 1);
+                    if !self.gave_up.swap(true, Ordering::Relaxed) {
+                        log::warn!(
+                            "{}: no storage node could answer for {:?}: reads give up ({op}: {why})",
+                            self.url,
+                            self.opts.resilience.wait
+                        );
+                    }
                     return Err(Error::Unavailable {
                         storage: self.url.clone(),
                         what: format!("{op}: {why}"),
@@ -846,7 +857,10 @@ impl Client {
                 }
             };
             match judge(conn.call(code, args.clone())) {
-                Verdict::Done(t) => return Ok(t),
+                Verdict::Done(t) => {
+                    self.gave_up.store(false, Ordering::Relaxed);
+                    return Ok(t);
+                }
                 Verdict::Another(w) => {
                     why = format!("storage node {nid} at {}: {w}", conn.addr);
                     tried.insert(nid);
