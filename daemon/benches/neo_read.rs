@@ -13,6 +13,8 @@
 //! - **NEO vs Python**: the same against `neo.client.Storage` (fresh
 //!   process) loading every block's ZBlk0 through a ZODB Connection.
 //!   Target: wcfsd ≥ 3× faster;
+//! - **the driver alone**: every block's ZBlk loaded by the zodb crate,
+//!   one at a time and from 8 threads (no FUSE);
 //! - **head lag**: Python commits small transactions; the time from its
 //!   `tpc_finish` returning to our watcher having the commit (same clock).
 //!   Target: median ≤ 5 ms.
@@ -210,6 +212,45 @@ fn main() {
         &r_file,
     );
     line("cold wcfsd neo://", &neo, "Python neo Storage", &pyv, &r_py);
+
+    // The driver alone (no FUSE): every block's ZBlk one load at a time,
+    // then from 8 threads at once.
+    let zs = zodb::zurl::open(&c.zurl()).unwrap();
+    let head = zs.last_tid().unwrap();
+    let zf = zodb::bigfile::ZBigFile::load(&*zs, oid, head).unwrap();
+    let zblks: Vec<Oid> = (0..nblk)
+        .map(|b| {
+            zf.load_block(&*zs, b, head)
+                .unwrap()
+                .zblk
+                .expect("no holes")
+                .oid
+        })
+        .collect();
+    let (mut seq, mut par, mut r) = (vec![], vec![], vec![]);
+    for _ in 0..REPS {
+        let t0 = Instant::now();
+        for &z in &zblks {
+            assert!(zs.load(z, head).unwrap().data.len() as u64 >= BS);
+        }
+        let t_seq = t0.elapsed().as_secs_f64();
+        let t0 = Instant::now();
+        std::thread::scope(|s| {
+            for k in 0..8 {
+                let (zs, zblks) = (&zs, &zblks);
+                s.spawn(move || {
+                    for &z in zblks.iter().skip(k).step_by(8) {
+                        assert!(zs.load(z, head).unwrap().data.len() as u64 >= BS);
+                    }
+                });
+            }
+        });
+        let t_par = t0.elapsed().as_secs_f64();
+        seq.push(mibs(t_seq));
+        par.push(mibs(t_par));
+        r.push(t_seq / t_par);
+    }
+    line("zodb neo 8 threads", &par, "zodb neo one by one", &seq, &r);
 
     // Head lag: tpc_finish returned → our watcher has it.
     let zs = zodb::zurl::open(&c.zurl()).unwrap();
