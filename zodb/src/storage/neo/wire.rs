@@ -679,6 +679,56 @@ mod tests {
         }
     }
 
+    /// What the fuzz target does, briefly, in every test run: random and
+    /// mutated packets give packets or errors, never a panic.
+    #[test]
+    fn random_bytes_never_panic() {
+        let good = encode_packet(
+            3,
+            0x8020,
+            vec![
+                oid_value(Oid(1)),
+                tid_value(Tid(2)),
+                Value::Nil,
+                1.into(),
+                bin(&[0; 20]),
+                bin(b"data"),
+                Value::Nil,
+            ],
+        );
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for i in 0..20_000 {
+            let mut b = if i % 2 == 0 {
+                good.clone()
+            } else {
+                (0..next() % 64).map(|_| next() as u8).collect()
+            };
+            for _ in 0..1 + next() % 4 {
+                if !b.is_empty() {
+                    let k = (next() % b.len() as u64) as usize;
+                    b[k] = next() as u8;
+                }
+            }
+            if let Ok(Some(n)) = frame_len(&b, 1 << 16) {
+                assert!(n <= b.len());
+                if let Ok(p) = decode_packet(&b[..n]) {
+                    let _ = object_of(p.args.clone());
+                    let _ = node_information_of(&p.args);
+                    let _ = partition_table_of(&p.args);
+                    let _ = not_primary_of(&p.args);
+                    let _ = accept_of(&p.args);
+                }
+            }
+            let _ = check_handshake(&b[..b.len().min(6)]);
+        }
+    }
+
     #[test]
     fn messages() {
         let ni = vec![
