@@ -2,7 +2,9 @@
 //! (another protocol version, TLS, not NEO at all), garbage and oversized
 //! packets from a master, and a storage node that answers a wrong checksum
 //! or an oversized packet. Every case is a clear error, never a panic nor
-//! an allocation of what the peer only claimed.
+//! an allocation of what the peer only claimed. And a cluster reached
+//! after a loss that does not have our history (behind us, or without the
+//! transaction at our head) fails the storage for good.
 //!
 //! A real cluster cannot be made to do any of this, hence the fakes:
 //! threads speaking the protocol through the crate's own wire module.
@@ -137,7 +139,22 @@ const TID: u64 = 0x0400_0000_0000_0001;
 /// A fake primary master naming one storage node at `sport` that holds
 /// the only partition.
 fn master(sport: u16) -> u16 {
+    master_with(sport, |_| (TID, None))
+}
+
+/// The same, the last tid and how long the connection lasts decided per
+/// connection (`script(n)` for the n-th, from 0).
+fn master_with(sport: u16, script: fn(usize) -> (u64, Option<Duration>)) -> u16 {
+    let n = std::sync::atomic::AtomicUsize::new(0);
     serve(move |s| {
+        let (last, lasts) = script(n.fetch_add(1, std::sync::atomic::Ordering::SeqCst));
+        if let Some(d) = lasts {
+            let s2 = s.try_clone().unwrap();
+            std::thread::spawn(move || {
+                std::thread::sleep(d);
+                let _ = s2.shutdown(std::net::Shutdown::Both);
+            });
+        }
         let Some(mut r) = Reader::new(s) else { return };
         r.s.write_all(&wire::HANDSHAKE).unwrap();
         let me = -0x20 << 24 | 1;
@@ -192,7 +209,7 @@ fn master(sport: u16) -> u16 {
                     );
                 }
                 code::ASK_LAST_TRANSACTION => {
-                    r.send(p.id, 0x803c, vec![wire::tid_value(Tid(TID))]);
+                    r.send(p.id, 0x803c, vec![wire::tid_value(Tid(last))]);
                 }
                 _ => {}
             }
@@ -219,6 +236,15 @@ fn storage(answer: fn(u32) -> Vec<u8>) -> u16 {
                 code::ASK_OBJECT => {
                     let _ = r.s.write_all(&answer(p.id));
                 }
+                // This node has no transaction at all.
+                code::ASK_TRANSACTION_INFORMATION => r.send(
+                    p.id,
+                    wire::ERROR,
+                    vec![
+                        wire::enum_value(ext::ERROR_CODES, wire::errcode::TID_NOT_FOUND),
+                        wire::bin(b"no such transaction"),
+                    ],
+                ),
                 _ => {}
             }
         }
@@ -274,4 +300,43 @@ fn a_storage_node_sending_an_oversized_packet_is_unavailable() {
     let e = st.load(Oid(1), Tid(TID)).unwrap_err();
     assert!(matches!(e, Error::Unavailable { .. }), "{e}");
     assert!(e.to_string().contains("larger than"), "{e}");
+}
+
+/// After a loss, the cluster reached is behind us (a restore from an older
+/// backup) or does not have the transaction at our head (another
+/// database): the storage fails for good — loads and watchers say
+/// NotSameDatabase, never stale data.
+#[test]
+fn a_cluster_without_our_history_is_not_the_same_database() {
+    fn good(id: u32) -> Vec<u8> {
+        let sum: [u8; 20] = sha1_smol::Sha1::from(b"data").digest().bytes();
+        object(id, sum, b"data")
+    }
+    let behind = |n: usize| {
+        if n == 0 {
+            (TID, Some(Duration::from_millis(300)))
+        } else {
+            (TID - 1, None)
+        }
+    };
+    let other = |n: usize| {
+        if n == 0 {
+            (TID, Some(Duration::from_millis(300)))
+        } else {
+            (TID + 5, None)
+        }
+    };
+    for (script, want) in [
+        (behind as fn(usize) -> (u64, Option<Duration>), "older than"),
+        (other, "is not in its history"),
+    ] {
+        let st = open(master_with(storage(good), script)).unwrap();
+        let mut w = st.watch(Tid(TID)).unwrap();
+        let e = w.next_timeout(Duration::from_secs(10)).unwrap_err();
+        assert!(matches!(e, Error::NotSameDatabase { .. }), "{e}");
+        assert!(e.to_string().contains(want), "{e}");
+        let e = st.load(Oid(1), Tid(TID)).unwrap_err();
+        assert!(matches!(e, Error::NotSameDatabase { .. }), "{e}");
+        assert!(st.last_tid().is_err());
+    }
 }
