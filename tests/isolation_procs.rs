@@ -86,6 +86,16 @@ fn processes_see_their_own_at_across_pg_restarts() {
     );
 }
 
+/// Over `neo://` (2 storage nodes, 1 replica; Python commits through
+/// `neo.client.Storage`).
+#[test]
+fn processes_see_their_own_at_over_neo() {
+    let Some(env) = Env::new_neo("isolation_procs_neo", 1) else {
+        return;
+    };
+    processes_see_their_own_at_over(env, "isolation_procs_neo", 12, None);
+}
+
 fn processes_see_their_own_at_over(
     mut env: Env,
     name: &str,

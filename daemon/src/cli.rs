@@ -45,10 +45,10 @@ options (single or double dash):
                    kernel refuses (mount still in use) keeps the daemon serving
   -pintimeout D    kill clients that don't answer a pin within D
                    (Go duration syntax: 30s, 1m, 500ms, 1h2m3.5s); default 30s
-  -storagewait D   while the storage server (zeo://, postgresql://) is away or
-                   silent, a read or a watch setup that needs it waits up to
-                   D for the reconnect and its answer, then fails (EIO, or an
-                   error reply); default 30s
+  -storagewait D   while the storage server (zeo://, neo://, postgresql://) is
+                   away or silent, a read or a watch setup that needs it waits
+                   up to D for the reconnect and its answer, then fails (EIO,
+                   or an error reply); default 30s
   -trace.fuse      log every FUSE request
   -h, -help        this help
   -V, -version     the version of wcfsd and the libwcfs ABI it is released with

@@ -361,6 +361,13 @@ fn ls(url: &str) -> Result<(), Box<dyn std::error::Error>> {
             )
             .into());
         }
+        ZUrl::Neo { .. } => {
+            return Err(format!(
+                "{url}: ls lists the objects of a FileStorage or a PostgreSQL database; \
+                 it does not list a NEO cluster's"
+            )
+            .into());
+        }
         ZUrl::Postgres(uri) => {
             let pg = zodb::storage::postgres::PgStorage::open(&uri)?;
             let oids = pg.object_ids()?;

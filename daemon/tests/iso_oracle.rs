@@ -217,6 +217,16 @@ fn pins_match_the_model_pg_replica() {
     pins_match(Env::new_pg(true), "iso_oracle_pg_replica", STEPS);
 }
 
+/// The same with the daemon serving `neo://` (2 storage nodes, 1
+/// replica), Python committing through `neo.client.Storage`.
+#[test]
+fn pins_match_the_model_neo() {
+    let Some(env) = Env::new_neo("iso_oracle_neo", 1) else {
+        return;
+    };
+    pins_match(env, "iso_oracle_neo", STEPS);
+}
+
 fn pins_match(mut env: Env, name: &str, steps: usize) {
     let seed = testkit::seed(name);
     let mut rng = Rng::new(seed);

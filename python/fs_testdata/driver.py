@@ -6,6 +6,8 @@ usage: driver.py PATH/data.fs
                                      zeo://SOCKET/PATH, ?storage=NAME)
        driver.py demo:(BASE)/(DELTA) (commit through a DemoStorage: to DELTA)
        driver.py postgresql://...   (commit through RelStorage, history-preserving)
+       driver.py neo://NAME@MASTER  (commit through neo.client.Storage; run
+                                    by the NEO venv's Python)
 
 Reads one JSON object per line on stdin and answers one line on stdout
 ("error <why>" on failure); ids and tids are 16 hex digits:

@@ -7,6 +7,8 @@ turn back into that zurl:
 - ``zeo://HOST:PORT``, ``zeo://[V6]:PORT``, ``zeo://SOCKET/PATH``, each with
   ``?storage=NAME``: ZEO ClientStorage(addr, storage=NAME);
 - ``postgresql://...``: RelStorage (pgstorage);
+- ``neo://NAME@HOST:PORT[,HOST:PORT...]``: NEO's client Storage (only in
+  the NEO venv, where ``neo`` imports);
 - ``demo:(BASE)/(DELTA)``: DemoStorage(base=<BASE, read-only>,
   changes=<DELTA>).
 
@@ -66,6 +68,11 @@ def open_zurl(zurl, read_only=False):
         from ZEO.ClientStorage import ClientStorage
         addr, name = zeo_addr(zurl[len('zeo://'):])
         return ClientStorage(addr, storage=name, read_only=read_only)
+    if zurl.startswith('neo://'):
+        from neo.client.Storage import Storage
+        name, masters = zurl[len('neo://'):].rsplit('@', 1)
+        return Storage(master_nodes=masters.replace(',', ' '), name=name,
+                       read_only=read_only)
     if zurl.startswith('demo:'):
         from ZODB.DemoStorage import DemoStorage
         base, delta = split_demo(zurl)

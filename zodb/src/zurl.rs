@@ -12,6 +12,9 @@
 //!   it): everything after the last `?storage=`;
 //! - `postgresql://…` (or `postgres://…`, a libpq connection URI): a
 //!   RelStorage database in PostgreSQL;
+//! - `neo://CLUSTER@HOST:PORT[,HOST:PORT…]`: a NEO cluster by its name and
+//!   masters; `neos://…?ca=PATH&cert=PATH&key=PATH` with TLS (values
+//!   URL-quoted);
 //! - `demo:(BASE)/(DELTA)`: a DemoStorage, changes kept in the storage
 //!   DELTA over the read-only storage BASE (see [`crate::storage::demo`]).
 //!   BASE and DELTA are zurls written as they are, unescaped — they may
@@ -64,6 +67,106 @@ pub enum ZUrl {
         base: String,
         delta: String,
     },
+    /// A NEO cluster: its name and masters (`neo://NAME@HOST:PORT,…`);
+    /// `neos://…?ca=&cert=&key=` with TLS.
+    Neo {
+        cluster: String,
+        masters: Vec<(String, u16)>,
+        tls: Option<NeoTls>,
+    },
+}
+
+/// The TLS files of a `neos://` zurl.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NeoTls {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// `%XX` escapes decoded (zurl values are URL-quoted).
+fn unquote(s: &str) -> Result<String, String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = b
+                .get(i + 1..i + 3)
+                .and_then(|h| std::str::from_utf8(h).ok())
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+                .ok_or_else(|| format!("bad %-escape in {s:?}"))?;
+            out.push(hex);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).map_err(|_| format!("{s:?} is not UTF-8 once unquoted"))
+}
+
+/// `neo://CLUSTER@HOST:PORT[,HOST:PORT…]`, `neos://…?ca=…&cert=…&key=…`.
+fn parse_neo(rest: &str, tls: bool) -> Result<ZUrl, String> {
+    let (main, query) = match rest.split_once('?') {
+        Some((m, q)) => (m, Some(q)),
+        None => (rest, None),
+    };
+    let main = main.trim_end_matches('/');
+    let (cluster, masters) = main
+        .rsplit_once('@')
+        .ok_or("want neo://CLUSTER@HOST:PORT[,HOST:PORT…]")?;
+    let cluster = unquote(cluster)?;
+    if cluster.is_empty() {
+        return Err("no cluster name".into());
+    }
+    let mut ms = Vec::new();
+    for m in masters.split(',') {
+        let (host, port) = m
+            .rsplit_once(':')
+            .ok_or_else(|| format!("master {m:?}: want HOST:PORT"))?;
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        if host.is_empty() {
+            return Err(format!("master {m:?}: no host"));
+        }
+        let port: u16 = port
+            .parse()
+            .map_err(|_| format!("master {m:?}: bad port"))?;
+        ms.push((host.to_string(), port));
+    }
+    let (mut ca, mut cert, mut key) = (None, None, None);
+    for kv in query
+        .into_iter()
+        .flat_map(|q| q.split('&'))
+        .filter(|s| !s.is_empty())
+    {
+        let (k, v) = kv
+            .split_once('=')
+            .ok_or_else(|| format!("parameter {kv:?} has no value"))?;
+        let v = PathBuf::from(unquote(v)?);
+        match k {
+            "ca" => ca = Some(v),
+            "cert" => cert = Some(v),
+            "key" => key = Some(v),
+            _ => return Err(format!("unknown parameter {k:?} (want ca, cert, key)")),
+        }
+    }
+    let tls = if tls {
+        match (ca, cert, key) {
+            (Some(ca), Some(cert), Some(key)) => Some(NeoTls { ca, cert, key }),
+            _ => return Err("neos:// needs ca=, cert= and key=".into()),
+        }
+    } else {
+        if ca.is_some() || cert.is_some() || key.is_some() {
+            return Err("ca=, cert= and key= are for neos:// (TLS)".into());
+        }
+        None
+    };
+    Ok(ZUrl::Neo {
+        cluster,
+        masters: ms,
+        tls,
+    })
 }
 
 /// `zurl` as it may be shown: a password in it replaced by `***`
@@ -136,13 +239,18 @@ fn parse_nested(zurl: &str, depth: usize, tries: &mut usize) -> Result<ZUrl, Str
     if let Some(rest) = zurl.strip_prefix(DEMO) {
         return parse_demo(rest, depth, tries);
     }
+    for (scheme, tls) in [("neo://", false), ("neos://", true)] {
+        if let Some(rest) = zurl.strip_prefix(scheme) {
+            return parse_neo(rest, tls);
+        }
+    }
     if postgres::dsn::is_postgres_zurl(zurl) {
         postgres::dsn::check(zurl)?;
         return Ok(ZUrl::Postgres(zurl.to_string()));
     }
     if let Some((scheme, _)) = zurl.split_once("://") {
         return Err(format!(
-            "unknown scheme {scheme:?} (want file://, zeo://, postgresql:// or demo:)"
+            "unknown scheme {scheme:?} (want file://, zeo://, neo://, neos://, postgresql:// or demo:)"
         ));
     }
     Ok(ZUrl::File(PathBuf::from(zurl)))
@@ -312,6 +420,32 @@ pub fn open_with(zurl: &str, resilience: &Resilience) -> Result<Arc<dyn Storage>
                 zurl, base, delta,
             )?))
         }
+        ZUrl::Neo {
+            cluster,
+            masters,
+            tls,
+        } => {
+            use crate::storage::neo::{tls_config, NeoOptions, NeoStorage};
+            let tls = match tls {
+                Some(t) => {
+                    Some(
+                        tls_config(&t.ca, &t.cert, &t.key).map_err(|why| Error::BadUrl {
+                            zurl: redacted(zurl).into_owned(),
+                            why,
+                        })?,
+                    )
+                }
+                None => None,
+            };
+            let opts = NeoOptions {
+                resilience: resilience.clone(),
+                tls,
+                ..NeoOptions::default()
+            };
+            Ok(Arc::new(NeoStorage::open_with(
+                &cluster, masters, zurl, opts,
+            )?))
+        }
     }
 }
 
@@ -369,6 +503,12 @@ mod tests {
             "zeo:///",
             "zeo:///run/",
             "neo://x",
+            "neo://@h:1",
+            "neo://c@h",
+            "neo://c@h:1,",
+            "neo://c@h:1?ca=x",
+            "neos://c@h:1?ca=x",
+            "neos://c@h:1?ca=a&cert=b&key=c&bogus=1",
             "postgresql://[::1",
             "postgres://h/db?novalue",
         ] {
@@ -537,6 +677,40 @@ mod tests {
         let plain = "demo:(zeo://h:1?storage=b)/(file:///d.fs)";
         assert!(matches!(redacted(plain), Cow::Borrowed(s) if s == plain));
         assert!(!has_secret(plain));
+    }
+
+    #[test]
+    fn neo_zurls() {
+        assert_eq!(
+            parse("neo://db@127.0.0.1:1,[::1]:2").unwrap(),
+            ZUrl::Neo {
+                cluster: "db".into(),
+                masters: vec![("127.0.0.1".into(), 1), ("::1".into(), 2)],
+                tls: None,
+            }
+        );
+        assert_eq!(
+            parse("neos://db@h:1?ca=%2Fc%20a&cert=/c&key=/k").unwrap(),
+            ZUrl::Neo {
+                cluster: "db".into(),
+                masters: vec![("h".into(), 1)],
+                tls: Some(NeoTls {
+                    ca: "/c a".into(),
+                    cert: "/c".into(),
+                    key: "/k".into()
+                }),
+            }
+        );
+        // Files that are not there: a clear error naming which.
+        let e = open("neos://db@h:1?ca=/nonexistent/ca.pem&cert=b&key=c")
+            .err()
+            .unwrap();
+        assert!(matches!(e, Error::BadUrl { .. }), "{e}");
+        assert!(e.to_string().contains("ca /nonexistent/ca.pem"), "{e}");
+        // Nobody listening: a clear error naming the master.
+        let e = open("neo://db@127.0.0.1:1").err().unwrap();
+        assert!(matches!(e, Error::Io { .. }), "{e}");
+        assert!(e.to_string().contains("127.0.0.1:1"), "{e}");
     }
 
     #[test]

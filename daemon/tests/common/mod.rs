@@ -41,7 +41,12 @@ pub struct Driver {
 
 impl Driver {
     pub fn start(datafs: &Path) -> Driver {
-        let mut child = Command::new(python())
+        Self::start_with(&python(), datafs)
+    }
+
+    /// The driver run by `py` (the NEO venv's Python for a NEO cluster).
+    pub fn start_with(py: &Path, datafs: &Path) -> Driver {
+        let mut child = Command::new(py)
             .arg(driver_script())
             .arg(datafs)
             .stdin(Stdio::piped())
@@ -364,6 +369,8 @@ pub struct Env {
     pub pg_replica: Option<testkit::PgServer>,
     /// The primary (with `new_pg`): database [`PG_DB`].
     pub pg: Option<testkit::PgServer>,
+    /// The NEO cluster (with `new_neo`).
+    pub neo: Option<testkit::neo::NeoCluster>,
     pub datafs: PathBuf,
     pub zurl: String,
     pub dir: tempfile::TempDir,
@@ -387,10 +394,39 @@ impl Env {
             zeo: None,
             pg_replica: None,
             pg: None,
+            neo: None,
             datafs,
             zurl,
             dir,
         }
+    }
+
+    /// Like [`Env::new`], on a NEO cluster of its own (`masters` masters,
+    /// 2 storage nodes, 1 replica): the driver commits through
+    /// `neo.client.Storage` (in the NEO venv), the daemon serves `neo://`.
+    /// None (the test skips) without the cluster script.
+    pub fn new_neo(test: &str, masters: u32) -> Option<Env> {
+        if !testkit::neo::NeoCluster::available(test) {
+            return None;
+        }
+        let dir = tempfile::Builder::new()
+            .prefix("wcfs-test")
+            .tempdir()
+            .unwrap();
+        let neo = testkit::neo::NeoCluster::start(masters, 2, 1);
+        let zurl = neo.zurl();
+        let py = Driver::start_with(&neo.python(), Path::new(&zurl));
+        Some(Env {
+            wcfs: None,
+            py,
+            zeo: None,
+            pg_replica: None,
+            pg: None,
+            neo: Some(neo),
+            datafs: dir.path().join("data.fs"),
+            zurl,
+            dir,
+        })
     }
 
     /// Like [`Env::new`], with a real ZEO server (`runzeo`) in front of the
@@ -411,6 +447,7 @@ impl Env {
             zeo: Some(zeo),
             pg_replica: None,
             pg: None,
+            neo: None,
             datafs,
             zurl,
             dir,
@@ -458,6 +495,7 @@ impl Env {
             zeo: None,
             pg_replica,
             pg: Some(pg),
+            neo: None,
             datafs: dir.path().join("data.fs"),
             zurl,
             dir,
@@ -470,10 +508,13 @@ impl Env {
     }
 
     /// What the Python helper scripts open: the data.fs, the ZEO server,
-    /// or the PostgreSQL primary.
+    /// the PostgreSQL primary, or the NEO cluster.
     pub fn storage_arg(&self) -> PathBuf {
         if self.pg.is_some() {
             return PathBuf::from(self.pg_writer_zurl());
+        }
+        if let Some(neo) = &self.neo {
+            return PathBuf::from(neo.zurl());
         }
         match &self.zeo {
             Some(z) => PathBuf::from(z.zurl()),

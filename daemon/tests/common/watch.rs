@@ -881,7 +881,13 @@ impl BlkIds {
     pub fn start(datafs: &Path) -> BlkIds {
         use std::process::{Command, Stdio};
         let script = testkit::repo().join("python/fs_testdata/iso_blkid.py");
-        let mut child = Command::new(super::python())
+        // A NEO cluster is read by the NEO venv's Python.
+        let py = if datafs.to_string_lossy().starts_with("neo://") {
+            testkit::neo::venv().join("bin/python")
+        } else {
+            super::python()
+        };
+        let mut child = Command::new(py)
             .arg(script)
             .arg(datafs)
             .stdin(Stdio::piped())

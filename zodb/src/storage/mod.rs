@@ -12,7 +12,7 @@
 //!
 //! # Servers that go away (networked storages)
 //!
-//! A storage behind a server (ZEO, PostgreSQL) keeps serving across a
+//! A storage behind a server (ZEO, PostgreSQL, NEO) keeps serving across a
 //! restart of that server or a dropped connection, exactly — the contract
 //! every such driver keeps, and what the daemon relies on:
 //!
@@ -52,6 +52,7 @@
 mod commit_queue;
 pub mod demo;
 pub mod filestorage;
+pub mod neo;
 pub mod postgres;
 pub mod zeo;
 
@@ -184,6 +185,12 @@ pub mod counter {
     pub const CATCHUP: &str = "zcatchup";
     /// Calls that failed because the server stayed away past the wait.
     pub const GIVEUP: &str = "zgiveup";
+    /// Connections to single nodes of a cluster (NEO storage nodes) lost:
+    /// their replicas served meanwhile.
+    pub const STORAGE_LOST: &str = "znodelost";
+    /// Reads sent to another replica (a node lost, a cell not readable, a
+    /// checksum mismatch).
+    pub const REPLICA_RETRY: &str = "zreplicaretry";
 }
 
 /// A read-only ZODB storage.

@@ -16,8 +16,9 @@
 //! announced. Our requests use a handful of types (ints, bools, text,
 //! bytes, tuples, None), so the encoders are a few opcodes of pickle
 //! protocol 3 (what the Python side uses) and the matching msgpack
-//! formats. Replies are decoded with the crate's unpickler, or with the
-//! msgpack decoder below, into the same [`Value`]s (a msgpack array is a
+//! formats (msgpack through `rmpv`, as for NEO). Replies are decoded with
+//! the crate's unpickler, or with `rmpv`'s borrowing msgpack decoder, into
+//! the same [`Value`]s (a msgpack array is a
 //! tuple, as ZEO's `use_list=False` reads it); byte strings are slices of
 //! the frame either way (a 2 MiB block is not copied after it arrived).
 //!
@@ -332,184 +333,115 @@ pub fn message_frame_with(
 }
 
 /// Msgpack encoding of the same types [`encode`] takes (tuples and lists
-/// both become arrays).
+/// both become arrays), through `rmpv` — the crate's one msgpack codec,
+/// shared with the NEO driver.
 pub fn encode_msgpack(v: &Value, out: &mut Vec<u8>, depth: usize) -> Result<(), String> {
+    let mv = to_rmpv(v, depth)?;
+    rmpv::encode::write_value(out, &mv).map_err(|e| e.to_string())
+}
+
+fn to_rmpv(v: &Value, depth: usize) -> Result<rmpv::Value, String> {
     if depth > 64 {
         return Err("value nested too deep to encode".into());
     }
-    fn len_hdr(out: &mut Vec<u8>, n: usize, fix: Option<(u8, usize)>, codes: [u8; 3]) {
-        match fix {
-            Some((base, max)) if n <= max => out.push(base | n as u8),
-            _ if n < 256 && codes[0] != 0 => out.extend_from_slice(&[codes[0], n as u8]),
-            _ if n < 65536 => {
-                out.push(codes[1]);
-                out.extend_from_slice(&(n as u16).to_be_bytes());
-            }
-            _ => {
-                out.push(codes[2]);
-                out.extend_from_slice(&(n as u32).to_be_bytes());
-            }
-        }
-    }
-    match v {
-        Value::None => out.push(0xc0),
-        Value::Bool(false) => out.push(0xc2),
-        Value::Bool(true) => out.push(0xc3),
-        Value::Int(i) if (0..128).contains(i) => out.push(*i as u8),
-        Value::Int(i) if (-32..0).contains(i) => out.push(*i as i8 as u8),
-        Value::Int(i) => {
-            out.push(0xd3);
-            out.extend_from_slice(&i.to_be_bytes());
-        }
+    let too_long = |n: usize, what: &str| {
+        u32::try_from(n)
+            .map(|_| ())
+            .map_err(|_| format!("{what} too long to encode"))
+    };
+    Ok(match v {
+        Value::None => rmpv::Value::Nil,
+        Value::Bool(b) => rmpv::Value::Boolean(*b),
+        Value::Int(i) => rmpv::Value::from(*i),
         Value::Bytes(b) => {
-            u32::try_from(b.len()).map_err(|_| "bytes too long to encode")?;
-            len_hdr(out, b.len(), None, [0xc4, 0xc5, 0xc6]);
-            out.extend_from_slice(b);
+            too_long(b.len(), "bytes")?;
+            rmpv::Value::Binary(b.to_vec())
         }
         Value::Str(t) => {
-            u32::try_from(t.len()).map_err(|_| "text too long to encode")?;
-            len_hdr(out, t.len(), Some((0xa0, 31)), [0xd9, 0xda, 0xdb]);
-            out.extend_from_slice(t.as_bytes());
+            too_long(t.len(), "text")?;
+            rmpv::Value::String(t.as_str().into())
         }
-        Value::Tuple(items) | Value::List(items) => {
-            len_hdr(out, items.len(), Some((0x90, 15)), [0, 0xdc, 0xdd]);
-            for it in items {
-                encode_msgpack(it, out, depth + 1)?;
-            }
-        }
-        Value::Dict(items) => {
-            len_hdr(out, items.len(), Some((0x80, 15)), [0, 0xde, 0xdf]);
-            for (k, v) in items {
-                encode_msgpack(k, out, depth + 1)?;
-                encode_msgpack(v, out, depth + 1)?;
-            }
-        }
+        Value::Tuple(items) | Value::List(items) => rmpv::Value::Array(
+            items
+                .iter()
+                .map(|it| to_rmpv(it, depth + 1))
+                .collect::<Result<_, _>>()?,
+        ),
+        Value::Dict(items) => rmpv::Value::Map(
+            items
+                .iter()
+                .map(|(k, v)| Ok((to_rmpv(k, depth + 1)?, to_rmpv(v, depth + 1)?)))
+                .collect::<Result<_, String>>()?,
+        ),
         other => return Err(format!("cannot encode a {}", other.kind())),
-    }
-    Ok(())
+    })
 }
 
 /// Decodes one msgpack value from `buf[pos..]`: the value and the position
 /// after it. Arrays become tuples, maps dicts (in order), `bin` slices of
-/// `buf`; ext types and nesting beyond [`pickle::MAX_DEPTH`] are errors.
+/// `buf` (rmpv's borrowing decoder: a 2 MiB block is not copied); ext
+/// types and nesting beyond [`pickle::MAX_DEPTH`] are errors.
 pub fn decode_msgpack(buf: &Bytes, pos: usize) -> Result<(Value, usize), WireError> {
-    let mut d = MsgpackDecoder { buf, pos };
-    let v = d.value(0)?;
-    Ok((v, d.pos))
+    let all = buf
+        .get(pos..)
+        .ok_or_else(|| malformed("msgpack: truncated"))?;
+    let mut rd = all;
+    // rmpv counts a level for every value, bin and str included: one more
+    // than our nesting, plus one for the leaves.
+    let v = rmpv::decode::read_value_ref_with_max_depth(&mut rd, pickle::MAX_DEPTH + 2).map_err(
+        |e| match e {
+            rmpv::decode::Error::DepthLimitExceeded => malformed("msgpack: nested too deep"),
+            e => malformed(format!(
+                "msgpack: {e} (at byte {})",
+                pos + all.len() - rd.len()
+            )),
+        },
+    )?;
+    let end = pos + all.len() - rd.len();
+    Ok((from_rmpv(buf, &v)?, end))
 }
 
-struct MsgpackDecoder<'a> {
-    buf: &'a Bytes,
-    pos: usize,
-}
-
-impl MsgpackDecoder<'_> {
-    fn take(&mut self, n: usize) -> Result<&[u8], WireError> {
-        let end = self
-            .pos
-            .checked_add(n)
-            .filter(|&e| e <= self.buf.len())
-            .ok_or_else(|| malformed(format!("msgpack: truncated at byte {}", self.pos)))?;
-        let s = &self.buf[self.pos..end];
-        self.pos = end;
-        Ok(s)
-    }
-    fn uint(&mut self, n: usize) -> Result<u64, WireError> {
-        Ok(self.take(n)?.iter().fold(0u64, |a, &b| a << 8 | b as u64))
-    }
-    fn slice(&mut self, n: usize) -> Result<Bytes, WireError> {
-        let start = self.pos;
-        self.take(n)?;
-        Ok(self.buf.slice(start..start + n))
-    }
-    fn text(&mut self, n: usize) -> Result<Value, WireError> {
-        let at = self.pos;
-        let b = self.take(n)?;
-        let s = std::str::from_utf8(b)
-            .map_err(|_| malformed(format!("msgpack: invalid UTF-8 in str at byte {at}")))?;
-        Ok(Value::Str(s.to_string()))
-    }
-    fn seq(&mut self, n: usize, depth: usize) -> Result<Value, WireError> {
-        // Every item takes at least one byte: a length beyond what is left
-        // is refused before anything is allocated for it.
-        if n > self.buf.len() - self.pos {
-            return Err(malformed(format!("msgpack: array of {n} items truncated")));
+fn from_rmpv(buf: &Bytes, v: &rmpv::ValueRef<'_>) -> Result<Value, WireError> {
+    use rmpv::ValueRef as R;
+    Ok(match v {
+        R::Nil => Value::None,
+        R::Boolean(b) => Value::Bool(*b),
+        R::Integer(i) => match (i.as_i64(), i.as_u64()) {
+            (Some(i), _) => Value::Int(i),
+            (None, Some(u)) => {
+                // Little-endian two's complement, as pickle's LONG1.
+                let mut le = u.to_le_bytes().to_vec();
+                le.push(0);
+                Value::BigInt(le)
+            }
+            _ => return Err(malformed("msgpack: integer out of range")),
+        },
+        R::F32(f) => Value::Float(*f as f64),
+        R::F64(f) => Value::Float(*f),
+        R::String(s) => Value::Str(
+            s.as_str()
+                .ok_or_else(|| malformed("msgpack: invalid UTF-8 in str"))?
+                .to_string(),
+        ),
+        R::Binary(b) => {
+            // A slice of `buf`: where it starts in it.
+            let off = b.as_ptr() as usize - buf.as_ptr() as usize;
+            Value::Bytes(buf.slice(off..off + b.len()))
         }
-        let mut v = Vec::with_capacity(n);
-        for _ in 0..n {
-            v.push(self.value(depth + 1)?);
-        }
-        Ok(Value::Tuple(v))
-    }
-    fn map(&mut self, n: usize, depth: usize) -> Result<Value, WireError> {
-        if n > (self.buf.len() - self.pos) / 2 {
-            return Err(malformed(format!("msgpack: map of {n} items truncated")));
-        }
-        let mut v = Vec::with_capacity(n);
-        for _ in 0..n {
-            let k = self.value(depth + 1)?;
-            v.push((k, self.value(depth + 1)?));
-        }
-        Ok(Value::Dict(v))
-    }
-    fn value(&mut self, depth: usize) -> Result<Value, WireError> {
-        if depth > pickle::MAX_DEPTH {
-            return Err(malformed("msgpack: nested too deep"));
-        }
-        let at = self.pos;
-        let b = self.take(1)?[0];
-        Ok(match b {
-            0x00..=0x7f => Value::Int(b as i64),
-            0x80..=0x8f => return self.map((b & 0x0f) as usize, depth),
-            0x90..=0x9f => return self.seq((b & 0x0f) as usize, depth),
-            0xa0..=0xbf => return self.text((b & 0x1f) as usize),
-            0xc0 => Value::None,
-            0xc2 => Value::Bool(false),
-            0xc3 => Value::Bool(true),
-            0xc4..=0xc6 => {
-                let n = self.uint(1 << (b - 0xc4))? as usize;
-                Value::Bytes(self.slice(n)?)
-            }
-            0xca => Value::Float(f32::from_bits(self.uint(4)? as u32) as f64),
-            0xcb => Value::Float(f64::from_bits(self.uint(8)?)),
-            0xcc..=0xcf => {
-                let u = self.uint(1 << (b - 0xcc))?;
-                match i64::try_from(u) {
-                    Ok(i) => Value::Int(i),
-                    Err(_) => {
-                        // Little-endian two's complement, as pickle's LONG1.
-                        let mut le = u.to_le_bytes().to_vec();
-                        le.push(0);
-                        Value::BigInt(le)
-                    }
-                }
-            }
-            0xd0..=0xd3 => {
-                let n = 1usize << (b - 0xd0);
-                let u = self.uint(n)?;
-                let shift = 64 - 8 * n as u32;
-                Value::Int(((u << shift) as i64) >> shift)
-            }
-            0xd9..=0xdb => {
-                let n = self.uint(1 << (b - 0xd9))? as usize;
-                return self.text(n);
-            }
-            0xdc | 0xdd => {
-                let n = self.uint(2 << (b - 0xdc))? as usize;
-                return self.seq(n, depth);
-            }
-            0xde | 0xdf => {
-                let n = self.uint(2 << (b - 0xde))? as usize;
-                return self.map(n, depth);
-            }
-            0xe0..=0xff => Value::Int((b as i8) as i64),
-            _ => {
-                return Err(malformed(format!(
-                    "msgpack: unsupported type 0x{b:02x} at byte {at}"
-                )))
-            }
-        })
-    }
+        R::Array(items) => Value::Tuple(
+            items
+                .iter()
+                .map(|it| from_rmpv(buf, it))
+                .collect::<Result<_, _>>()?,
+        ),
+        R::Map(items) => Value::Dict(
+            items
+                .iter()
+                .map(|(k, v)| Ok((from_rmpv(buf, k)?, from_rmpv(buf, v)?)))
+                .collect::<Result<_, WireError>>()?,
+        ),
+        R::Ext(t, _) => return Err(malformed(format!("msgpack: unsupported type (ext {t})"))),
+    })
 }
 
 // ---- decoding ----
@@ -747,6 +679,27 @@ mod tests {
             fr.next(&mut s),
             Err(WireError::Closed { mid_frame: true })
         ));
+    }
+
+    #[test]
+    fn msgpack_refuses_ext_depth_and_bad_text() {
+        let b = |v: &[u8]| Bytes::from(v.to_vec());
+        let e = decode_msgpack(&b(&[0xd4, 0x04, 0x02]), 0).unwrap_err();
+        assert!(e.to_string().contains("ext"), "{e}");
+        let deep = b(&[0x91; 400]);
+        let e = decode_msgpack(&deep, 0).unwrap_err();
+        assert!(e.to_string().contains("nested too deep"), "{e}");
+        let e = decode_msgpack(&b(&[0xa2, 0xff, 0xfe]), 0).unwrap_err();
+        assert!(e.to_string().contains("UTF-8"), "{e}");
+        // An array claiming 2^32-1 items in 5 bytes: an error, no allocation.
+        assert!(decode_msgpack(&b(&[0xdd, 0xff, 0xff, 0xff, 0xff]), 0).is_err());
+        // bin is a slice of the frame.
+        let f = b(&[0x92, 0xc4, 0x02, b'a', b'b', 0x01]);
+        let (v, end) = decode_msgpack(&f, 0).unwrap();
+        assert_eq!(end, 6);
+        let Value::Tuple(t) = v else { panic!() };
+        let Value::Bytes(ab) = &t[0] else { panic!() };
+        assert_eq!(ab.as_ptr(), f[3..].as_ptr());
     }
 
     #[test]

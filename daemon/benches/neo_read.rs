@@ -1,0 +1,295 @@
+//! Cold reads through wcfsd over NEO (harness = false).
+//!
+//! One ZBigFile of `WCFS_BENCH_MIB` MiB (default 512) in 2 MiB ZBlk0 blocks
+//! of random bytes, generated once by `python/wcfs_testdata/benchgen.py`
+//! (`bench-data/neo_read/`), copied into a NEO cluster of 1 master and 2
+//! storage nodes (`WCFS_BENCH_NEO_REPLICAS`, default 0: each node holds
+//! half the partitions) with `copyTransactionsFrom`. In every repetition,
+//! back to back:
+//!
+//! - **NEO vs data.fs**: the whole file read cold (read(2), 1 MiB buffers)
+//!   through a freshly started wcfsd on `neo://` against one on the same
+//!   data.fs (`file://`, in the page cache). Target: ratio ≥ 0.5;
+//! - **NEO vs Python**: the same against `neo.client.Storage` (fresh
+//!   process) loading every block's ZBlk0 through a ZODB Connection.
+//!   Target: wcfsd ≥ 3× faster;
+//! - **the driver alone**: every block's ZBlk loaded by the zodb crate,
+//!   one at a time and from 8 threads (no FUSE);
+//! - **head lag**: Python commits small transactions; the time from its
+//!   `tpc_finish` returning to our watcher having the commit (same clock).
+//!   Target: median ≤ 5 ms.
+//!
+//! Run: `cargo bench -p wcfsd --bench neo_read` (root, /dev/fuse, the
+//! cluster script beside the repository).
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant, SystemTime};
+use testkit::neo::NeoCluster;
+use zodb::Oid;
+
+const BS: u64 = 2 << 20;
+const REPS: usize = 3;
+const MIB: f64 = (1 << 20) as f64;
+
+const PY_COPY: &str = r#"
+import os, sys
+from ZODB.FileStorage import FileStorage
+from neo.client.Storage import Storage
+st = Storage(master_nodes=os.environ['NEO_MASTERS'].replace(',', ' '), name=os.environ['NEO_NAME'])
+st.copyTransactionsFrom(FileStorage(sys.argv[1], read_only=True))
+st.close()
+"#;
+
+const PY_LOAD: &str = r#"
+import os, sys, time
+sys.path.insert(0, sys.argv[1])
+import ZODB
+from ZODB.utils import p64
+from neo.client.Storage import Storage
+st = Storage(master_nodes=os.environ['NEO_MASTERS'].replace(',', ' '), name=os.environ['NEO_NAME'], read_only=True)
+db = ZODB.DB(st)
+conn = db.open()
+f = conn.get(p64(int(sys.argv[2], 16)))
+f._p_activate()
+t0 = time.perf_counter()
+n = 0
+for blk, zblk in f.blktab.items():
+    n += len(zblk.loadblkdata(f.blksize))
+    zblk._p_deactivate()
+dt = time.perf_counter() - t0
+print("%d %.6f" % (n, dt))
+"#;
+
+/// Commits a small transaction per line read; prints the wall time (s)
+/// when each tpc_finish returned, and its tid.
+const PY_COMMIT: &str = r#"
+import os, sys, time, transaction
+from neo.client.Storage import Storage
+st = Storage(master_nodes=os.environ['NEO_MASTERS'].replace(',', ' '), name=os.environ['NEO_NAME'])
+oid = st.new_oid()
+serial = None
+print("ready", flush=True)
+for line in sys.stdin:
+    txn = transaction.Transaction()
+    st.tpc_begin(txn)
+    st.store(oid, serial, os.urandom(100), '', txn)
+    st.tpc_vote(txn)
+    tid = st.tpc_finish(txn)
+    print("%.6f %s" % (time.time(), tid.hex()), flush=True)
+    serial = tid
+"#;
+
+fn read_all(path: &Path) -> (f64, u64, u64) {
+    let mut f = std::fs::File::open(path).unwrap();
+    let mut buf = vec![0u8; 1 << 20];
+    let (t0, mut n, mut sum) = (Instant::now(), 0u64, 0u64);
+    loop {
+        let k = f.read(&mut buf).unwrap();
+        if k == 0 {
+            break;
+        }
+        n += k as u64;
+        sum = sum.wrapping_add(buf[..k].iter().step_by(4096).map(|&b| b as u64).sum());
+    }
+    (t0.elapsed().as_secs_f64(), n, sum)
+}
+
+fn cold(zurl: &str, tmp: &Path, oid: Oid, nblk: u64) -> (f64, u64) {
+    let mnt = tmp.join("mnt");
+    std::fs::create_dir_all(&mnt).unwrap();
+    let w = common::Wcfs::start(zurl, &mnt, &tmp.join("wcfsd.log"), &[])
+        .unwrap_or_else(|e| panic!("{e}"));
+    let (t, n, sum) = read_all(&w.head_file(oid));
+    assert_eq!(n, nblk * BS);
+    drop(w);
+    (t, sum)
+}
+
+fn py(c: &NeoCluster, script: &Path) -> Command {
+    let mut cmd = Command::new(c.python());
+    c.python_env(&mut cmd);
+    cmd.arg(script);
+    cmd
+}
+
+fn best_median(v: &[f64]) -> (f64, f64) {
+    let mut v = v.to_vec();
+    v.sort_by(|a, b| b.partial_cmp(a).unwrap());
+    (v[0], v[v.len() / 2])
+}
+
+fn line(what: &str, ours: &[f64], theirs_name: &str, theirs: &[f64], ratio: &[f64]) {
+    let (ob, om) = best_median(ours);
+    let (tb, tm) = best_median(theirs);
+    let (rb, rm) = best_median(ratio);
+    println!(
+        "  {what:<20} {ob:>6.0} / {om:>6.0} MiB/s   {theirs_name:<22} {tb:>6.0} / {tm:>6.0} MiB/s   \
+         ratio {rb:.2} / {rm:.2}"
+    );
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    if !NeoCluster::available("neo_read") {
+        return;
+    }
+    let mib: u64 = std::env::var("WCFS_BENCH_MIB")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(512);
+    let replicas: u32 = std::env::var("WCFS_BENCH_NEO_REPLICAS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let d = testkit::bench_data("neo_read", mib.max(2), BS);
+    let (path, oid, nblk): (PathBuf, Oid, u64) = (d.path.clone(), Oid(d.oid), d.nblk);
+    read_all(&path);
+    let total = (nblk * BS) as f64 / MIB;
+    let tmp = tempfile::Builder::new()
+        .prefix("wcfs-bench")
+        .tempdir()
+        .unwrap();
+    let script = |name: &str, text: &str| {
+        let p = tmp.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    };
+    let (copy, load, commit) = (
+        script("copy.py", PY_COPY),
+        script("load.py", PY_LOAD),
+        script("commit.py", PY_COMMIT),
+    );
+    let c = NeoCluster::start(1, 2, replicas);
+    let t0 = Instant::now();
+    let st = py(&c, &copy).arg(&path).status().unwrap();
+    assert!(st.success(), "copy into NEO");
+    println!(
+        "neo_read: {total:.0} MiB in {nblk} blocks of 2 MiB (ZBlk0, random bytes), NEO: 1 master, \
+         2 storage nodes, {replicas} replica(s), loopback (copied in {:.0?}); {REPS} reps; \
+         best / median; ratio = ours / theirs (higher is better for us)",
+        t0.elapsed()
+    );
+    let file_zurl = format!("file://{}", path.display());
+    let mibs = |t: f64| total / t;
+    let (mut neo, mut file, mut r_file, mut pyv, mut r_py) =
+        (vec![], vec![], vec![], vec![], vec![]);
+    for _ in 0..REPS {
+        let (t_file, s1) = cold(&file_zurl, tmp.path(), oid, nblk);
+        let (t_neo, s2) = cold(&c.zurl(), tmp.path(), oid, nblk);
+        assert_eq!(s1, s2, "same bytes over NEO and from the data.fs");
+        let out = py(&c, &load)
+            .arg(testkit::repo().join("python/wcfs_testdata"))
+            .arg(oid.to_string())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8(out.stdout).unwrap();
+        let (n, dt) = text.trim().split_once(' ').expect("N SECONDS");
+        assert_eq!(n.parse::<u64>().unwrap(), nblk * BS, "python bytes");
+        let t_py: f64 = dt.parse().unwrap();
+        neo.push(mibs(t_neo));
+        file.push(mibs(t_file));
+        r_file.push(t_file / t_neo);
+        pyv.push(mibs(t_py));
+        r_py.push(t_py / t_neo);
+    }
+    line(
+        "cold wcfsd neo://",
+        &neo,
+        "cold wcfsd file://",
+        &file,
+        &r_file,
+    );
+    line("cold wcfsd neo://", &neo, "Python neo Storage", &pyv, &r_py);
+
+    // The driver alone (no FUSE): every block's ZBlk one load at a time,
+    // then from 8 threads at once.
+    let zs = zodb::zurl::open(&c.zurl()).unwrap();
+    let head = zs.last_tid().unwrap();
+    let zf = zodb::bigfile::ZBigFile::load(&*zs, oid, head).unwrap();
+    let zblks: Vec<Oid> = (0..nblk)
+        .map(|b| {
+            zf.load_block(&*zs, b, head)
+                .unwrap()
+                .zblk
+                .expect("no holes")
+                .oid
+        })
+        .collect();
+    let (mut seq, mut par, mut r) = (vec![], vec![], vec![]);
+    for _ in 0..REPS {
+        let t0 = Instant::now();
+        for &z in &zblks {
+            assert!(zs.load(z, head).unwrap().data.len() as u64 >= BS);
+        }
+        let t_seq = t0.elapsed().as_secs_f64();
+        let t0 = Instant::now();
+        std::thread::scope(|s| {
+            for k in 0..8 {
+                let (zs, zblks) = (&zs, &zblks);
+                s.spawn(move || {
+                    for &z in zblks.iter().skip(k).step_by(8) {
+                        assert!(zs.load(z, head).unwrap().data.len() as u64 >= BS);
+                    }
+                });
+            }
+        });
+        let t_par = t0.elapsed().as_secs_f64();
+        seq.push(mibs(t_seq));
+        par.push(mibs(t_par));
+        r.push(t_seq / t_par);
+    }
+    line("zodb neo 8 threads", &par, "zodb neo one by one", &seq, &r);
+
+    // Head lag: tpc_finish returned → our watcher has it.
+    let zs = zodb::zurl::open(&c.zurl()).unwrap();
+    let mut w = zs.watch(zs.last_tid().unwrap()).unwrap();
+    let mut k = py(&c, &commit)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(k.stdout.take().unwrap());
+    let mut inp = k.stdin.take().unwrap();
+    let mut l = String::new();
+    out.read_line(&mut l).unwrap();
+    assert_eq!(l.trim(), "ready");
+    let mut lags = Vec::new();
+    for _ in 0..100 {
+        writeln!(inp, "go").unwrap();
+        let cm = w
+            .next_timeout(Duration::from_secs(30))
+            .unwrap()
+            .expect("a commit");
+        let got = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64();
+        l.clear();
+        out.read_line(&mut l).unwrap();
+        let (t, tid) = l.trim().split_once(' ').unwrap();
+        assert_eq!(tid, cm.tid.to_string());
+        lags.push(got - t.parse::<f64>().unwrap());
+    }
+    drop(inp);
+    let _ = k.wait();
+    lags.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    println!(
+        "  head lag (tpc_finish returned -> watcher has it), 100 commits: median {:.2} ms, \
+         p90 {:.2} ms, max {:.2} ms (negative: we had it before the committer)",
+        lags[50] * 1e3,
+        lags[90] * 1e3,
+        lags[99] * 1e3
+    );
+}

@@ -1,0 +1,219 @@
+//! Throwaway NEO clusters for the tests of the NEO storage: started on
+//! loopback by `../shared/neo/neo-cluster` (beside the repository, as CI
+//! lays it out), in a temporary directory, stopped when the [`NeoCluster`]
+//! is dropped.
+//!
+//! The script installs neoppod into a venv, once: `$NEO_VENV`, by default
+//! `target/neo-venv` of this repository (built under the script's flock,
+//! so parallel tests share it; `dev/setup` builds it ahead).
+//!
+//! Without the script, a test skips ([`NeoCluster::available`] says why)
+//! — except under `CI=true`, where a missing cluster is a failure.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The `neo-cluster` script, if the shared folder is beside the repo.
+pub fn script() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("WCFS_NEO_CLUSTER") {
+        return Some(PathBuf::from(p));
+    }
+    let p = crate::repo().join("../shared/neo/neo-cluster");
+    p.exists().then_some(p)
+}
+
+/// The venv the clusters run from (and the Python oracle uses).
+pub fn venv() -> PathBuf {
+    match std::env::var_os("NEO_VENV") {
+        Some(p) => PathBuf::from(p),
+        None => crate::repo().join("target/neo-venv"),
+    }
+}
+
+/// A running NEO cluster.
+pub struct NeoCluster {
+    dir: tempfile::TempDir,
+    env: HashMap<String, String>,
+    script: PathBuf,
+    masters: u32,
+    storages: u32,
+}
+
+impl NeoCluster {
+    /// Whether NEO clusters can be started here; prints why not (the test
+    /// then returns), and panics instead under `CI=true`.
+    pub fn available(test: &str) -> bool {
+        if script().is_some() {
+            return true;
+        }
+        let why = "../shared/neo/neo-cluster not found beside the repository \
+                   (set WCFS_NEO_CLUSTER to the script)";
+        if std::env::var("CI").is_ok_and(|v| v == "true") {
+            panic!("{test}: {why}");
+        }
+        eprintln!("{test}: SKIPPED: {why}");
+        false
+    }
+
+    /// Starts a cluster and waits for it to be RUNNING.
+    pub fn start(masters: u32, storages: u32, replicas: u32) -> NeoCluster {
+        Self::start_with(masters, storages, replicas, 12)
+    }
+
+    pub fn start_with(masters: u32, storages: u32, replicas: u32, partitions: u32) -> NeoCluster {
+        let script = script().expect("neo-cluster script (check NeoCluster::available first)");
+        let dir = tempfile::Builder::new()
+            .prefix("wcfs-neo-")
+            .tempdir()
+            .expect("temporary directory");
+        let out = Command::new(&script)
+            .arg("start")
+            .arg(dir.path())
+            .args(["--masters", &masters.to_string()])
+            .args(["--storages", &storages.to_string()])
+            .args(["--replicas", &replicas.to_string()])
+            .args(["--partitions", &partitions.to_string()])
+            .env("NEO_VENV", venv())
+            .output()
+            .expect("running neo-cluster start");
+        assert!(
+            out.status.success(),
+            "neo-cluster start failed ({}):\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let env = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect::<HashMap<_, _>>();
+        for k in ["NEO_ZURL", "NEO_MASTERS", "NEO_NAME"] {
+            assert!(env.contains_key(k), "neo-cluster start printed no {k}");
+        }
+        NeoCluster {
+            dir,
+            env,
+            script,
+            masters,
+            storages,
+        }
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// `neo://NAME@MASTER[,MASTER…]`.
+    pub fn zurl(&self) -> String {
+        self.env["NEO_ZURL"].clone()
+    }
+
+    /// `HOST:PORT[,HOST:PORT…]`.
+    pub fn masters(&self) -> String {
+        self.env["NEO_MASTERS"].clone()
+    }
+
+    pub fn name(&self) -> String {
+        self.env["NEO_NAME"].clone()
+    }
+
+    /// The venv's Python (with neoppod and ZODB).
+    pub fn python(&self) -> PathBuf {
+        venv().join("bin/python")
+    }
+
+    /// Environment for a Python client of this cluster (`NEO_MASTERS`,
+    /// `NEO_NAME`).
+    pub fn python_env(&self, cmd: &mut Command) {
+        cmd.env("NEO_MASTERS", self.masters())
+            .env("NEO_NAME", self.name());
+    }
+
+    fn run(&self, args: &[&str]) {
+        let out = Command::new(&self.script)
+            .args(args.iter().take(1))
+            .arg(self.dir.path())
+            .args(args.iter().skip(1))
+            .env("NEO_VENV", venv())
+            .output()
+            .expect("running neo-cluster");
+        assert!(
+            out.status.success(),
+            "neo-cluster {args:?} failed ({}):\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// SIGKILL of storage node `i`.
+    pub fn kill_storage(&self, i: u32) {
+        self.run(&["kill-storage", &i.to_string()]);
+    }
+
+    /// Starts storage node `i` again; returns once the cluster is RUNNING
+    /// and every cell UP_TO_DATE.
+    pub fn restart_storage(&self, i: u32) {
+        self.run(&["restart-storage", &i.to_string()]);
+    }
+
+    pub fn kill_master(&self, i: u32) {
+        self.run(&["kill-master", &i.to_string()]);
+    }
+
+    pub fn restart_master(&self, i: u32) {
+        self.run(&["restart-master", &i.to_string()]);
+    }
+
+    /// The whole cluster stopped (every storage node and master killed)
+    /// and started again on the same data and ports; returns once it is
+    /// RUNNING with every cell up to date. (Restarted together: a master
+    /// alone, or storage nodes alone, never get RUNNING.)
+    pub fn restart_all(&self) {
+        for i in 0..self.storages {
+            self.kill_storage(i);
+        }
+        for i in 0..self.masters {
+            self.kill_master(i);
+        }
+        std::thread::scope(|s| {
+            for i in 0..self.masters {
+                s.spawn(move || self.restart_master(i));
+            }
+            for i in 0..self.storages {
+                s.spawn(move || self.restart_storage(i));
+            }
+        });
+        self.wait();
+    }
+
+    /// Waits for the cluster to be RUNNING.
+    pub fn wait(&self) {
+        self.run(&["wait"]);
+    }
+
+    /// What `neo-cluster status` prints (for failure messages).
+    pub fn status(&self) -> String {
+        let out = Command::new(&self.script)
+            .arg("status")
+            .arg(self.dir.path())
+            .env("NEO_VENV", venv())
+            .output()
+            .expect("running neo-cluster status");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    pub fn stop(&self) {
+        let _ = Command::new(&self.script)
+            .arg("stop")
+            .arg(self.dir.path())
+            .env("NEO_VENV", venv())
+            .output();
+    }
+}
+
+impl Drop for NeoCluster {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
