@@ -91,7 +91,7 @@ pub mod wire;
 
 pub use tls::client_config as tls_config;
 
-use super::commit_queue::{CommitQueue, QueueWatcher};
+use super::session::{self, Names, Phase, Session, CATCHUP, GIVEUP, LOST, RECONNECT};
 use super::{counter, Commit, Error, Loaded, Resilience, Storage, Watcher};
 use crate::types::{Oid, Tid};
 use bytes::Bytes;
@@ -202,22 +202,16 @@ impl Cluster {
     }
 }
 
-enum Phase {
-    /// Serving through the master session `master`.
-    Up(Arc<Conn>),
-    /// Lost the master at `since`; reconnecting.
-    Down {
-        since: Instant,
-        lost: String,
-        attempt: String,
-        gaveup_logged: bool,
-    },
-    Failed(String),
-    Closed,
-}
+/// How messages name a loss.
+const NAMES: Names = Names {
+    lost: "master connection lost",
+    peer: "cluster",
+};
 
 struct ClientState {
-    phase: Phase,
+    /// Phase (`Up` with the master connection of the session), stream
+    /// position, watchers.
+    s: Session<Arc<Conn>>,
     /// The master connection whose notifications count (the serving one, or
     /// the one being set up).
     master_id: u64,
@@ -227,11 +221,6 @@ struct ClientState {
     storages: HashMap<i32, Arc<Conn>>,
     /// Masters to try, the zurl's first.
     masters: Vec<(String, u16)>,
-    last_tid: Tid,
-    last_oids: Option<Vec<Oid>>,
-    watchers: Vec<Weak<CommitQueue>>,
-    next_conn: u64,
-    live_at: Tid,
 }
 
 struct Client {
@@ -249,10 +238,6 @@ struct Client {
     gave_up: AtomicBool,
 }
 
-const LOST: usize = 0;
-const RECONNECT: usize = 1;
-const CATCHUP: usize = 2;
-const GIVEUP: usize = 3;
 const STORAGE_LOST: usize = 4;
 const RETRY: usize = 5;
 
@@ -322,22 +307,12 @@ impl NeoStorage {
             opts,
             copts,
             st: Mutex::new(ClientState {
-                phase: Phase::Down {
-                    since: Instant::now(),
-                    lost: "not connected yet".into(),
-                    attempt: "not yet tried".into(),
-                    gaveup_logged: true,
-                },
+                s: Session::new(Phase::down("not connected yet".into(), true)),
                 master_id: 0,
                 me: None,
                 cluster: Cluster::default(),
                 storages: HashMap::new(),
                 masters,
-                last_tid: Tid::ZERO,
-                last_oids: None,
-                watchers: Vec::new(),
-                next_conn: 1,
-                live_at: Tid::ZERO,
             }),
             changed: Condvar::new(),
             counters: Default::default(),
@@ -382,14 +357,7 @@ impl NeoStorage {
 
     /// Why the storage is not serving now, if it is not.
     pub fn failure(&self) -> Option<String> {
-        match &self.client.st.lock().phase {
-            Phase::Up(_) => None,
-            Phase::Down { lost, attempt, .. } => Some(format!(
-                "master connection lost: {lost}; reconnecting: {attempt}"
-            )),
-            Phase::Failed(why) => Some(why.clone()),
-            Phase::Closed => Some("closed".into()),
-        }
+        self.client.st.lock().s.failure(NAMES.lost)
     }
 
     /// The number of partitions and, for each, the nids of its readable
@@ -423,9 +391,7 @@ impl Client {
     }
 
     fn conn_id(&self) -> u64 {
-        let mut st = self.st.lock();
-        st.next_conn += 1;
-        st.next_conn
+        self.st.lock().s.next_conn()
     }
 
     fn sink(self: &Arc<Self>) -> Weak<dyn Sink> {
@@ -579,7 +545,7 @@ impl Client {
         }
         let (h, oids) = {
             let st = self.st.lock();
-            (st.last_tid, st.last_oids.clone())
+            (st.s.last_tid, st.s.last_oids.clone())
         };
         let mut catchup = Vec::new();
         if !initial {
@@ -619,24 +585,24 @@ impl Client {
         let n = catchup.len();
         {
             let mut st = self.st.lock();
-            if st.master_id != conn.id || matches!(st.phase, Phase::Closed | Phase::Failed(_)) {
+            if st.master_id != conn.id || matches!(st.s.phase, Phase::Closed | Phase::Failed(_)) {
                 return Err(t("superseded".into()));
             }
             if initial {
-                st.last_tid = r;
+                st.s.last_tid = r;
             }
             for c in catchup {
-                self.deliver(&mut st, c);
+                st.s.deliver(c);
             }
             for p in held_inval {
                 if let Some((tid, oids)) = wire::invalidation_of(&p.args) {
-                    if tid > r && tid > st.last_tid {
-                        self.deliver(&mut st, Commit { tid, oids });
+                    if tid > r && tid > st.s.last_tid {
+                        st.s.deliver(Commit { tid, oids });
                     }
                 }
             }
-            st.live_at = r;
-            st.phase = Phase::Up(conn.clone());
+            st.s.live_at = r;
+            st.s.phase = Phase::Up(conn.clone());
         }
         let r2 = r;
         conn.go_live(|p| {
@@ -731,49 +697,18 @@ impl Client {
             }
             Mode::Serve(start) => start,
         };
-        let deadline = start + self.opts.resilience.wait;
-        let mut st = self.st.lock();
-        loop {
-            match &mut st.phase {
-                Phase::Up(c) => return Ok(c.id),
-                Phase::Failed(why) => {
-                    return Err(Error::NotSameDatabase {
-                        storage: self.url.clone(),
-                        why: why.clone(),
-                    })
-                }
-                Phase::Closed => return Err(Error::Closed(self.url.clone())),
-                Phase::Down {
-                    lost,
-                    attempt,
-                    gaveup_logged,
-                    since,
-                } => {
-                    if Instant::now() >= deadline {
-                        let what = format!(
-                            "{op}: master connection lost: {lost}; reconnecting: {attempt}"
-                        );
-                        if !*gaveup_logged {
-                            *gaveup_logged = true;
-                            log::warn!(
-                                "{}: cluster away for {:?}: requests give up after {:?} ({what})",
-                                self.url,
-                                since.elapsed(),
-                                self.opts.resilience.wait
-                            );
-                        }
-                        drop(st);
-                        self.count(GIVEUP, 1);
-                        return Err(Error::Unavailable {
-                            storage: self.url.clone(),
-                            what,
-                            waited: start.elapsed(),
-                        });
-                    }
-                }
-            }
-            self.changed.wait_until(&mut st, deadline);
-        }
+        let c = session::wait_up(
+            &self.st,
+            &self.changed,
+            |st| &mut st.s,
+            &self.url,
+            &NAMES,
+            &self.opts.resilience,
+            &self.counters[GIVEUP],
+            op,
+            start,
+        )?;
+        Ok(c.id)
     }
 
     /// Sends `code(args)` to a storage node with a readable cell of
@@ -991,32 +926,13 @@ impl Client {
         Ok(out)
     }
 
-    fn deliver(&self, st: &mut ClientState, c: Commit) {
-        st.last_tid = c.tid;
-        st.last_oids = Some(c.oids.clone());
-        st.watchers.retain(|w| match w.upgrade() {
-            Some(q) => {
-                q.push(c.clone());
-                true
-            }
-            None => false,
-        });
-    }
-
-    fn finish(&self, phase: Phase, err: impl Fn() -> Error) {
+    fn finish(&self, phase: Phase<Arc<Conn>>, err: impl Fn() -> Error) {
         let conns = {
             let mut st = self.st.lock();
-            let old = std::mem::replace(&mut st.phase, phase);
-            for w in std::mem::take(&mut st.watchers) {
-                if let Some(q) = w.upgrade() {
-                    q.end(err());
-                }
-            }
+            let old = st.s.finish(phase, err);
             st.master_id = 0;
             let mut conns = self.drop_storages(&mut st);
-            if let Phase::Up(c) = old {
-                conns.push(c);
-            }
+            conns.extend(old);
             conns
         };
         self.changed.notify_all();
@@ -1031,9 +947,7 @@ impl Client {
     }
 
     fn note_attempt(&self, why: String) {
-        if let Phase::Down { attempt, .. } = &mut self.st.lock().phase {
-            *attempt = why;
-        }
+        self.st.lock().s.note_attempt(why);
     }
 }
 
@@ -1120,16 +1034,7 @@ impl Sink for Client {
             code::INVALIDATE_OBJECTS => {
                 let (tid, oids) = wire::invalidation_of(&p.args)
                     .ok_or_else(|| format!("malformed InvalidateObjects {:?}", p.args))?;
-                if tid <= st.live_at {
-                    return Ok(()); // covered by the session's start
-                }
-                if tid <= st.last_tid {
-                    return Err(format!(
-                        "protocol error: invalidation of {tid} after {}: tids must increase",
-                        st.last_tid
-                    ));
-                }
-                self.deliver(&mut st, Commit { tid, oids });
+                st.s.invalidated(Commit { tid, oids })?;
             }
             code::STOP_OPERATION => return Err("the cluster is stopping".into()),
             _ => {
@@ -1152,15 +1057,10 @@ impl Sink for Client {
             self.changed.notify_all();
             return;
         }
-        if !matches!(&st.phase, Phase::Up(c) if c.id == conn) {
+        if !matches!(&st.s.phase, Phase::Up(c) if c.id == conn) {
             return;
         }
-        st.phase = Phase::Down {
-            since: Instant::now(),
-            lost: why.clone(),
-            attempt: "not yet tried".into(),
-            gaveup_logged: false,
-        };
+        st.s.phase = Phase::down(why.clone(), false);
         let old = self.drop_storages(&mut st);
         drop(st);
         for c in old {
@@ -1180,7 +1080,7 @@ fn supervise(client: Weak<Client>) {
             let Some(c) = client.upgrade() else { return };
             let mut st = c.st.lock();
             loop {
-                match &st.phase {
+                match &st.s.phase {
                     Phase::Down { since, .. } => break *since,
                     Phase::Failed(_) | Phase::Closed => return,
                     Phase::Up(_) => {
@@ -1214,7 +1114,7 @@ fn supervise(client: Weak<Client>) {
                     return;
                 }
             }
-            if matches!(c.st.lock().phase, Phase::Closed | Phase::Failed(_)) {
+            if matches!(c.st.lock().s.phase, Phase::Closed | Phase::Failed(_)) {
                 return;
             }
             let max = c.opts.resilience.backoff_max.max(Duration::from_millis(50));
@@ -1245,54 +1145,33 @@ impl Storage for NeoStorage {
     }
 
     fn last_tid(&self) -> Result<Tid, Error> {
-        let st = self.client.st.lock();
-        match &st.phase {
-            Phase::Failed(why) => Err(Error::NotSameDatabase {
-                storage: self.client.url.clone(),
-                why: why.clone(),
-            }),
-            Phase::Closed => Err(Error::Closed(self.client.url.clone())),
-            _ => Ok(st.last_tid),
-        }
+        self.client.st.lock().s.last_tid(&self.client.url)
     }
 
     fn watch(&self, after: Tid) -> Result<Box<dyn Watcher>, Error> {
         let c = &self.client;
-        let q = Arc::new(CommitQueue::default());
-        let from = {
-            let mut st = c.st.lock();
-            match &st.phase {
-                Phase::Failed(why) => {
-                    return Err(Error::NotSameDatabase {
-                        storage: c.url.clone(),
-                        why: why.clone(),
-                    })
-                }
-                Phase::Closed => return Err(Error::Closed(c.url.clone())),
-                _ => {}
-            }
-            st.watchers.push(Arc::downgrade(&q));
-            st.last_tid
-        };
-        let backlog = if after < from {
-            c.history(after, from, Mode::Serve(Instant::now()))?.into()
-        } else {
-            VecDeque::new()
-        };
-        Ok(Box::new(QueueWatcher::new(q, after, backlog)))
+        session::watch(
+            &c.st,
+            |st| &mut st.s,
+            &c.url,
+            after,
+            |after, from| c.history(after, from, Mode::Serve(Instant::now())),
+        )
     }
 
     fn counters(&self) -> Vec<(&'static str, u64)> {
-        let c = &self.client.counters;
-        let get = |i: usize| c[i].load(Ordering::Relaxed);
-        vec![
-            (counter::LOST, get(LOST)),
-            (counter::RECONNECT, get(RECONNECT)),
-            (counter::CATCHUP, get(CATCHUP)),
-            (counter::GIVEUP, get(GIVEUP)),
-            (counter::STORAGE_LOST, get(STORAGE_LOST)),
-            (counter::REPLICA_RETRY, get(RETRY)),
-        ]
+        let [lost, reconnect, catchup, giveup] = session::COMMON;
+        session::counters(
+            &self.client.counters,
+            &[
+                lost,
+                reconnect,
+                catchup,
+                giveup,
+                counter::STORAGE_LOST,
+                counter::REPLICA_RETRY,
+            ],
+        )
     }
 
     fn prefetch_depth(&self) -> usize {

@@ -85,14 +85,13 @@
 mod conn;
 pub mod wire;
 
-use super::commit_queue::{CommitQueue, QueueWatcher};
-use super::{counter, Commit, Error, Loaded, Resilience, Storage, Watcher};
+use super::session::{self, Names, Phase, Session, CATCHUP, GIVEUP, LOST, RECONNECT};
+use super::{Commit, Error, Loaded, Resilience, Storage, Watcher};
 use crate::pickle::Value;
 use crate::types::{Oid, Tid};
 use crate::zurl::ZeoAddr;
 use conn::{oid_of, oid_value, tid_of, tid_value, CallError, CallResult, Conn, Sink};
 use parking_lot::{Condvar, Mutex};
-use std::collections::VecDeque;
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
@@ -130,55 +129,26 @@ impl Default for ZeoOptions {
     }
 }
 
-/// Where the storage stands with its server.
-enum Phase {
-    /// Serving through `conn`.
-    Up(Arc<Conn>),
-    /// Lost the server at `since`; reconnecting.
-    Down {
-        since: Instant,
-        /// Why the connection was lost.
-        lost: String,
-        /// Why the last reconnect attempt failed.
-        attempt: String,
-        /// The first giving-up of this outage was logged.
-        gaveup_logged: bool,
-    },
-    /// For good: not the same database any more.
-    Failed(String),
-    /// Dropped.
-    Closed,
-}
-
-struct ClientState {
-    phase: Phase,
-    last_tid: Tid,
-    /// The objects the transaction at `last_tid` changed, for the
-    /// same-database check (None: unknown — no transaction reported yet).
-    last_oids: Option<Vec<Oid>>,
-    watchers: Vec<Weak<CommitQueue>>,
-    next_conn: u64,
-    /// The register reply of the serving connection: its invalidations up
-    /// to it are the register race's duplicates.
-    live_at: Tid,
-}
+/// How messages name a loss.
+const NAMES: Names = Names {
+    lost: "connection lost",
+    peer: "server",
+};
 
 struct Client {
     url: String,
     addr: ZeoAddr,
     opts: ZeoOptions,
-    st: Mutex<ClientState>,
+    /// Connection, phase, stream position, watchers. `live_at` is the
+    /// register reply of the serving connection: its invalidations up to it
+    /// are the register race's duplicates.
+    st: Mutex<Session<Arc<Conn>>>,
     /// Signalled on every change of phase.
     changed: Condvar,
     counters: [AtomicU64; 4],
     /// The connection whose silence was last logged.
     late_logged: AtomicU64,
 }
-
-const LOST: usize = 0;
-const RECONNECT: usize = 1;
-const CATCHUP: usize = 2;
-const GIVEUP: usize = 3;
 
 /// A ZEO server, opened read-only.
 pub struct ZeoStorage {
@@ -221,14 +191,7 @@ impl ZeoStorage {
             url: url.to_string(),
             addr,
             opts,
-            st: Mutex::new(ClientState {
-                phase: Phase::Closed,
-                last_tid: Tid::ZERO,
-                last_oids: None,
-                watchers: Vec::new(),
-                next_conn: 1,
-                live_at: Tid::ZERO,
-            }),
+            st: Mutex::new(Session::new(Phase::Closed)),
             changed: Condvar::new(),
             counters: Default::default(),
             late_logged: AtomicU64::new(0),
@@ -258,14 +221,7 @@ impl ZeoStorage {
     /// Why the storage is not serving now (lost and reconnecting, or failed
     /// for good), if it is not.
     pub fn failure(&self) -> Option<String> {
-        match &self.client.st.lock().phase {
-            Phase::Up(_) => None,
-            Phase::Down { lost, attempt, .. } => {
-                Some(format!("connection lost: {lost}; reconnecting: {attempt}"))
-            }
-            Phase::Failed(why) => Some(why.clone()),
-            Phase::Closed => Some("closed".into()),
-        }
+        self.client.st.lock().failure(NAMES.lost)
     }
 
     /// Loads several objects at once: all requests are sent before the
@@ -376,11 +332,7 @@ impl Client {
     /// A new connection, registered: (connection, the register reply).
     /// Err: (what failed, why).
     fn dial(self: &Arc<Self>) -> Result<(Arc<Conn>, Tid), (String, io::Error)> {
-        let id = {
-            let mut st = self.st.lock();
-            st.next_conn += 1;
-            st.next_conn
-        };
+        let id = self.st.lock().next_conn();
         let sink: Weak<dyn Sink> = Arc::downgrade(self) as Weak<dyn Sink>;
         let conn = Conn::connect(&self.addr, &self.url, &self.opts, id, sink)
             .map_err(|(op, e)| (op.to_string(), e))?;
@@ -412,48 +364,17 @@ impl Client {
     /// the resilience wait. Err: Unavailable past the wait, NotSameDatabase
     /// or Closed.
     fn wait_conn(&self, op: &str, start: Instant) -> Result<Arc<Conn>, Error> {
-        let deadline = start + self.opts.resilience.wait;
-        let mut st = self.st.lock();
-        loop {
-            match &mut st.phase {
-                Phase::Up(c) => return Ok(c.clone()),
-                Phase::Failed(why) => {
-                    return Err(Error::NotSameDatabase {
-                        storage: self.url.clone(),
-                        why: why.clone(),
-                    })
-                }
-                Phase::Closed => return Err(Error::Closed(self.url.clone())),
-                Phase::Down {
-                    lost,
-                    attempt,
-                    gaveup_logged,
-                    since,
-                } => {
-                    if Instant::now() >= deadline {
-                        let waited = start.elapsed();
-                        let what =
-                            format!("{op}: connection lost: {lost}; reconnecting: {attempt}");
-                        if !*gaveup_logged {
-                            *gaveup_logged = true;
-                            log::warn!(
-                                "{}: server away for {:?}: requests give up after {:?} ({what})",
-                                self.url,
-                                since.elapsed(),
-                                self.opts.resilience.wait
-                            );
-                        }
-                        self.count(GIVEUP, 1);
-                        return Err(Error::Unavailable {
-                            storage: self.url.clone(),
-                            what,
-                            waited,
-                        });
-                    }
-                }
-            }
-            self.changed.wait_until(&mut st, deadline);
-        }
+        session::wait_up(
+            &self.st,
+            &self.changed,
+            |s| s,
+            &self.url,
+            &NAMES,
+            &self.opts.resilience,
+            &self.counters[GIVEUP],
+            op,
+            start,
+        )
     }
 
     /// A load as of `at`, retried across reconnects until `start` + wait.
@@ -490,34 +411,9 @@ impl Client {
         }
     }
 
-    /// Hands `c` to every watcher and advances the stream (st locked).
-    fn deliver(&self, st: &mut ClientState, c: Commit) {
-        st.last_tid = c.tid;
-        st.last_oids = Some(c.oids.clone());
-        st.watchers.retain(|w| match w.upgrade() {
-            Some(q) => {
-                q.push(c.clone());
-                true
-            }
-            None => false,
-        });
-    }
-
     /// The storage is done for (`err` for everyone from now on).
-    fn finish(&self, phase: Phase, err: impl Fn() -> Error) {
-        let conn = {
-            let mut st = self.st.lock();
-            let old = std::mem::replace(&mut st.phase, phase);
-            for w in std::mem::take(&mut st.watchers) {
-                if let Some(q) = w.upgrade() {
-                    q.end(err());
-                }
-            }
-            match old {
-                Phase::Up(c) => Some(c),
-                _ => None,
-            }
-        };
+    fn finish(&self, phase: Phase<Arc<Conn>>, err: impl Fn() -> Error) {
+        let conn = self.st.lock().finish(phase, err);
         self.changed.notify_all();
         if let Some(c) = conn {
             c.fail("storage closed".into());
@@ -593,7 +489,7 @@ impl Client {
                 return Ok(true);
             }
             for c in catchup {
-                self.deliver(&mut st, c);
+                st.deliver(c);
             }
             st.live_at = r;
             st.phase = Phase::Up(conn.clone());
@@ -614,9 +510,7 @@ impl Client {
     }
 
     fn note_attempt(&self, why: String) {
-        if let Phase::Down { attempt, .. } = &mut self.st.lock().phase {
-            *attempt = why;
-        }
+        self.st.lock().note_attempt(why);
     }
 }
 
@@ -626,17 +520,7 @@ impl Sink for Client {
         if !matches!(&st.phase, Phase::Up(cur) if cur.id == conn) {
             return Ok(()); // a connection being replaced: dropped
         }
-        if c.tid <= st.live_at {
-            return Ok(()); // the register race: counted already
-        }
-        if c.tid <= st.last_tid {
-            return Err(format!(
-                "protocol error: invalidation of {} after {}: tids must increase",
-                c.tid, st.last_tid
-            ));
-        }
-        self.deliver(&mut st, c);
-        Ok(())
+        st.invalidated(c)
     }
 
     fn lost(&self, conn: u64, why: String) {
@@ -645,12 +529,7 @@ impl Sink for Client {
             if !matches!(&st.phase, Phase::Up(cur) if cur.id == conn) {
                 return;
             }
-            st.phase = Phase::Down {
-                since: Instant::now(),
-                lost: why.clone(),
-                attempt: "not yet tried".into(),
-                gaveup_logged: false,
-            };
+            st.phase = Phase::down(why.clone(), false);
         }
         self.count(LOST, 1);
         log::warn!("{}: connection lost: {why}; reconnecting", self.url);
@@ -894,51 +773,21 @@ impl Storage for ZeoStorage {
     }
 
     fn last_tid(&self) -> Result<Tid, Error> {
-        let st = self.client.st.lock();
-        match &st.phase {
-            Phase::Failed(why) => Err(Error::NotSameDatabase {
-                storage: self.client.url.clone(),
-                why: why.clone(),
-            }),
-            Phase::Closed => Err(Error::Closed(self.client.url.clone())),
-            _ => Ok(st.last_tid),
-        }
+        self.client.st.lock().last_tid(&self.client.url)
     }
 
     fn watch(&self, after: Tid) -> Result<Box<dyn Watcher>, Error> {
         let c = &self.client;
-        let q = Arc::new(CommitQueue::default());
-        let from = {
-            let mut st = c.st.lock();
-            match &st.phase {
-                Phase::Failed(why) => {
-                    return Err(Error::NotSameDatabase {
-                        storage: c.url.clone(),
-                        why: why.clone(),
-                    })
-                }
-                Phase::Closed => return Err(Error::Closed(c.url.clone())),
-                _ => {}
-            }
-            st.watchers.push(Arc::downgrade(&q));
-            st.last_tid
-        };
-        let backlog = if after < from {
-            c.history_retrying(after, from, Instant::now())?.into()
-        } else {
-            VecDeque::new()
-        };
-        Ok(Box::new(QueueWatcher::new(q, after, backlog)))
+        session::watch(
+            &c.st,
+            |s| s,
+            &c.url,
+            after,
+            |after, from| c.history_retrying(after, from, Instant::now()),
+        )
     }
 
     fn counters(&self) -> Vec<(&'static str, u64)> {
-        let c = &self.client.counters;
-        let get = |i: usize| c[i].load(Ordering::Relaxed);
-        vec![
-            (counter::LOST, get(LOST)),
-            (counter::RECONNECT, get(RECONNECT)),
-            (counter::CATCHUP, get(CATCHUP)),
-            (counter::GIVEUP, get(GIVEUP)),
-        ]
+        session::counters(&self.client.counters, &session::COMMON)
     }
 }
