@@ -54,6 +54,7 @@ pub mod demo;
 pub mod filestorage;
 pub mod neo;
 pub mod postgres;
+mod requests;
 mod session;
 pub mod zeo;
 

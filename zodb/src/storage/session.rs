@@ -38,7 +38,7 @@ use parking_lot::{Condvar, Mutex};
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Where a storage stands with its server; `C` is the serving connection.
 pub(crate) enum Phase<C> {
@@ -276,6 +276,45 @@ pub(crate) fn watch<S, C>(
         VecDeque::new()
     };
     Ok(Box::new(QueueWatcher::new(q, after, backlog)))
+}
+
+/// For the supervisor: waits until the session in `st` (reached by
+/// `session`) is lost — Some(since when) — or over for good (None).
+pub(crate) fn wait_lost<S, C>(
+    st: &Mutex<S>,
+    changed: &Condvar,
+    session: impl Fn(&mut S) -> &mut Session<C>,
+) -> Option<Instant> {
+    let mut st = st.lock();
+    loop {
+        match &session(&mut st).phase {
+            Phase::Down { since, .. } => return Some(*since),
+            Phase::Failed(_) | Phase::Closed => return None,
+            Phase::Up(_) => {
+                // Wake now and then to notice the storage going.
+                changed.wait_for(&mut st, Duration::from_secs(1));
+            }
+        }
+    }
+}
+
+/// The supervisor's pause between reconnect attempts: from 50 ms, doubling
+/// up to a maximum (never below 50 ms).
+pub(crate) struct Backoff(Duration);
+
+impl Backoff {
+    const FIRST: Duration = Duration::from_millis(50);
+
+    pub(crate) fn new() -> Self {
+        Backoff(Self::FIRST)
+    }
+
+    /// The pause to sleep now; the next one doubles, up to `max`.
+    pub(crate) fn next(&mut self, max: Duration) -> Duration {
+        let now = self.0;
+        self.0 = (now * 2).min(max.max(Self::FIRST));
+        now
+    }
 }
 
 /// Indices of the counters every session-keeping driver has, first in its

@@ -22,9 +22,9 @@
 
 use super::tls::{TlsReader, TlsShared};
 use super::wire::{self, code, Packet};
-use parking_lot::{Condvar, Mutex};
+use crate::storage::requests::{Pending, Slot};
+use parking_lot::Mutex;
 use rmpv::Value;
-use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -60,31 +60,13 @@ impl std::fmt::Display for CallError {
 
 pub(super) type CallResult = Result<Packet, CallError>;
 
-#[derive(Default)]
-struct Slot {
-    result: Mutex<Option<CallResult>>,
-    cond: Condvar,
-}
-
-impl Slot {
-    fn put(&self, r: CallResult) {
-        *self.result.lock() = Some(r);
-        self.cond.notify_all();
-    }
-}
-
 /// A request sent, its answer not yet awaited.
-pub(super) struct Sent(Arc<Slot>);
-
-struct Pending {
-    slot: Arc<Slot>,
-    code: u16,
-    sent: Instant,
-}
+pub(super) struct Sent(Arc<Slot<CallResult>>);
 
 struct State {
     next_id: u32,
-    pending: HashMap<u32, Pending>,
+    /// By packet id, tagged with the request's code.
+    pending: Pending<u32, u16, CallResult>,
     failed: Option<String>,
     live: bool,
     held: Vec<Packet>,
@@ -243,7 +225,7 @@ impl Conn {
             opts: opts.clone(),
             state: Mutex::new(State {
                 next_id: 0,
-                pending: HashMap::new(),
+                pending: Pending::new(),
                 failed: None,
                 live: false,
                 held: Vec::new(),
@@ -264,23 +246,14 @@ impl Conn {
 
     /// Sends a request; where its answer will land.
     pub(super) fn send(&self, code: u16, args: Vec<Value>) -> Result<Sent, CallError> {
-        let slot = Arc::new(Slot::default());
-        let id = {
+        let (id, slot) = {
             let mut st = self.state.lock();
             if let Some(why) = &st.failed {
                 return Err(CallError::Conn(why.clone()));
             }
             let id = st.next_id;
             st.next_id = st.next_id.wrapping_add(1);
-            st.pending.insert(
-                id,
-                Pending {
-                    slot: slot.clone(),
-                    code,
-                    sent: Instant::now(),
-                },
-            );
-            id
+            (id, st.pending.add(id, code))
         };
         let pkt = wire::encode_packet(id, code, args);
         let res = self.writer.write_all(&pkt);
@@ -293,23 +266,13 @@ impl Conn {
     /// Waits for the answer of `sent`: the packet (an `Error` answer is
     /// [`CallError::Peer`]).
     pub(super) fn wait(&self, sent: Sent) -> CallResult {
-        let slot = sent.0;
-        let mut r = slot.result.lock();
-        loop {
-            if let Some(res) = r.take() {
-                return res;
-            }
-            let timed_out = slot
-                .cond
-                .wait_for(&mut r, self.opts.request_timeout * 2)
-                .timed_out();
-            if timed_out && r.is_none() {
-                drop(r);
-                let why = format!("no answer within {:?}", self.opts.request_timeout * 2);
-                self.fail(why.clone());
-                return Err(CallError::Conn(why));
-            }
+        let until = Instant::now() + self.opts.request_timeout * 2;
+        if let Some(res) = sent.0.wait_until(until) {
+            return res;
         }
+        let why = format!("no answer within {:?}", self.opts.request_timeout * 2);
+        self.fail(why.clone());
+        Err(CallError::Conn(why))
     }
 
     pub(super) fn call(&self, code: u16, args: Vec<Value>) -> CallResult {
@@ -354,10 +317,10 @@ impl Conn {
             }
             st.failed = Some(why.clone());
             self.dead.store(true, Ordering::Release);
-            st.pending.drain().map(|(_, p)| p).collect::<Vec<_>>()
+            st.pending.drain()
         };
-        for p in pending {
-            p.slot.put(Err(CallError::Conn(why.clone())));
+        for slot in pending {
+            slot.put(Err(CallError::Conn(why.clone())));
         }
         let _ = self.control.shutdown(Shutdown::Both);
         if let Some(s) = self.sink.upgrade() {
@@ -369,11 +332,7 @@ impl Conn {
         let now = Instant::now();
         let (overdue, idle) = {
             let st = self.state.lock();
-            let overdue = st
-                .pending
-                .values()
-                .find(|p| now.duration_since(p.sent) > self.opts.request_timeout)
-                .map(|p| p.code);
+            let overdue = st.pending.overdue(now, self.opts.request_timeout);
             let idle =
                 st.pending.is_empty() && now.duration_since(st.last_rx) >= self.opts.keepalive;
             (overdue, idle)
@@ -395,9 +354,9 @@ impl Conn {
             let pend = {
                 let mut st = self.state.lock();
                 st.last_rx = Instant::now();
-                st.pending.remove(&p.id)
+                st.pending.take(&p.id)
             };
-            let Some(pend) = pend else {
+            let Some((pcode, slot)) = pend else {
                 if p.code == wire::ERROR {
                     let (c, m) = wire::error_of(&p.args).unwrap_or((-1, String::new()));
                     return Err(format!("{} sent error {c}: {m}", self.addr));
@@ -417,15 +376,15 @@ impl Conn {
                         ))
                     }
                 }
-            } else if p.code != pend.code | wire::RESPONSE {
+            } else if p.code != pcode | wire::RESPONSE {
                 return Err(format!(
                     "protocol error from {}: answer 0x{:04x} to request 0x{:04x}",
-                    self.addr, p.code, pend.code
+                    self.addr, p.code, pcode
                 ));
             } else {
                 Ok(p)
             };
-            pend.slot.put(r);
+            slot.put(r);
             return Ok(());
         }
         if p.code == code::PING {

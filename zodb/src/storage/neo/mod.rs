@@ -91,7 +91,7 @@ pub mod wire;
 
 pub use tls::client_config as tls_config;
 
-use super::session::{self, Names, Phase, Session, CATCHUP, GIVEUP, LOST, RECONNECT};
+use super::session::{self, Backoff, Names, Phase, Session, CATCHUP, GIVEUP, LOST, RECONNECT};
 use super::{counter, Commit, Error, Loaded, Resilience, Storage, Watcher};
 use crate::types::{Oid, Tid};
 use bytes::Bytes;
@@ -1078,18 +1078,12 @@ fn supervise(client: Weak<Client>) {
     loop {
         let since = {
             let Some(c) = client.upgrade() else { return };
-            let mut st = c.st.lock();
-            loop {
-                match &st.s.phase {
-                    Phase::Down { since, .. } => break *since,
-                    Phase::Failed(_) | Phase::Closed => return,
-                    Phase::Up(_) => {
-                        c.changed.wait_for(&mut st, Duration::from_secs(1));
-                    }
-                }
-            }
+            let Some(since) = session::wait_lost(&c.st, &c.changed, |st| &mut st.s) else {
+                return;
+            };
+            since
         };
-        let mut backoff = Duration::from_millis(50);
+        let mut backoff = Backoff::new();
         let mut attempts = 0u32;
         loop {
             let Some(c) = client.upgrade() else { return };
@@ -1117,10 +1111,9 @@ fn supervise(client: Weak<Client>) {
             if matches!(c.st.lock().s.phase, Phase::Closed | Phase::Failed(_)) {
                 return;
             }
-            let max = c.opts.resilience.backoff_max.max(Duration::from_millis(50));
+            let pause = backoff.next(c.opts.resilience.backoff_max);
             drop(c);
-            std::thread::sleep(backoff);
-            backoff = (backoff * 2).min(max);
+            std::thread::sleep(pause);
         }
     }
 }

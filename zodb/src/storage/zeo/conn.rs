@@ -40,12 +40,12 @@
 use super::wire::{self, Codec, FrameReader, Message, ServerError, WireError};
 use super::ZeoOptions;
 use crate::pickle::Value;
+use crate::storage::requests::{Pending, Slot};
 use crate::storage::Commit;
 use crate::types::{Oid, Tid};
 use crate::zurl::ZeoAddr;
 use bytes::Bytes;
-use parking_lot::{Condvar, Mutex};
-use std::collections::HashMap;
+use parking_lot::Mutex;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream, ToSocketAddrs};
 use std::os::unix::net::UnixStream;
@@ -86,32 +86,13 @@ impl CallError {
     }
 }
 
-/// Where a caller waits for its reply.
-#[derive(Default)]
-struct Slot {
-    result: Mutex<Option<CallResult>>,
-    cond: Condvar,
-}
-
-impl Slot {
-    fn put(&self, r: CallResult) {
-        *self.result.lock() = Some(r);
-        self.cond.notify_all();
-    }
-}
-
 /// A call sent, its reply not yet awaited.
-pub(super) struct Sent(Arc<Slot>);
-
-struct Pending {
-    slot: Arc<Slot>,
-    method: &'static str,
-    sent: Instant,
-}
+pub(super) struct Sent(Arc<Slot<CallResult>>);
 
 struct State {
     next_msgid: i64,
-    pending: HashMap<i64, Pending>,
+    /// By msgid, tagged with the method.
+    pending: Pending<i64, &'static str, CallResult>,
     /// Set once: why the connection is unusable.
     failed: Option<String>,
     /// Invalidations go to the sink (else they are held).
@@ -308,7 +289,7 @@ impl Conn {
             codec,
             state: Mutex::new(State {
                 next_msgid: 1,
-                pending: HashMap::new(),
+                pending: Pending::new(),
                 failed: None,
                 live: false,
                 held: Vec::new(),
@@ -328,23 +309,14 @@ impl Conn {
 
     /// Sends a request; where its reply will land.
     pub(super) fn send(&self, method: &'static str, args: Value) -> Result<Sent, CallError> {
-        let slot = Arc::new(Slot::default());
-        let msgid = {
+        let (msgid, slot) = {
             let mut st = self.state.lock();
             if let Some(why) = &st.failed {
                 return Err(CallError::Conn(why.clone()));
             }
             let id = st.next_msgid;
             st.next_msgid += 1;
-            st.pending.insert(
-                id,
-                Pending {
-                    slot: slot.clone(),
-                    method,
-                    sent: Instant::now(),
-                },
-            );
-            id
+            (id, st.pending.add(id, method))
         };
         let frame = wire::message_frame_with(self.codec, msgid, Value::Bool(false), method, args);
         let res = self.writer.lock().write_all(&frame);
@@ -364,22 +336,15 @@ impl Conn {
         // only guards against a reader that died without doing so.
         let guard = start + self.reply_timeout * 2;
         let until = deadline.map_or(guard, |d| d.min(guard));
-        let mut r = slot.result.lock();
-        loop {
-            if let Some(res) = r.take() {
-                return res;
-            }
-            let timed_out = slot.cond.wait_until(&mut r, until).timed_out();
-            if timed_out && r.is_none() {
-                drop(r);
-                if until < guard {
-                    return Err(CallError::Late(start.elapsed()));
-                }
-                let why = format!("no reply within {:?}", self.reply_timeout * 2);
-                self.fail(why.clone());
-                return Err(CallError::Conn(why));
-            }
+        if let Some(res) = slot.wait_until(until) {
+            return res;
         }
+        if until < guard {
+            return Err(CallError::Late(start.elapsed()));
+        }
+        let why = format!("no reply within {:?}", self.reply_timeout * 2);
+        self.fail(why.clone());
+        Err(CallError::Conn(why))
     }
 
     /// Sends a request and waits for its reply, until `deadline` at most.
@@ -420,10 +385,10 @@ impl Conn {
                 return;
             }
             st.failed = Some(why.clone());
-            st.pending.drain().map(|(_, p)| p).collect::<Vec<_>>()
+            st.pending.drain()
         };
-        for p in pending {
-            p.slot.put(Err(CallError::Conn(why.clone())));
+        for slot in pending {
+            slot.put(Err(CallError::Conn(why.clone())));
         }
         let _ = self.control.shutdown();
         if let Some(s) = self.sink.upgrade() {
@@ -444,12 +409,7 @@ impl Conn {
         let now = Instant::now();
         let (overdue, idle) = {
             let st = self.state.lock();
-            let overdue = st
-                .pending
-                .values()
-                .filter(|p| now.duration_since(p.sent) > self.reply_timeout)
-                .map(|p| p.method)
-                .next();
+            let overdue = st.pending.overdue(now, self.reply_timeout);
             let idle = st.pending.is_empty() && now.duration_since(st.last_rx) >= self.keepalive;
             (overdue, idle)
         };
@@ -473,14 +433,14 @@ impl Conn {
                 let p = {
                     let mut st = self.state.lock();
                     st.last_rx = Instant::now();
-                    st.pending.remove(&msgid)
+                    st.pending.take(&msgid)
                 };
-                let Some(p) = p else {
+                let Some((_, slot)) = p else {
                     return Err(format!(
                         "protocol error: reply to request {msgid}, which was never sent (or already answered)"
                     ));
                 };
-                p.slot.put(result.map_err(CallError::Server));
+                slot.put(result.map_err(CallError::Server));
                 Ok(())
             }
             Message::Call {

@@ -85,7 +85,7 @@
 mod conn;
 pub mod wire;
 
-use super::session::{self, Names, Phase, Session, CATCHUP, GIVEUP, LOST, RECONNECT};
+use super::session::{self, Backoff, Names, Phase, Session, CATCHUP, GIVEUP, LOST, RECONNECT};
 use super::{Commit, Error, Loaded, Resilience, Storage, Watcher};
 use crate::pickle::Value;
 use crate::types::{Oid, Tid};
@@ -544,19 +544,12 @@ fn supervise(client: Weak<Client>) {
         // Wait for a loss (or the end).
         let since = {
             let Some(c) = client.upgrade() else { return };
-            let mut st = c.st.lock();
-            loop {
-                match &st.phase {
-                    Phase::Down { since, .. } => break *since,
-                    Phase::Failed(_) | Phase::Closed => return,
-                    Phase::Up(_) => {
-                        // Wake now and then to notice the storage going.
-                        c.changed.wait_for(&mut st, Duration::from_secs(1));
-                    }
-                }
-            }
+            let Some(since) = session::wait_lost(&c.st, &c.changed, |s| s) else {
+                return;
+            };
+            since
         };
-        let mut backoff = Duration::from_millis(50);
+        let mut backoff = Backoff::new();
         let mut attempts = 0u32;
         loop {
             let Some(c) = client.upgrade() else { return };
@@ -574,10 +567,9 @@ fn supervise(client: Weak<Client>) {
                     return;
                 }
             }
-            let max = c.opts.resilience.backoff_max.max(Duration::from_millis(50));
+            let pause = backoff.next(c.opts.resilience.backoff_max);
             drop(c);
-            std::thread::sleep(backoff);
-            backoff = (backoff * 2).min(max);
+            std::thread::sleep(pause);
         }
     }
 }
