@@ -603,6 +603,12 @@ impl Client {
             }
             st.s.live_at = r;
             st.s.phase = Phase::Up(conn.clone());
+            if !initial {
+                // Counted before anyone can be served through it (a caller
+                // seeing the storage back sees it counted).
+                self.count(RECONNECT, 1);
+                self.count(CATCHUP, n as u64);
+            }
         }
         let r2 = r;
         conn.go_live(|p| {
@@ -612,8 +618,6 @@ impl Client {
         .map_err(|w| t(format!("lost while going live: {w}")))?;
         self.changed.notify_all();
         if !initial {
-            self.count(RECONNECT, 1);
-            self.count(CATCHUP, n as u64);
             log::info!(
                 "{}: reconnected to the primary master {}; caught up {n} transaction(s) ({h}, {r}]",
                 self.url,

@@ -493,14 +493,16 @@ impl Client {
             }
             st.live_at = r;
             st.phase = Phase::Up(conn.clone());
+            // Counted before anyone can be served through it (a caller
+            // seeing the storage back sees it counted).
+            self.count(RECONNECT, 1);
+            self.count(CATCHUP, n as u64);
         }
         if let Err(why) = conn.go_live(r) {
             conn.fail(why);
             return Ok(false); // lost again (the sink saw it): keep trying
         }
         self.changed.notify_all();
-        self.count(RECONNECT, 1);
-        self.count(CATCHUP, n as u64);
         log::info!(
             "{}: reconnected after {:.1?} ({attempts} attempt(s)); caught up {n} transaction(s) ({h}, {r}]",
             self.url,
