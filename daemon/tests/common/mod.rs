@@ -466,6 +466,7 @@ impl Env {
             zeo,
             pg_replica: None,
             pg: None,
+            neo: None,
             datafs: dir.path().join("data.fs"),
             zurl: zurl.to_string(),
             dir,
