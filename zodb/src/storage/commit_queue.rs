@@ -1,13 +1,14 @@
 //! The queue between a networked storage's follower and its watchers.
 //!
-//! A ZEO or PostgreSQL storage learns of commits in one place (the
+//! A ZEO, NEO or PostgreSQL storage learns of commits in one place (the
 //! invalidation stream, the poller) and hands each to every [`Watcher`]
 //! subscribed at that moment. Each watcher owns a [`CommitQueue`]; the
 //! storage keeps only weak references to the queues (a dropped watcher
 //! unsubscribes itself) and pushes under its own state lock, so that a
 //! watcher created at head `h` gets every commit after `h` and none at or
 //! before it. Commits from before the subscription are fetched by the
-//! storage when the watcher is made and handed over as its backlog.
+//! storage when the watcher is made and handed over as its backlog (for
+//! ZEO and NEO: [`super::session::watch`]).
 //!
 //! When the storage is done for good (another database behind the address,
 //! a broken follower, closed), [`CommitQueue::end`] records the error every
