@@ -32,7 +32,8 @@
 #[path = "../tests/common/mod.rs"]
 mod common;
 
-use std::io::Read;
+use common::bench::read_all;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
@@ -83,23 +84,6 @@ fn data(mib: u64) -> Data {
         oid: Oid(d.oid),
         nblk: d.nblk,
     }
-}
-
-/// Reads the whole file with read(2) into a 1 MiB buffer: (seconds, bytes,
-/// checksum of one byte per page).
-fn read_all(path: &Path) -> (f64, u64, u64) {
-    let mut f = std::fs::File::open(path).unwrap();
-    let mut buf = vec![0u8; 1 << 20];
-    let (t0, mut n, mut sum) = (Instant::now(), 0u64, 0u64);
-    loop {
-        let k = f.read(&mut buf).unwrap();
-        if k == 0 {
-            break;
-        }
-        n += k as u64;
-        sum = sum.wrapping_add(buf[..k].iter().step_by(4096).map(|&b| b as u64).sum());
-    }
-    (t0.elapsed().as_secs_f64(), n, sum)
 }
 
 /// Reads every byte through a mapping, 8 at a time, as a client computing

@@ -25,7 +25,9 @@
 #[path = "../tests/common/mod.rs"]
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use common::bench::{cold_read, read_all};
+
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
@@ -83,32 +85,6 @@ for line in sys.stdin:
     print("%.6f %s" % (time.time(), tid.hex()), flush=True)
     serial = tid
 "#;
-
-fn read_all(path: &Path) -> (f64, u64, u64) {
-    let mut f = std::fs::File::open(path).unwrap();
-    let mut buf = vec![0u8; 1 << 20];
-    let (t0, mut n, mut sum) = (Instant::now(), 0u64, 0u64);
-    loop {
-        let k = f.read(&mut buf).unwrap();
-        if k == 0 {
-            break;
-        }
-        n += k as u64;
-        sum = sum.wrapping_add(buf[..k].iter().step_by(4096).map(|&b| b as u64).sum());
-    }
-    (t0.elapsed().as_secs_f64(), n, sum)
-}
-
-fn cold(zurl: &str, tmp: &Path, oid: Oid, nblk: u64) -> (f64, u64) {
-    let mnt = tmp.join("mnt");
-    std::fs::create_dir_all(&mnt).unwrap();
-    let w = common::Wcfs::start(zurl, &mnt, &tmp.join("wcfsd.log"), &[])
-        .unwrap_or_else(|e| panic!("{e}"));
-    let (t, n, sum) = read_all(&w.head_file(oid));
-    assert_eq!(n, nblk * BS);
-    drop(w);
-    (t, sum)
-}
 
 fn py(c: &NeoCluster, script: &Path) -> Command {
     let mut cmd = Command::new(c.python());
@@ -181,8 +157,8 @@ fn main() {
     let (mut neo, mut file, mut r_file, mut pyv, mut r_py) =
         (vec![], vec![], vec![], vec![], vec![]);
     for _ in 0..REPS {
-        let (t_file, s1) = cold(&file_zurl, tmp.path(), oid, nblk);
-        let (t_neo, s2) = cold(&c.zurl(), tmp.path(), oid, nblk);
+        let (t_file, s1) = cold_read(&file_zurl, tmp.path(), oid, nblk * BS);
+        let (t_neo, s2) = cold_read(&c.zurl(), tmp.path(), oid, nblk * BS);
         assert_eq!(s1, s2, "same bytes over NEO and from the data.fs");
         let out = py(&c, &load)
             .arg(testkit::repo().join("python/wcfs_testdata"))

@@ -35,7 +35,8 @@
 #[path = "../tests/common/mod.rs"]
 mod common;
 
-use std::io::Read;
+use common::bench::{cold_read, read_all};
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
@@ -76,35 +77,6 @@ fn data(mib: u64) -> (PathBuf, Oid, u64) {
     std::fs::File::open(&d.path).unwrap().sync_all().unwrap();
     read_all(&d.path); // in the page cache: "cold" is about the daemon
     (d.path, Oid(d.oid), d.nblk)
-}
-
-/// Reads the whole file with read(2) into a 1 MiB buffer: (seconds, bytes,
-/// checksum of one byte per page).
-fn read_all(path: &Path) -> (f64, u64, u64) {
-    let mut f = std::fs::File::open(path).unwrap();
-    let mut buf = vec![0u8; 1 << 20];
-    let (t0, mut n, mut sum) = (Instant::now(), 0u64, 0u64);
-    loop {
-        let k = f.read(&mut buf).unwrap();
-        if k == 0 {
-            break;
-        }
-        n += k as u64;
-        sum = sum.wrapping_add(buf[..k].iter().step_by(4096).map(|&b| b as u64).sum());
-    }
-    (t0.elapsed().as_secs_f64(), n, sum)
-}
-
-/// A fresh daemon on `zurl`, the file read cold: (seconds, checksum).
-fn cold(zurl: &str, tmp: &Path, oid: Oid, nblk: u64) -> (f64, u64) {
-    let mnt = tmp.join("mnt");
-    std::fs::create_dir_all(&mnt).unwrap();
-    let w = common::Wcfs::start(zurl, &mnt, &tmp.join("wcfsd.log"), &[])
-        .unwrap_or_else(|e| panic!("{e}"));
-    let (t, n, sum) = read_all(&w.head_file(oid));
-    assert_eq!(n, nblk * BS);
-    drop(w);
-    (t, sum)
 }
 
 /// Every block with `load_block` over a fresh ZEO connection: (one at a
@@ -196,8 +168,8 @@ fn main() {
         let (mut py, mut r_py) = (vec![], vec![]);
         let (mut zseq, mut zpipe) = (vec![], vec![]);
         for _ in 0..REPS {
-            let (t_file, s1) = cold(&file_zurl, tmp.path(), oid, nblk);
-            let (t_zeo, s2) = cold(&srv.zurl(), tmp.path(), oid, nblk);
+            let (t_file, s1) = cold_read(&file_zurl, tmp.path(), oid, nblk * BS);
+            let (t_zeo, s2) = cold_read(&srv.zurl(), tmp.path(), oid, nblk * BS);
             assert_eq!(s1, s2, "same bytes over ZEO and from the data.fs");
             let t_py = python_zeo(&srv.addr(), &script, oid, nblk);
             let (t_seq, t_pipe) = zodb_zeo(srv.port, oid, nblk);

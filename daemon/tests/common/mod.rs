@@ -13,6 +13,7 @@
 
 #![allow(dead_code)] // each test binary uses a different part
 
+pub mod bench;
 pub mod outage;
 pub mod proxy;
 pub mod watch;
