@@ -9,11 +9,7 @@
 //! Levels: info and above always; debug with `-debug` for our own targets
 //! (not for the PostgreSQL client's, which logs every statement);
 //! fuser's per-request debug lines (target `fuser::…`) only with
-//! `-trace.fuse`, since they are one line per FUSE request. One fuser
-//! warning is an expected event, not a warning: after the kernel ended the
-//! session because someone else unmounted us (`fusermount3 -u`, `umount`),
-//! fuser unmounts once more and reports the `EINVAL` — it is logged as
-//! debug.
+//! `-trace.fuse`, since they are one line per FUSE request.
 
 use log::{Level, LevelFilter, Log, Metadata, Record};
 use std::io::Write;
@@ -59,10 +55,8 @@ impl Log for Logger {
     }
 
     fn log(&self, r: &Record) {
-        let demoted = expected_fuser_warning(r);
-        let level = if demoted { Level::Debug } else { r.level() };
-        let meta = Metadata::builder().level(level).target(r.target()).build();
-        if !self.enabled(&meta) {
+        let level = r.level();
+        if !self.enabled(r.metadata()) {
             return;
         }
         let line = format!(
@@ -83,16 +77,6 @@ impl Log for Logger {
     }
 
     fn flush(&self) {}
-}
-
-/// fuser's unmount at the end of a session that someone else unmounted.
-fn expected_fuser_warning(r: &Record) -> bool {
-    if r.level() != Level::Warn || !r.target().starts_with("fuser") {
-        return false;
-    }
-    let msg = r.args().to_string();
-    msg.starts_with("Failed to umount filesystem")
-        && msg.contains(&format!("(os error {})", libc::EINVAL))
 }
 
 /// A message with its control characters escaped (`\n`, `\r`, `\t`,

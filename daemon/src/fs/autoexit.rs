@@ -14,8 +14,8 @@
 //! refusal as activity. Once the unmount succeeds the kernel ends the FUSE
 //! session and `serve` returns.
 
+use super::unmount::OwnMount;
 use super::Wcfs;
-use std::path::Path;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -91,9 +91,10 @@ impl Activity {
     }
 }
 
-/// Runs in its own thread: unmounts `mnt` once idle for `idle`. Returns
-/// after a successful unmount (the session then ends) or when stopping.
-pub(crate) fn run(w: Arc<Wcfs>, mnt: &Path, idle: Duration) {
+/// Runs in its own thread: unmounts our mount once idle for `idle`.
+/// Returns after a successful unmount (the session then ends), when
+/// stopping, or when someone else has unmounted us.
+pub(crate) fn run(w: Arc<Wcfs>, mnt: &OwnMount, idle: Duration) {
     let tick = (idle / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
     loop {
         std::thread::sleep(tick);
@@ -107,39 +108,25 @@ pub(crate) fn run(w: Arc<Wcfs>, mnt: &Path, idle: Duration) {
         log::info!(
             "autoexit: no client activity for {:.1}s: unmounting {}",
             quiet.as_secs_f64(),
-            mnt.display()
+            mnt.path().display()
         );
-        match unmount(mnt) {
-            Ok(()) => {
+        match mnt.unmount() {
+            Ok(true) => {
                 w.stop();
                 return;
             }
+            Ok(false) => {
+                log::info!("autoexit: {} is no longer our mount", mnt.path().display());
+                return;
+            }
             Err(e) => {
-                log::info!("autoexit: unmount {}: {e}; still serving", mnt.display());
+                log::info!(
+                    "autoexit: unmount {}: {e}; still serving",
+                    mnt.path().display()
+                );
                 w.activity.touch();
             }
         }
-    }
-}
-
-/// Plain unmount: refused (EBUSY) while the mount is in use. Non-root
-/// goes through fusermount3, which is not lazy without `-z` either.
-fn unmount(mnt: &Path) -> std::io::Result<()> {
-    match nix::mount::umount2(mnt, nix::mount::MntFlags::empty()) {
-        Ok(()) => Ok(()),
-        Err(nix::errno::Errno::EPERM) => {
-            let st = std::process::Command::new("fusermount3")
-                .arg("-u")
-                .arg("-q")
-                .arg(mnt)
-                .status()?;
-            if st.success() {
-                Ok(())
-            } else {
-                Err(std::io::Error::other(format!("fusermount3 -u: {st}")))
-            }
-        }
-        Err(e) => Err(e.into()),
     }
 }
 

@@ -132,6 +132,7 @@ mod ops;
 mod prefetch;
 mod retain;
 mod tree;
+mod unmount;
 mod upload;
 mod zhead;
 mod zwatch;
@@ -374,7 +375,7 @@ pub fn serve(zurl: &str, mountpoint: &Path, opts: Options) -> Result<(), Error> 
         path: mountpoint.display().to_string(),
         why: e.to_string(),
     })?;
-    let mut session =
+    let session =
         fuser::Session::new(ops::Fs(wcfs.clone()), mountpoint, &config).map_err(|source| {
             Error::Mount {
                 path: mountpoint.display().to_string(),
@@ -384,7 +385,10 @@ pub fn serve(zurl: &str, mountpoint: &Path, opts: Options) -> Result<(), Error> 
     let _ = wcfs.notifier.set(session.notifier());
     let host: Arc<dyn Host> = wcfs.clone();
     wcfs.iso.set_host(Arc::downgrade(&host));
-    let mut unmounter = session.unmount_callable();
+    let own = unmount::OwnMount::new(
+        &wcfs.mnt,
+        std::os::fd::AsFd::as_fd(&session).try_clone_to_owned()?,
+    )?;
     mount_fusectl();
 
     {
@@ -411,17 +415,26 @@ pub fn serve(zurl: &str, mountpoint: &Path, opts: Options) -> Result<(), Error> 
             .name("reaper".into())
             .spawn(move || reaper(wcfs))?;
     }
-    let mnt = mountpoint.display().to_string();
-    let w = wcfs.clone();
+    let (w, mnt) = (wcfs.clone(), own.clone());
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
             if let Ok(sig) = sigs.wait() {
-                log::info!("{sig:?}: unmounting {mnt}");
+                let shown = mnt.path().display();
+                log::info!("{sig:?}: unmounting {shown}");
+                // Already stopping: the session has ended, and the path
+                // may be another daemon's by now (see `unmount`).
+                if w.stopping.swap(true, Ordering::AcqRel) {
+                    return;
+                }
                 w.stop();
-                if let Err(e) = unmounter.unmount() {
-                    log::warn!("unmount {mnt}: {e}; detaching");
-                    let _ = nix::mount::umount2(mnt.as_str(), nix::mount::MntFlags::MNT_DETACH);
+                match mnt.unmount() {
+                    Ok(true) => {}
+                    Ok(false) => log::info!("{shown} is no longer our mount"),
+                    Err(e) => {
+                        log::warn!("unmount {shown}: {e}; detaching");
+                        let _ = mnt.detach();
+                    }
                 }
             }
         })?;
@@ -431,25 +444,34 @@ pub fn serve(zurl: &str, mountpoint: &Path, opts: Options) -> Result<(), Error> 
             "autoexit: exit after {:.1}s without open handles or requests",
             idle.as_secs_f64()
         );
-        let (w, mnt) = (wcfs.clone(), wcfs.mnt.clone());
+        let (w, mnt) = (wcfs.clone(), own.clone());
         std::thread::Builder::new()
             .name("autoexit".into())
             .spawn(move || autoexit::run(w, &mnt, idle))?;
     }
 
-    // Returns when the kernel ends the session: the mount is gone. (fuser
-    // then tries to unmount once more and fails with EINVAL when someone
-    // else unmounted us — `fusermount3 -u`, -autoexit: the logger keeps
-    // that expected failure quiet.)
-    match session.run() {
+    // fuser unmounts by path when its mount handle is dropped, even after
+    // the kernel has ended the session — when the path may already hold
+    // the mount of a daemon started after us (see `unmount`). So that
+    // handle is never dropped: the session runs on fuser's thread, we join
+    // that thread and forget the handle (its /dev/fuse descriptor, dead by
+    // then, goes with the process). Every unmount of ours is `OwnMount`'s.
+    let mut background = session.spawn()?;
+    let session_thread = std::mem::replace(&mut background.guard, std::thread::spawn(|| Ok(())));
+    std::mem::forget(background);
+    // Returns when the kernel ends the session: the mount is gone.
+    let ended = session_thread
+        .join()
+        .unwrap_or_else(|_| Err(io::Error::other("FUSE session thread panicked")));
+    // From here on no thread of ours unmounts anything.
+    let asked_to_stop = wcfs.stopping.swap(true, Ordering::AcqRel);
+    wcfs.stop();
+    match ended {
         Ok(()) => {}
         // Asked to stop (SIGTERM), the unmount found the mount busy and
         // detached it, and then the connection was aborted (fusectl)
         // rather than released: still the end we were asked for.
-        Err(e)
-            if e.raw_os_error() == Some(libc::ECONNABORTED)
-                && wcfs.stopping.load(Ordering::Acquire) =>
-        {
+        Err(e) if e.raw_os_error() == Some(libc::ECONNABORTED) && asked_to_stop => {
             log::info!("connection aborted while stopping");
         }
         Err(e) => return Err(e.into()),
