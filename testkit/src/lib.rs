@@ -8,6 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+pub mod certs;
 pub mod neo;
 pub mod pg;
 pub use pg::{Frozen, PgServer};
