@@ -504,8 +504,14 @@ fn stop_in_library_reports_what_it_did() {
     // SAFETY: an advisory call on a descriptor we own.
     let rc = unsafe { libc::posix_fadvise(held.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
     assert_eq!(rc, 0);
+    // ENOTCONN once the killed daemon's device is closed; ECONNABORTED if
+    // the daemon was too slow (a loaded machine) to detach within the
+    // grace period, so that stop aborted the connection first.
     match common::read_block_of(&held, 2, BS) {
-        Err(e) => assert_eq!(common::errno(&e), libc::ENOTCONN, "{e}"),
+        Err(e) => assert!(
+            [libc::ENOTCONN, libc::ECONNABORTED].contains(&common::errno(&e)),
+            "{e}"
+        ),
         Ok(data) => panic!("read {} bytes from a killed daemon", data.len()),
     }
 }
