@@ -249,7 +249,7 @@ impl NeoCluster {
         // but is stopped by `neo-cluster stop`, which finds it by its pid
         // file and log path. (Not a group leader here, setsid execs in
         // place: the pid is the node's.)
-        let admin = Command::new("setsid")
+        let mut admin = Command::new("setsid")
             .arg(venv().join("bin/neoadmin"))
             .args(["-c", &get("C_NAME"), "-m", &spaced.join(" ")])
             .args(["-b", &format!("{host}:{}", get("C_ADMIN_PORT"))])
@@ -265,6 +265,9 @@ impl NeoCluster {
             format!("{}\n", admin.id()),
         )
         .expect("admin.pid");
+        // Reaped when it ends (`neo-cluster stop`), so that it leaves no
+        // zombie behind for the script to take as alive.
+        std::thread::spawn(move || admin.wait());
         let masters = spaced.join(",");
         let zurl = format!("neo://{}@{masters}", self.name());
         self.env.insert("NEO_MASTERS".into(), masters);
