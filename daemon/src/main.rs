@@ -336,7 +336,8 @@ fn ls(url: &str) -> Result<(), Box<dyn std::error::Error>> {
     let t0 = Instant::now();
     let shown = zurl::redacted(url);
     // Listing needs every oid: a FileStorage's index has them, RelStorage's
-    // current_object too; a ZEO server does not say.
+    // current_object too, NEO's storage nodes list them; a ZEO server does
+    // not say.
     let (st, mut oids): (Box<dyn Storage>, Vec<zodb::Oid>) = match zurl::parse(url)? {
         ZUrl::File(path) => {
             let fs = FileStorage::open(&path, url)?;
@@ -355,18 +356,23 @@ fn ls(url: &str) -> Result<(), Box<dyn std::error::Error>> {
         }
         ZUrl::Zeo { .. } | ZUrl::Demo { .. } => {
             return Err(format!(
-                "{shown}: ls lists the objects of a FileStorage or a PostgreSQL database; \
+                "{shown}: ls lists the objects of a FileStorage, a PostgreSQL database or a NEO cluster; \
                  for a ZEO server, run it on the server's data.fs (for a DemoStorage, on \
                  its base and its changes)"
             )
             .into());
         }
         ZUrl::Neo { .. } => {
-            return Err(format!(
-                "{url}: ls lists the objects of a FileStorage or a PostgreSQL database; \
-                 it does not list a NEO cluster's"
-            )
-            .into());
+            // The storage nodes list the objects alive at a tid, each its
+            // partitions (AskOIDsFrom).
+            let neo = zurl::open_neo(url, &zodb::storage::Resilience::default())?;
+            let oids = neo.object_ids(neo.last_tid()?)?;
+            println!(
+                "{shown}: {} objects, listed in {:.1} ms",
+                oids.len(),
+                t0.elapsed().as_secs_f64() * 1e3,
+            );
+            (Box::new(neo), oids)
         }
         ZUrl::Postgres(uri) => {
             let pg = zodb::storage::postgres::PgStorage::open(&uri)?;

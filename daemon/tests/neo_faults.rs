@@ -121,3 +121,85 @@ fn storage_kills_failovers_and_full_restarts_under_load() {
         stat(&env, "zreplicaretry"),
     );
 }
+
+/// Cluster A goes away and another cluster B, with the same name and more
+/// transactions than A, comes up at A's master address: wcfsd must not
+/// serve B's data as A's. Our position (A's last transaction) is not in
+/// B's history — checked here with Python's `neo.client.Storage` on B —
+/// so the same-database check fails: EIO mode, with a clear log line.
+#[test]
+fn another_cluster_at_the_same_address_is_eio_mode() {
+    let Some(mut env) = Env::new_neo("neo_faults another cluster", 1) else {
+        return;
+    };
+    let f = env.py.new_file(BS);
+    env.py.fill(f, 0, "zblk0", 0x11, BS as usize);
+    let head = env.py.commit();
+    env.mount(&["-storagewait", "60s"]);
+    env.check_block(f, 0, BS, None);
+    assert_eq!(env.w().head(), head);
+
+    // B: same name, its own data, committed after A's head (so its last
+    // transaction is newer than ours: only the history check tells).
+    let a = env.neo.take().unwrap();
+    let mut b = testkit::neo::NeoCluster::start_named(&a.name(), 1, 2, 1);
+    {
+        let mut py = common::Driver::start_with(&b.python(), std::path::Path::new(&b.zurl()));
+        let g = py.new_file(BS);
+        py.fill(g, 0, "zblk0", 0x99, BS as usize);
+        py.commit();
+        py.fill(g, 0, "zblk0", 0x9a, BS as usize);
+        py.commit();
+    }
+    let masters = a.masters();
+    a.stop();
+    drop(a);
+    b.move_masters_to(&masters);
+    assert_eq!(b.zurl(), env.zurl, "B is where A was, by the same zurl");
+
+    // The oracle: B's history (Python's iterator over it) lacks our head,
+    // and ends after it.
+    let out = std::process::Command::new(b.python())
+        .args([
+            "-c",
+            "import os\n\
+             from neo.client.Storage import Storage\n\
+             st = Storage(master_nodes=os.environ['NEO_MASTERS'].replace(',', ' '), \
+             name=os.environ['NEO_NAME'], read_only=True)\n\
+             print(' '.join(t.tid.hex() for t in st.iterator()))\n\
+             st.close()",
+        ])
+        .env("NEO_MASTERS", b.masters())
+        .env("NEO_NAME", b.name())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let tids: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .map(String::from)
+        .collect();
+    let h = format!("{:016x}", head.0);
+    assert!(
+        !tids.is_empty() && !tids.contains(&h),
+        "B's history {tids:?} has {h}"
+    );
+    assert!(
+        tids.last().unwrap() > &h,
+        "B's history {tids:?} ends before {h}"
+    );
+
+    let st = env
+        .w_mut()
+        .wait_exit(Duration::from_secs(60))
+        .expect("wcfsd still running on another cluster");
+    assert!(!st.success());
+    let log = env.w().log();
+    assert!(log.contains("not the same database any more"), "{log}");
+    assert!(log.contains("is not in its history"), "{log}");
+    assert!(log.contains("switching filesystem to EIO mode"), "{log}");
+    env.neo = Some(b);
+}

@@ -11,6 +11,11 @@ $NEO_MASTERS (comma-separated) and $NEO_NAME.
                                    so writers run concurrently without
                                    conflicts); prints "ready" first, then
                                    waits for a line on stdin to start
+  neooracle.py pack TID           pack the cluster at TID (16 hex digits;
+                                   NEO packs without garbage collection:
+                                   the revisions superseded at TID go) and
+                                   wait until every storage node is done;
+                                   prints the pack transaction's tid
   neooracle.py dump OUT            what neo.client.Storage answers: every
                                    transaction with its oids, and
                                    loadBefore(oid, tid+1) of every oid at
@@ -105,6 +110,14 @@ def write(seed, ntxn):
     st.close()
 
 
+def pack(tid):
+    st = open_storage()
+    st.app.wait_for_pack = True   # returns once the pack is done
+    st.app.pack(p64(int(tid, 16)))
+    print(st.lastTransaction().hex(), flush=True)
+    st.close()
+
+
 def dump(out):
     st = open_storage()
     st.sync()
@@ -142,7 +155,9 @@ if __name__ == '__main__':
     cmd = sys.argv[1]
     if cmd == 'write':
         write(int(sys.argv[2]), int(sys.argv[3]))
+    elif cmd == 'pack':
+        pack(sys.argv[2])
     elif cmd == 'dump':
         dump(sys.argv[2])
     else:
-        sys.exit('usage: neooracle.py write SEED NTXN | dump OUT')
+        sys.exit('usage: neooracle.py write SEED NTXN | pack TID | dump OUT')

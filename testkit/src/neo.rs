@@ -62,6 +62,22 @@ impl NeoCluster {
     }
 
     pub fn start_with(masters: u32, storages: u32, replicas: u32, partitions: u32) -> NeoCluster {
+        Self::start_full(masters, storages, replicas, partitions, None)
+    }
+
+    /// Starts a cluster named `name` (another cluster's name: two
+    /// clusters a client cannot tell apart by name).
+    pub fn start_named(name: &str, masters: u32, storages: u32, replicas: u32) -> NeoCluster {
+        Self::start_full(masters, storages, replicas, 12, Some(name))
+    }
+
+    fn start_full(
+        masters: u32,
+        storages: u32,
+        replicas: u32,
+        partitions: u32,
+        name: Option<&str>,
+    ) -> NeoCluster {
         let script = script().expect("neo-cluster script (check NeoCluster::available first)");
         let dir = tempfile::Builder::new()
             .prefix("wcfs-neo-")
@@ -74,6 +90,7 @@ impl NeoCluster {
             .args(["--storages", &storages.to_string()])
             .args(["--replicas", &replicas.to_string()])
             .args(["--partitions", &partitions.to_string()])
+            .args(name.map(|n| ["--name", n]).into_iter().flatten())
             .env("NEO_VENV", venv())
             .output()
             .expect("running neo-cluster start");
@@ -176,6 +193,91 @@ impl NeoCluster {
         for i in 0..self.masters {
             self.kill_master(i);
         }
+        self.start_stopped();
+    }
+
+    /// The cluster stopped and started again with its masters listening
+    /// at `masters` (`HOST:PORT[,…]`, as [`NeoCluster::masters`] gives
+    /// them: another cluster's, stopped before), on its own data: what a
+    /// client of that other cluster finds at the same address afterwards.
+    /// (`neo-cluster start` picks free ports itself; its `restart-*`
+    /// commands take the ports from `DIR/cluster.env`, so we rewrite them
+    /// there, and start the admin node, which has no restart command, as
+    /// `neo-cluster` does.)
+    pub fn move_masters_to(&mut self, masters: &str) {
+        let ports: Vec<&str> = masters
+            .split(',')
+            .map(|a| a.rsplit_once(':').expect("HOST:PORT").1)
+            .collect();
+        assert_eq!(ports.len(), self.masters as usize, "one port per master");
+        self.stop();
+        let envf = self.dir().join("cluster.env");
+        let conf = std::fs::read_to_string(&envf).expect("cluster.env");
+        let get = |k: &str| {
+            conf.lines()
+                .find_map(|l| l.strip_prefix(&format!("{k}=")))
+                .unwrap_or_else(|| panic!("no {k} in cluster.env"))
+                .trim_matches('"')
+                .to_string()
+        };
+        let conf: String = conf
+            .lines()
+            .map(|l| {
+                if l.starts_with("C_MASTER_PORTS=") {
+                    format!("C_MASTER_PORTS=\"{}\"\n", ports.join(" "))
+                } else {
+                    format!("{l}\n")
+                }
+            })
+            .collect();
+        std::fs::write(&envf, conf).expect("rewrite cluster.env");
+        let host = masters
+            .split(',')
+            .next()
+            .unwrap()
+            .rsplit_once(':')
+            .unwrap()
+            .0;
+        let spaced: Vec<String> = ports.iter().map(|p| format!("{host}:{p}")).collect();
+        let logs = self.dir().join("logs");
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(logs.join("admin.out"))
+            .expect("admin.out");
+        // setsid, as neo-cluster does: the node outlives nothing of ours
+        // but is stopped by `neo-cluster stop`, which finds it by its pid
+        // file and log path. (Not a group leader here, setsid execs in
+        // place: the pid is the node's.)
+        let mut admin = Command::new("setsid")
+            .arg(venv().join("bin/neoadmin"))
+            .args(["-c", &get("C_NAME"), "-m", &spaced.join(" ")])
+            .args(["-b", &format!("{host}:{}", get("C_ADMIN_PORT"))])
+            .arg("-l")
+            .arg(logs.join("admin.log"))
+            .stdin(std::process::Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .expect("starting neoadmin");
+        std::fs::write(
+            self.dir().join("pids/admin.pid"),
+            format!("{}\n", admin.id()),
+        )
+        .expect("admin.pid");
+        // Reaped when it ends (`neo-cluster stop`), so that it leaves no
+        // zombie behind for the script to take as alive.
+        std::thread::spawn(move || admin.wait());
+        let masters = spaced.join(",");
+        let zurl = format!("neo://{}@{masters}", self.name());
+        self.env.insert("NEO_MASTERS".into(), masters);
+        self.env.insert("NEO_ZURL".into(), zurl);
+        self.start_stopped();
+    }
+
+    /// Every node started again (after every one was killed or stopped);
+    /// returns once the cluster is RUNNING with every cell up to date.
+    fn start_stopped(&self) {
         std::thread::scope(|s| {
             for i in 0..self.masters {
                 s.spawn(move || self.restart_master(i));

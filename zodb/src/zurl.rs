@@ -420,33 +420,43 @@ pub fn open_with(zurl: &str, resilience: &Resilience) -> Result<Arc<dyn Storage>
                 zurl, base, delta,
             )?))
         }
-        ZUrl::Neo {
-            cluster,
-            masters,
-            tls,
-        } => {
-            use crate::storage::neo::{tls_config, NeoOptions, NeoStorage};
-            let tls = match tls {
-                Some(t) => {
-                    Some(
-                        tls_config(&t.ca, &t.cert, &t.key).map_err(|why| Error::BadUrl {
-                            zurl: redacted(zurl).into_owned(),
-                            why,
-                        })?,
-                    )
-                }
-                None => None,
-            };
-            let opts = NeoOptions {
-                resilience: resilience.clone(),
-                tls,
-                ..NeoOptions::default()
-            };
-            Ok(Arc::new(NeoStorage::open_with(
-                &cluster, masters, zurl, opts,
-            )?))
-        }
+        ZUrl::Neo { .. } => Ok(Arc::new(open_neo(zurl, resilience)?)),
     }
+}
+
+/// Opens the NEO cluster a `neo://` or `neos://` zurl names (for what
+/// only a NEO storage does: `wcfsd ls` lists its objects).
+pub fn open_neo(
+    zurl: &str,
+    resilience: &Resilience,
+) -> Result<crate::storage::neo::NeoStorage, Error> {
+    use crate::storage::neo::{tls_config, NeoOptions, NeoStorage};
+    let ZUrl::Neo {
+        cluster,
+        masters,
+        tls,
+    } = parse(zurl)?
+    else {
+        return Err(Error::BadUrl {
+            zurl: redacted(zurl).into_owned(),
+            why: "not a neo:// zurl".into(),
+        });
+    };
+    let tls = match tls {
+        Some(t) => Some(
+            tls_config(&t.ca, &t.cert, &t.key).map_err(|why| Error::BadUrl {
+                zurl: redacted(zurl).into_owned(),
+                why,
+            })?,
+        ),
+        None => None,
+    };
+    let opts = NeoOptions {
+        resilience: resilience.clone(),
+        tls,
+        ..NeoOptions::default()
+    };
+    NeoStorage::open_with(&cluster, masters, zurl, opts)
 }
 
 #[cfg(test)]

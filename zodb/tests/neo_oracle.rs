@@ -221,3 +221,76 @@ fn every_object_at_every_tid_with_concurrent_writers() {
     let cells = st.readable_cells();
     assert!(cells.iter().all(|c| c.len() == 2), "{cells:?}");
 }
+
+/// A packed cluster (NEO packs without garbage collection: the revisions
+/// an object had before its last one at the pack point are gone). Python
+/// then answers `None` ("no revision before") for a load before the
+/// oldest revision kept — as FileStorage and ZEO do for a packed
+/// data.fs, whose record chains end there — and so must we: the storage
+/// nodes answer `OID_NOT_FOUND`, which is [`Error::NotYetCreated`], the
+/// error the FileStorage and ZEO drivers give for packed-away history.
+/// Every object at every tid is checked against Python's view after the
+/// pack, and some loads must have changed with the pack (else it packed
+/// nothing and the test proves nothing). The pack's own transaction (no
+/// objects) is in the stream and in the transaction list like any other.
+#[test]
+fn packed_history_loads_as_python_sees_it() {
+    if !NeoCluster::available("neo_oracle packed") {
+        return;
+    }
+    let c = NeoCluster::start(1, 2, 1);
+    let seed = testkit::seed("neo_oracle packed");
+    write(&c, &[seed, seed + 1], 12);
+    let before = dump(&c);
+    let st = open(&c);
+    let mut w = st.watch(before.last).unwrap();
+    // Pack at a transaction in the middle of the history.
+    let at = before.txns[before.txns.len() / 2].0;
+    let out = py(&c).args(["pack", &at.to_string()]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "pack: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let pack_tid = Tid(hex_u64(String::from_utf8_lossy(&out.stdout).trim()));
+    let after = dump(&c);
+    assert_eq!(after.last, pack_tid, "the pack is the last transaction");
+
+    // The pack changed what Python loads below the pack point.
+    let was: BTreeMap<(Oid, Tid), &Expect> =
+        before.loads.iter().map(|(o, t, e)| ((*o, *t), e)).collect();
+    let changed: Vec<_> = after
+        .loads
+        .iter()
+        .filter(|(o, t, e)| was.get(&(*o, *t)).is_some_and(|w| *w != e))
+        .collect();
+    assert!(!changed.is_empty(), "the pack at {at} removed nothing");
+    for (o, t, e) in &changed {
+        assert!(*t < at, "{o}@{t} changed above the pack point {at}: {e:?}");
+    }
+
+    // Every load as Python answers it after the pack.
+    for (oid, tid, want) in &after.loads {
+        assert_eq!(got(st.load(*oid, *tid)), *want, "load {oid}@{tid}");
+    }
+    // The pack transaction: live, then in the storage nodes' list.
+    let c1 = w
+        .next_timeout(Duration::from_secs(60))
+        .unwrap()
+        .expect("the pack transaction within 60 s");
+    assert_eq!(c1.tid, pack_tid);
+    let all: Vec<Tid> = st
+        .transactions(Tid::ZERO, after.last)
+        .unwrap()
+        .into_iter()
+        .map(|c| c.tid)
+        .collect();
+    let want: Vec<Tid> = after.txns.iter().map(|t| t.0).collect();
+    assert_eq!(all, want);
+    eprintln!(
+        "neo_oracle packed: {} transactions, pack at {at}, {} of {} loads changed by it",
+        after.txns.len(),
+        changed.len(),
+        after.loads.len()
+    );
+}

@@ -369,6 +369,14 @@ impl NeoStorage {
             .collect()
     }
 
+    /// Every object that has data as of `at` (not deleted), in order, as
+    /// the storage nodes list them (`AskOIDsFrom`, partition by
+    /// partition): for `wcfsd ls`, which needs every oid and has no index
+    /// to read them from.
+    pub fn object_ids(&self, at: Tid) -> Result<Vec<Oid>, Error> {
+        self.client.object_ids(at, Mode::Serve(Instant::now()))
+    }
+
     /// The transactions in `(after, upto]` as the storage nodes list them
     /// (for tests and the watch backlog).
     pub fn transactions(&self, after: Tid, upto: Tid) -> Result<Vec<Commit>, Error> {
@@ -854,6 +862,71 @@ impl Client {
                 Err(e) => retry_or_fail(&url, &op, e),
             },
         )
+    }
+
+    /// See [`NeoStorage::object_ids`].
+    fn object_ids(self: &Arc<Self>, at: Tid, mode: Mode) -> Result<Vec<Oid>, Error> {
+        const CHUNK: u64 = 1000;
+        let np = {
+            let session = self.wait_session("list objects", mode)?;
+            let st = self.st.lock();
+            if st.master_id != session {
+                return Err(Error::Closed(format!("{}: session replaced", self.url)));
+            }
+            st.cluster.rows.len()
+        };
+        let url = self.url.clone();
+        let mut all = Vec::new();
+        for part in 0..np {
+            let mut from = Oid(part as u64);
+            loop {
+                let op = format!("list objects @{at} of partition {part} from {from}");
+                let (next, got) = self.ask_read(
+                    |_| part,
+                    &op,
+                    mode,
+                    code::ASK_OIDS_FROM,
+                    vec![
+                        Value::from(part as u64),
+                        Value::from(CHUNK),
+                        wire::oid_value(from),
+                        wire::tid_value(at),
+                    ],
+                    |r| match r {
+                        Ok(p) => match wire::oids_from_of(&p.args) {
+                            Some(v) => Verdict::Done(v),
+                            None => Verdict::Another(format!("malformed answer {:?}", p.args)),
+                        },
+                        Err(e) => retry_or_fail(&url, &op, e),
+                    },
+                )?;
+                // In order, in this partition, from where we asked; the
+                // next chunk starts after them (so the walk ends).
+                let mut prev: Option<Oid> = None;
+                for &o in &got {
+                    if o < from || prev.is_some_and(|p| o <= p) || o.0 % np as u64 != part as u64 {
+                        return Err(Error::Corrupt {
+                            storage: url.clone(),
+                            why: format!("{op}: object {o} out of order or partition"),
+                        });
+                    }
+                    prev = Some(o);
+                }
+                all.extend(got);
+                match next {
+                    None => break,
+                    Some(n) if n > from && prev.is_none_or(|p| n > p) => from = n,
+                    Some(n) => {
+                        return Err(Error::Corrupt {
+                            storage: url.clone(),
+                            why: format!("{op}: the next chunk starts at {n}, not after it"),
+                        })
+                    }
+                }
+            }
+        }
+        all.sort();
+        Ok(all)
     }
 
     /// The transactions in `(after, upto]`, with their oids, in order.

@@ -52,6 +52,7 @@ pub mod code {
     pub const ASK_TRANSACTION_INFORMATION: u16 = 0x0022;
     pub const NOTIFY_CLUSTER_INFORMATION: u16 = 0x002d;
     pub const ASK_TIDS_FROM: u16 = 0x0030;
+    pub const ASK_OIDS_FROM: u16 = 0x0031;
     pub const ASK_LAST_TRANSACTION: u16 = 0x003c;
 }
 
@@ -582,6 +583,22 @@ pub fn object_of(mut args: Vec<Value>) -> Option<ObjectAnswer> {
 /// `AnswerTIDsFrom([tid, …])` / `AnswerTIDs([tid, …])`.
 pub fn tids_of(args: &[Value]) -> Option<Vec<Tid>> {
     args.first()?.as_array()?.iter().map(tid_of).collect()
+}
+
+/// `AnswerOIDsFrom(next_min_oid | nil, [oid, …])`: where the next chunk
+/// starts (None: this was the last) and this chunk's oids.
+pub fn oids_from_of(args: &[Value]) -> Option<(Option<Oid>, Vec<Oid>)> {
+    let next = match args.first()? {
+        Value::Nil => None,
+        v => Some(oid_of(v)?),
+    };
+    let oids = args
+        .get(1)?
+        .as_array()?
+        .iter()
+        .map(oid_of)
+        .collect::<Option<Vec<_>>>()?;
+    Some((next, oids))
 }
 
 /// `AnswerTransactionInformation(tid, user, desc, ext, packed, [oid, …])`:
