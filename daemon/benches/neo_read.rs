@@ -19,13 +19,20 @@
 //!   `tpc_finish` returning to our watcher having the commit (same clock).
 //!   Target: median ≤ 5 ms.
 //!
+//! Besides the speeds, the CPU time each side spent per MiB (wcfsd, the
+//! storage nodes, the Python client) and the load average: on a machine
+//! shared with other work the speeds move with the load, the CPU time per
+//! MiB much less — it tells who the ceiling is (each storage node is one
+//! Python thread).
+//!
 //! Run: `cargo bench -p wcfsd --bench neo_read` (root, /dev/fuse, the
-//! cluster script beside the repository).
+//! cluster script beside the repository); `WCFS_BENCH_REPS` repetitions
+//! (default 3).
 
 #[path = "../tests/common/mod.rs"]
 mod common;
 
-use common::bench::{cold_read, read_all};
+use common::bench::{cold_read_cpu, cpu_secs, loadavg, read_all};
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -35,7 +42,6 @@ use testkit::neo::NeoCluster;
 use zodb::Oid;
 
 const BS: u64 = 2 << 20;
-const REPS: usize = 3;
 const MIB: f64 = (1 << 20) as f64;
 
 const PY_COPY: &str = r#"
@@ -64,7 +70,7 @@ for blk, zblk in f.blktab.items():
     n += len(zblk.loadblkdata(f.blksize))
     zblk._p_deactivate()
 dt = time.perf_counter() - t0
-print("%d %.6f" % (n, dt))
+print("%d %.6f %.6f" % (n, dt, time.process_time()))
 "#;
 
 /// Commits a small transaction per line read; prints the wall time (s)
@@ -93,20 +99,31 @@ fn py(c: &NeoCluster, script: &Path) -> Command {
     cmd
 }
 
-fn best_median(v: &[f64]) -> (f64, f64) {
+/// (min, median, max).
+fn stats(v: &[f64]) -> (f64, f64, f64) {
     let mut v = v.to_vec();
-    v.sort_by(|a, b| b.partial_cmp(a).unwrap());
-    (v[0], v[v.len() / 2])
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    (v[0], v[v.len() / 2], v[v.len() - 1])
+}
+
+fn mmm(v: &[f64]) -> String {
+    let (a, m, b) = stats(v);
+    format!("{a:.2} / {m:.2} / {b:.2}")
 }
 
 fn line(what: &str, ours: &[f64], theirs_name: &str, theirs: &[f64], ratio: &[f64]) {
-    let (ob, om) = best_median(ours);
-    let (tb, tm) = best_median(theirs);
-    let (rb, rm) = best_median(ratio);
+    let (oa, om, ob) = stats(ours);
+    let (ta, tm, tb) = stats(theirs);
     println!(
-        "  {what:<20} {ob:>6.0} / {om:>6.0} MiB/s   {theirs_name:<22} {tb:>6.0} / {tm:>6.0} MiB/s   \
-         ratio {rb:.2} / {rm:.2}"
+        "  {what:<20} {oa:>4.0} / {om:>4.0} / {ob:>4.0} MiB/s   {theirs_name:<20} {ta:>4.0} / {tm:>4.0} / {tb:>4.0} MiB/s   \
+         ratio {}",
+        mmm(ratio)
     );
+}
+
+/// CPU time (s) of all of `pids` so far.
+fn cpu_of(pids: &[u32]) -> f64 {
+    pids.iter().map(|&p| cpu_secs(p)).sum()
 }
 
 fn main() {
@@ -124,6 +141,11 @@ fn main() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
+    let reps: usize = std::env::var("WCFS_BENCH_REPS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3)
+        .max(1);
     let d = testkit::bench_data("neo_read", mib.max(2), BS);
     let (path, oid, nblk): (PathBuf, Oid, u64) = (d.path.clone(), Oid(d.oid), d.nblk);
     read_all(&path);
@@ -148,38 +170,60 @@ fn main() {
     assert!(st.success(), "copy into NEO");
     println!(
         "neo_read: {total:.0} MiB in {nblk} blocks of 2 MiB (ZBlk0, random bytes), NEO: 1 master, \
-         2 storage nodes, {replicas} replica(s), loopback (copied in {:.0?}); {REPS} reps; \
-         best / median; ratio = ours / theirs (higher is better for us)",
+         2 storage nodes, {replicas} replica(s), loopback (copied in {:.0?}); {reps} reps; \
+         min / median / max; ratio = ours / theirs (higher is better for us)",
         t0.elapsed()
     );
     let file_zurl = format!("file://{}", path.display());
     let mibs = |t: f64| total / t;
+    let ms_per_mib = |cpu: f64| cpu * 1e3 / total;
+    let nodes = c.storage_pids();
+    assert_eq!(nodes.len(), 2, "storage node pids");
     let (mut neo, mut file, mut r_file, mut pyv, mut r_py) =
         (vec![], vec![], vec![], vec![], vec![]);
-    for _ in 0..REPS {
-        let (t_file, s1) = cold_read(&file_zurl, tmp.path(), oid, nblk * BS);
-        let (t_neo, s2) = cold_read(&c.zurl(), tmp.path(), oid, nblk * BS);
+    // CPU time per MiB: wcfsd over neo:// and file://, the storage nodes
+    // serving wcfsd and serving Python, the Python client; load averages.
+    let (mut c_neo, mut c_file, mut c_nodes, mut c_nodes_py, mut c_py, mut loads) =
+        (vec![], vec![], vec![], vec![], vec![], vec![]);
+    for _ in 0..reps {
+        loads.push(loadavg());
+        let (t_file, s1, cpu_file) = cold_read_cpu(&file_zurl, tmp.path(), oid, nblk * BS);
+        let n0 = cpu_of(&nodes);
+        let (t_neo, s2, cpu_neo) = cold_read_cpu(&c.zurl(), tmp.path(), oid, nblk * BS);
+        let n1 = cpu_of(&nodes);
         assert_eq!(s1, s2, "same bytes over NEO and from the data.fs");
         let out = py(&c, &load)
             .arg(testkit::repo().join("python/wcfs_testdata"))
             .arg(oid.to_string())
             .output()
             .unwrap();
+        let n2 = cpu_of(&nodes);
         assert!(
             out.status.success(),
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
         let text = String::from_utf8(out.stdout).unwrap();
-        let (n, dt) = text.trim().split_once(' ').expect("N SECONDS");
-        assert_eq!(n.parse::<u64>().unwrap(), nblk * BS, "python bytes");
-        let t_py: f64 = dt.parse().unwrap();
+        let f: Vec<&str> = text.split_ascii_whitespace().collect();
+        assert_eq!(f.len(), 3, "N SECONDS CPU: {text}");
+        assert_eq!(f[0].parse::<u64>().unwrap(), nblk * BS, "python bytes");
+        let t_py: f64 = f[1].parse().unwrap();
         neo.push(mibs(t_neo));
         file.push(mibs(t_file));
         r_file.push(t_file / t_neo);
         pyv.push(mibs(t_py));
         r_py.push(t_py / t_neo);
+        c_file.push(ms_per_mib(cpu_file));
+        c_neo.push(ms_per_mib(cpu_neo));
+        c_nodes.push(ms_per_mib(n1 - n0));
+        c_nodes_py.push(ms_per_mib(n2 - n1));
+        c_py.push(ms_per_mib(f[2].parse().unwrap()));
     }
+    loads.push(loadavg());
+    println!(
+        "  min / median / max over {reps} reps; load average (1 min) during them: {}",
+        mmm(&loads)
+    );
     line(
         "cold wcfsd neo://",
         &neo,
@@ -188,6 +232,15 @@ fn main() {
         &r_file,
     );
     line("cold wcfsd neo://", &neo, "Python neo Storage", &pyv, &r_py);
+    println!(
+        "  CPU ms per MiB: wcfsd neo:// {}, wcfsd file:// {}; both storage nodes serving wcfsd {}, \
+         serving Python {}; the Python client {} (process time, with its start)",
+        mmm(&c_neo),
+        mmm(&c_file),
+        mmm(&c_nodes),
+        mmm(&c_nodes_py),
+        mmm(&c_py)
+    );
 
     // The driver alone (no FUSE): every block's ZBlk one load at a time,
     // then from 8 threads at once.
@@ -203,14 +256,15 @@ fn main() {
                 .oid
         })
         .collect();
-    let (mut seq, mut par, mut r) = (vec![], vec![], vec![]);
-    for _ in 0..REPS {
+    let (mut seq, mut par, mut r, mut c_raw, mut busy) = (vec![], vec![], vec![], vec![], vec![]);
+    for _ in 0..reps {
         let t0 = Instant::now();
         for &z in &zblks {
             assert!(zs.load(z, head).unwrap().data.len() as u64 >= BS);
         }
         let t_seq = t0.elapsed().as_secs_f64();
         let t0 = Instant::now();
+        let n0 = cpu_of(&nodes);
         std::thread::scope(|s| {
             for k in 0..8 {
                 let (zs, zblks) = (&zs, &zblks);
@@ -222,11 +276,20 @@ fn main() {
             }
         });
         let t_par = t0.elapsed().as_secs_f64();
+        let n1 = cpu_of(&nodes) - n0;
+        c_raw.push(ms_per_mib(n1));
+        // How busy the storage nodes were, each (1: all the time).
+        busy.push(n1 / 2.0 / t_par);
         seq.push(mibs(t_seq));
         par.push(mibs(t_par));
         r.push(t_seq / t_par);
     }
     line("zodb neo 8 threads", &par, "zodb neo one by one", &seq, &r);
+    println!(
+        "  zodb neo 8 threads: storage nodes CPU ms per MiB {}, each busy {} of the time",
+        mmm(&c_raw),
+        mmm(&busy)
+    );
 
     // Head lag: tpc_finish returned → our watcher has it.
     let zs = zodb::zurl::open(&c.zurl()).unwrap();

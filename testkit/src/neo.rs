@@ -135,6 +135,17 @@ impl NeoCluster {
         self.env["NEO_NAME"].clone()
     }
 
+    /// The pids of the storage nodes running now, in order (for
+    /// measurements: their CPU time).
+    pub fn storage_pids(&self) -> Vec<u32> {
+        (0..self.storages)
+            .filter_map(|i| {
+                let p = self.dir().join(format!("pids/storage{i}.pid"));
+                std::fs::read_to_string(p).ok()?.trim().parse().ok()
+            })
+            .collect()
+    }
+
     /// The venv's Python (with neoppod and ZODB).
     pub fn python(&self) -> PathBuf {
         venv().join("bin/python")

@@ -27,11 +27,43 @@ pub fn read_all(path: &Path) -> (f64, u64, u64) {
 /// A fresh daemon on `zurl` (mounted under `tmp`), head file `oid` read
 /// cold, checked to be `size` bytes: (seconds, checksum).
 pub fn cold_read(zurl: &str, tmp: &Path, oid: Oid, size: u64) -> (f64, u64) {
+    let (t, sum, _) = cold_read_cpu(zurl, tmp, oid, size);
+    (t, sum)
+}
+
+/// [`cold_read`], and the CPU time (s) the daemon spent during the read.
+pub fn cold_read_cpu(zurl: &str, tmp: &Path, oid: Oid, size: u64) -> (f64, u64, f64) {
     let mnt = tmp.join("mnt");
     std::fs::create_dir_all(&mnt).unwrap();
     let w = Wcfs::start(zurl, &mnt, &tmp.join("wcfsd.log"), &[]).unwrap_or_else(|e| panic!("{e}"));
+    let pid = w.pid().expect("wcfsd runs");
+    let cpu0 = cpu_secs(pid);
     let (t, n, sum) = read_all(&w.head_file(oid));
+    let cpu = cpu_secs(pid) - cpu0;
     assert_eq!(n, size);
     drop(w);
-    (t, sum)
+    (t, sum, cpu)
+}
+
+/// User + system CPU time (s) of process `pid` so far (all its threads);
+/// 0 if it is gone.
+pub fn cpu_secs(pid: u32) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    // Fields after the command (which may hold spaces), from field 3 on.
+    let rest = stat.rsplit_once(") ").map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_ascii_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // utime and stime are fields 14 and 15 (11 and 12 here), in clock
+    // ticks of USER_HZ, 100 on Linux.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// The 1-minute load average.
+pub fn loadavg() -> f64 {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(f64::NAN)
 }

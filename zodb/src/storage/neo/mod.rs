@@ -1056,7 +1056,7 @@ fn judge_object(url: &str, oid: Oid, at: Tid, r: Result<Packet, CallError>) -> V
         }
         Err(e) => return retry_or_fail(url, &format!("load {oid}@{at}"), e),
     };
-    let Some(o) = wire::object_of(p.args) else {
+    let Some(o) = wire::object_of(p) else {
         return Verdict::Another("malformed AnswerObject".into());
     };
     if o.oid != oid {
@@ -1072,7 +1072,7 @@ fn judge_object(url: &str, oid: Oid, at: Tid, r: Result<Packet, CallError>) -> V
             serial: o.serial,
         });
     }
-    let sum = sha1_smol::Sha1::from(&o.data).digest().bytes();
+    let sum = wire::sha1(&o.data);
     if o.checksum != sum {
         return Verdict::Corrupt(format!(
             "checksum mismatch for {oid}@{}: got {:02x?}, data hashes to {:02x?}",
@@ -1086,7 +1086,7 @@ fn judge_object(url: &str, oid: Oid, at: Tid, r: Result<Packet, CallError>) -> V
             if let Err(e) = flate2::read::ZlibDecoder::new(&o.data[..]).read_to_end(&mut out) {
                 return Verdict::Corrupt(format!("zlib data of {oid}@{}: {e}", o.serial));
             }
-            out
+            Bytes::from(out)
         }
         Some(c) => {
             return Verdict::Fail(Error::Corrupt {
@@ -1096,7 +1096,7 @@ fn judge_object(url: &str, oid: Oid, at: Tid, r: Result<Packet, CallError>) -> V
         }
     };
     Verdict::Done(Loaded {
-        data: Bytes::from(data),
+        data,
         serial: o.serial,
     })
 }
