@@ -238,7 +238,7 @@ fn outages_under_load_with(name: &str, outages: &[Outage], tls: bool) {
         let ssl = pg(&mut env).psql(
             "postgres",
             &format!(
-                "SELECT s.ssl, s.client_dn FROM pg_stat_ssl s JOIN pg_stat_activity a \
+                "SELECT DISTINCT s.ssl, s.client_dn FROM pg_stat_ssl s JOIN pg_stat_activity a \
                  USING (pid) WHERE a.application_name = 'wcfsd' AND a.datname = '{PG_DB}'"
             ),
         );

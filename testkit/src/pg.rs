@@ -164,29 +164,37 @@ impl PgServer {
     /// password, every other role by client certificate (`hostssl … cert`:
     /// its common name is the role).
     pub fn start_tls(ca: &Path, cert: &Path, key: &Path) -> PgServer {
+        Self::start_tls_with("", ca, cert, key)
+    }
+
+    /// Like [`PgServer::start_tls`], with more `postgresql.conf` lines.
+    pub fn start_tls_with(conf: &str, ca: &Path, cert: &Path, key: &Path) -> PgServer {
         let mut s = Self::init();
         s.set_tls_files(ca, cert, key);
         append(
             &s.data.join("postgresql.conf"),
-            "
-ssl = on
-ssl_cert_file = 'server.crt'
-ssl_key_file = 'server.key'
-             ssl_ca_file = 'ca.crt'
-",
+            &format!(
+                "\nssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n\
+                 ssl_ca_file = 'ca.crt'\n{conf}\n"
+            ),
         );
         std::fs::write(
             s.data.join("pg_hba.conf"),
-            "local all all trust
-             hostssl replication all 127.0.0.1/32 trust
-             hostssl all postgres 127.0.0.1/32 trust
-             hostssl all all 127.0.0.1/32 cert
-             hostnossl all all 0.0.0.0/0 reject
-",
+            "local all all trust\n\
+             hostssl replication all 127.0.0.1/32 trust\n\
+             hostssl all postgres 127.0.0.1/32 trust\n\
+             hostssl all all 127.0.0.1/32 cert\n\
+             hostnossl all all 0.0.0.0/0 reject\n",
         )
         .unwrap();
         s.start_on_free_port();
         s
+    }
+
+    /// Replaces `pg_hba.conf` with `text` and restarts the server.
+    pub fn set_hba(&mut self, text: &str) {
+        std::fs::write(self.data.join("pg_hba.conf"), text).unwrap();
+        self.pg_ctl_restart("fast");
     }
 
     /// Installs the server's certificate, key and client CA (copies in the

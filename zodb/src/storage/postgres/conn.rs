@@ -319,12 +319,10 @@ async fn connect_host(
                     Some(cause) => format!("{cause}: {}", text(&e)),
                     None => text(&e),
                 };
-                let over = if tls {
-                    "over TLS: "
-                } else if attempts.len() > 1 {
-                    "without TLS: "
-                } else {
-                    ""
+                let over = match (attempts.len() > 1, tls) {
+                    (false, _) => "",
+                    (true, true) => "over TLS: ",
+                    (true, false) => "without TLS: ",
                 };
                 failed.push(format!("{over}{why}"));
                 // Another attempt only when the server answered this one
