@@ -15,6 +15,9 @@
 //! - **PostgreSQL vs Python**: the same cold read against Python loading
 //!   every block's ZBlk0 through a ZODB Connection on a RelStorage (fresh
 //!   process, fresh caches), timed by the script. Target: wcfsd ≥ 3×;
+//! - **TLS vs plain**: the same cold read through wcfsd over TLS
+//!   (`sslmode=verify-full`, rustls) against plain (`sslmode=disable`),
+//!   the same server. Target: TLS costs ≤ 10% (ratio ≥ 0.9);
 //! - **zodb over PostgreSQL**: for reference, the zodb crate's
 //!   `load_block` of every block over one connection, one at a time, and
 //!   pipelined (`PgStorage::load_many`, 8 blocks in flight).
@@ -166,7 +169,16 @@ fn main() {
 
     // A server that keeps the data in its own cache, as a production one
     // would (the tests' clusters have 32 MB of shared buffers).
-    let pg = testkit::PgServer::start_with("shared_buffers = 1GB");
+    // TLS on, plain connections allowed too: TLS and plain against the
+    // same server.
+    let pki = testkit::certs::Pki::make(&tmp.path().join("pki"), "postgres");
+    let mut pg = testkit::PgServer::start_tls_with(
+        "shared_buffers = 1GB",
+        &pki.ca,
+        &pki.server.cert,
+        &pki.server.key,
+    );
+    pg.set_hba("local all all trust\nhost all postgres 127.0.0.1/32 trust\n");
     pg.create_db("bench");
     let t0 = Instant::now();
     convert(
@@ -180,19 +192,31 @@ fn main() {
          (higher is better for us)",
         t0.elapsed().as_secs_f64()
     );
-    let pg_zurl = pg.zurl("bench");
+    let pg_zurl = pg.zurl_with("postgres", "127.0.0.1", "bench", "sslmode=disable");
+    let tls_zurl = pg.zurl_with(
+        "postgres",
+        "127.0.0.1",
+        "bench",
+        &format!("sslmode=verify-full&sslrootcert={}", pki.ca.display()),
+    );
     let file_zurl = format!("file://{}", d.path.display());
     let mibs = |t: f64| total / t;
     let (mut pgr, mut file, mut r_file) = (vec![], vec![], vec![]);
     let (mut py, mut r_py) = (vec![], vec![]);
     let (mut zseq, mut zpipe) = (vec![], vec![]);
+    let (mut tls, mut r_tls) = (vec![], vec![]);
     // A warm-up round, not counted: the server's cache, the page cache.
     cold_read(&file_zurl, tmp.path(), oid, nblk * BS);
     cold_read(&pg_zurl, tmp.path(), oid, nblk * BS);
+    cold_read(&tls_zurl, tmp.path(), oid, nblk * BS);
     for _ in 0..REPS {
         let (t_file, s1) = cold_read(&file_zurl, tmp.path(), oid, nblk * BS);
         let (t_pg, s2) = cold_read(&pg_zurl, tmp.path(), oid, nblk * BS);
         assert_eq!(s1, s2, "same bytes from PostgreSQL and from the data.fs");
+        let (t_tls, s3) = cold_read(&tls_zurl, tmp.path(), oid, nblk * BS);
+        assert_eq!(s1, s3, "same bytes over TLS");
+        tls.push(mibs(t_tls));
+        r_tls.push(t_pg / t_tls);
         let t_py = python_pg(&pg_zurl, &script, oid, nblk);
         let (t_seq, t_pipe) = zodb_pg(&pg_zurl, oid, nblk);
         pgr.push(mibs(t_pg));
@@ -216,6 +240,13 @@ fn main() {
         "Python RelStorage",
         &py,
         &r_py,
+    );
+    line(
+        "cold wcfsd over TLS",
+        &tls,
+        "cold wcfsd plain",
+        &pgr,
+        &r_tls,
     );
     let r: Vec<f64> = zpipe.iter().zip(&zseq).map(|(p, s)| p / s).collect();
     line("zodb pg pipelined", &zpipe, "zodb pg one by one", &zseq, &r);

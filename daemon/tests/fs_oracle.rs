@@ -542,6 +542,26 @@ fn random_commits_match_python_pg() {
     random_commits(Env::new_pg(false), "random_commits_match_python_pg", plan);
 }
 
+/// The same over TLS: the cluster takes TLS connections only, the daemon
+/// logs in by client certificate with `sslmode=verify-full` (a short run).
+#[test]
+fn random_commits_match_python_pg_tls() {
+    let ncommit: usize = std::env::var("WCFS_TEST_PG_COMMITS")
+        .ok()
+        .map(|s| s.parse().unwrap())
+        .unwrap_or(if cfg!(debug_assertions) { 4 } else { 8 });
+    let plan = Plan {
+        ncommit,
+        deep_at_every: (12, 25),
+        final_views: 1,
+    };
+    random_commits(
+        Env::new_pg_tls(),
+        "random_commits_match_python_pg_tls",
+        plan,
+    );
+}
+
 /// The same with the daemon on a streaming replica (hot standby) of the
 /// primary Python commits to: after each commit the daemon's head reaches
 /// it through replication, and shows what Python sees on the primary.

@@ -223,9 +223,14 @@ fn bad_input_clear_errors_and_exit_codes() {
             "invalid zurl",
         ),
         (
-            format!("postgresql://u:{SECRET}@h/db?sslmode=verify-full"),
+            format!("postgresql://u:{SECRET}@h/db?sslmode=verify-fast"),
             2,
-            "TLS",
+            "invalid sslmode",
+        ),
+        (
+            format!("postgresql://wcfs_ro:{SECRET}-ro@127.0.0.1:{port}/{PG_DB}?sslmode=require"),
+            1,
+            "the server does not offer TLS",
         ),
         (wrong.clone(), 1, "password authentication failed"),
         (

@@ -51,6 +51,22 @@ fn setup(args: &[&str]) -> (Env, Oid) {
     (env, f)
 }
 
+/// Like [`setup`] over TLS ([`Env::new_pg_tls`]): the daemon logs in by
+/// client certificate, its TLS settings from libpq's defaults (files in
+/// `~/.postgresql/`, `PGSSLMODE=verify-full`).
+fn setup_tls(args: &[&str]) -> (Env, Oid) {
+    let mut env = Env::new_pg_tls();
+    let f = env.py.new_file(BS);
+    for b in 0..NBLK {
+        env.py.fill(f, b, "zblk0", 1 + b as u8, BS as usize);
+    }
+    env.py.commit();
+    let (zurl, vars) = env.pg_tls_defaults();
+    env.zurl = zurl;
+    env.mount_with_env(args, &vars);
+    (env, f)
+}
+
 fn pg(env: &mut Env) -> &mut testkit::PgServer {
     env.pg.as_mut().unwrap()
 }
@@ -74,7 +90,7 @@ enum Outage {
 #[test]
 fn outages_under_load() {
     let outages = [Outage::Stop, Outage::Kill, Outage::Terminate];
-    outages_under_load_with("outages_under_load", &outages.repeat(3));
+    outages_under_load_with("outages_under_load", &outages.repeat(3), false);
 }
 
 /// `pg_ctl restart -m fast` and `-m immediate` in turn, 10 in a row, while
@@ -83,12 +99,27 @@ fn outages_under_load() {
 #[test]
 fn pg_ctl_restarts_under_load() {
     let outages = [Outage::Restart("fast"), Outage::Restart("immediate")];
-    outages_under_load_with("pg_ctl_restarts_under_load", &outages.repeat(5));
+    outages_under_load_with("pg_ctl_restarts_under_load", &outages.repeat(5), false);
 }
 
-fn outages_under_load_with(name: &str, outages: &[Outage]) {
+/// The same over TLS (client-certificate login, verify-full), 4 restarts
+/// and a kill -9: every read exact, every commit seen exactly once.
+#[test]
+fn pg_ctl_restarts_under_load_tls() {
+    let outages = [
+        Outage::Restart("fast"),
+        Outage::Restart("immediate"),
+        Outage::Kill,
+        Outage::Restart("fast"),
+        Outage::Terminate,
+    ];
+    outages_under_load_with("pg_ctl_restarts_under_load_tls", &outages, true);
+}
+
+fn outages_under_load_with(name: &str, outages: &[Outage], tls: bool) {
     let rounds = outages.len();
-    let (mut env, f) = setup(&["-debug", "-storagewait", "60s"]);
+    let args = ["-debug", "-storagewait", "60s"];
+    let (mut env, f) = if tls { setup_tls(&args) } else { setup(&args) };
     // Blocks nobody reads but the one waiter of each outage: never in the
     // daemon's block cache, so that its read needs the server.
     let g = env.py.new_file(4096);
@@ -202,6 +233,17 @@ fn outages_under_load_with(name: &str, outages: &[Outage]) {
     env.check_block(f, 0, BS, None);
 
     let nread = readers.stop();
+    if tls {
+        // Still (again) over TLS, as the server sees it, by certificate.
+        let ssl = pg(&mut env).psql(
+            "postgres",
+            &format!(
+                "SELECT DISTINCT s.ssl, s.client_dn FROM pg_stat_ssl s JOIN pg_stat_activity a \
+                 USING (pid) WHERE a.application_name = 'wcfsd' AND a.datname = '{PG_DB}'"
+            ),
+        );
+        assert_eq!(ssl, format!("t|/CN={}", common::PG_TLS_ROLE));
+    }
 
     // Every commit seen exactly once, in order.
     zhead.wait_last(*tids.last().unwrap());

@@ -12,8 +12,9 @@
 //! checks host names must refuse it for `localhost`.
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose, SanType,
+    BasicConstraints, CertificateParams, CertificateRevocationListParams, DnType,
+    ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose,
+    RevokedCertParams, SanType, SerialNumber,
 };
 use std::net::{IpAddr, Ipv4Addr};
 use std::os::unix::fs::PermissionsExt;
@@ -45,6 +46,10 @@ pub struct Pki {
     pub foreign: CertFiles,
     /// That unrelated CA.
     pub foreign_ca: PathBuf,
+    /// A revocation list of the CA revoking `server`'s certificate.
+    pub crl_revoking_server: PathBuf,
+    /// A revocation list of the CA revoking nothing.
+    pub crl_empty: PathBuf,
 }
 
 impl Pki {
@@ -74,6 +79,8 @@ impl Pki {
         let foreign_ca = write_ca("foreign-ca.pem", &fca_pem);
         let leaf = |name: &str, cn: &str, sans, eku, expired: bool, issuer: &Issuer<KeyPair>| {
             let mut p = CertificateParams::default();
+            // Distinct serials, known to the revocation lists.
+            p.serial_number = Some(SerialNumber::from_slice(name.as_bytes()));
             p.distinguished_name.push(DnType::CommonName, cn);
             p.subject_alt_names = sans;
             p.extended_key_usages = eku;
@@ -93,7 +100,30 @@ impl Pki {
             let cert = p.signed_by(&key, issuer).unwrap();
             write_pair(dir, name, &cert.pem(), &key.serialize_pem())
         };
+        let crl = |name: &str, revoked: Vec<RevokedCertParams>| {
+            let params = CertificateRevocationListParams {
+                this_update: rcgen::date_time_ymd(2025, 1, 1),
+                next_update: rcgen::date_time_ymd(2099, 1, 1),
+                crl_number: SerialNumber::from(1u64),
+                issuing_distribution_point: None,
+                revoked_certs: revoked,
+                key_identifier_method: KeyIdMethod::Sha256,
+            };
+            write_ca(name, &params.signed_by(&issuer).unwrap().pem().unwrap())
+        };
+        let crl_revoking_server = crl(
+            "crl-revoking-server.pem",
+            vec![RevokedCertParams {
+                serial_number: SerialNumber::from_slice(b"server"),
+                revocation_time: rcgen::date_time_ymd(2025, 6, 1),
+                reason_code: None,
+                invalidity_date: None,
+            }],
+        );
+        let crl_empty = crl("crl-empty.pem", vec![]);
         Pki {
+            crl_revoking_server,
+            crl_empty,
             dir: dir.to_path_buf(),
             ca: ca_path,
             server: leaf(

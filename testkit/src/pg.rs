@@ -19,7 +19,9 @@
 //! Access (`pg_hba.conf`): `postgres` may connect over TCP without a
 //! password (the Python writers and the tests' own `psql` use it), as may
 //! replication; any other role needs its password (scram-sha-256), so
-//! that wrong credentials can be tested. Durability against losing the
+//! that wrong credentials can be tested. A cluster started with
+//! [`PgServer::start_tls`] takes TCP connections over TLS only, and other
+//! roles log in by client certificate. Durability against losing the
 //! machine is off (`fsync`, `full_page_writes`): these clusters die with
 //! the test. Commits are synchronous (the default): a commit reported done
 //! is in the kernel, so it survives a killed server — with
@@ -153,6 +155,60 @@ impl PgServer {
         append(&s.data.join("postgresql.conf"), &format!("\n{conf}\n"));
         s.start_on_free_port();
         s
+    }
+
+    /// initdb and start a fresh primary with TLS (`ssl = on`), presenting
+    /// `cert`/`key` and checking client certificates against `ca`. Access
+    /// over TCP: TLS only (`hostnossl … reject`); `postgres` (the Python
+    /// writers, whose libpq prefers TLS) and replication without a
+    /// password, every other role by client certificate (`hostssl … cert`:
+    /// its common name is the role).
+    pub fn start_tls(ca: &Path, cert: &Path, key: &Path) -> PgServer {
+        Self::start_tls_with("", ca, cert, key)
+    }
+
+    /// Like [`PgServer::start_tls`], with more `postgresql.conf` lines.
+    pub fn start_tls_with(conf: &str, ca: &Path, cert: &Path, key: &Path) -> PgServer {
+        let mut s = Self::init();
+        s.set_tls_files(ca, cert, key);
+        append(
+            &s.data.join("postgresql.conf"),
+            &format!(
+                "\nssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n\
+                 ssl_ca_file = 'ca.crt'\n{conf}\n"
+            ),
+        );
+        std::fs::write(
+            s.data.join("pg_hba.conf"),
+            "local all all trust\n\
+             hostssl replication all 127.0.0.1/32 trust\n\
+             hostssl all postgres 127.0.0.1/32 trust\n\
+             hostssl all all 127.0.0.1/32 cert\n\
+             hostnossl all all 0.0.0.0/0 reject\n",
+        )
+        .unwrap();
+        s.start_on_free_port();
+        s
+    }
+
+    /// Replaces `pg_hba.conf` with `text` and restarts the server.
+    pub fn set_hba(&mut self, text: &str) {
+        std::fs::write(self.data.join("pg_hba.conf"), text).unwrap();
+        self.pg_ctl_restart("fast");
+    }
+
+    /// Installs the server's certificate, key and client CA (copies in the
+    /// data directory, the server's own); a running server uses them from
+    /// its next restart (or `pg_reload_conf`).
+    pub fn set_tls_files(&self, ca: &Path, cert: &Path, key: &Path) {
+        use std::os::unix::fs::PermissionsExt;
+        for (from, to) in [(ca, "ca.crt"), (cert, "server.crt"), (key, "server.key")] {
+            let dst = self.data.join(to);
+            std::fs::copy(from, &dst)
+                .unwrap_or_else(|e| panic!("copy {} to {}: {e}", from.display(), dst.display()));
+            std::fs::set_permissions(&dst, std::fs::Permissions::from_mode(0o600)).unwrap();
+            chown(&dst);
+        }
     }
 
     /// initdb and start a fresh primary on `port` (another server that
@@ -422,6 +478,13 @@ impl PgServer {
     /// `postgresql://postgres@127.0.0.1:PORT/db`.
     pub fn zurl(&self, db: &str) -> String {
         format!("postgresql://postgres@127.0.0.1:{}/{db}", self.port)
+    }
+
+    /// `postgresql://user@HOST:PORT/db?PARAMS` (`params` without the `?`,
+    /// may be empty).
+    pub fn zurl_with(&self, user: &str, host: &str, db: &str, params: &str) -> String {
+        let q = if params.is_empty() { "" } else { "?" };
+        format!("postgresql://{user}@{host}:{}/{db}{q}{params}", self.port)
     }
 
     /// The same for `user` with `password`.

@@ -507,8 +507,11 @@ fn bad_databases_and_credentials() {
             "connect",
         ),
         (
-            "postgresql://u:wrong-secret@h/db?sslmode=require".into(),
-            "TLS",
+            format!(
+                "{}?sslmode=require",
+                p.zurl_as("wcfs_pw", "wrong-secret", "empty")
+            ),
+            "the server does not offer TLS, and sslmode=require requires it",
         ),
         ("postgresql://u:wrong-secret@[::1/db".into(), "invalid zurl"),
     ];

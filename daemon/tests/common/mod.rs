@@ -212,8 +212,21 @@ impl Wcfs {
     /// Starts `wcfsd ARGS ZURL MNT` and waits until `.wcfs/zurl` reads back
     /// the zurl. Err(log) if the daemon exits first or does not get ready.
     pub fn start(zurl: &str, mnt: &Path, logfile: &Path, args: &[&str]) -> Result<Wcfs, String> {
+        Self::start_with_env(zurl, mnt, logfile, args, &[])
+    }
+
+    /// Like [`Wcfs::start`], with more variables in the daemon's
+    /// environment.
+    pub fn start_with_env(
+        zurl: &str,
+        mnt: &Path,
+        logfile: &Path,
+        args: &[&str],
+        vars: &[(String, String)],
+    ) -> Result<Wcfs, String> {
         let log = std::fs::File::create(logfile).unwrap();
         let child = Command::new(wcfsd_bin())
+            .envs(vars.iter().map(|(k, v)| (k, v)))
             .args(args)
             .arg(zurl)
             .arg(mnt)
@@ -380,6 +393,10 @@ pub struct Env {
 /// The database of [`Env::new_pg`].
 pub const PG_DB: &str = "zodb";
 
+/// The role the daemon reads as in [`Env::new_pg_tls`]: the common name of
+/// its client certificate.
+pub const PG_TLS_ROLE: &str = "wcfs_ro";
+
 impl Env {
     pub fn new() -> Env {
         let dir = tempfile::Builder::new()
@@ -504,6 +521,79 @@ impl Env {
         }
     }
 
+    /// Like [`Env::new_pg`] (no replica), with TLS: the cluster takes TCP
+    /// connections over TLS only (`testkit::PgServer::start_tls`), with
+    /// certificates made in `<dir>/pki` (`testkit::certs`); the driver
+    /// commits as `postgres` (its libpq prefers TLS), and the daemon reads
+    /// as [`PG_TLS_ROLE`], logged in by its client certificate, with
+    /// `sslmode=verify-full` — all given in the zurl.
+    pub fn new_pg_tls() -> Env {
+        let dir = tempfile::Builder::new()
+            .prefix("wcfs-test")
+            .tempdir()
+            .unwrap();
+        let pki = testkit::certs::Pki::make(&dir.path().join("pki"), PG_TLS_ROLE);
+        let pg = testkit::PgServer::start_tls(&pki.ca, &pki.server.cert, &pki.server.key);
+        pg.create_db(PG_DB);
+        let wzurl = pg.zurl(PG_DB);
+        testkit::run_python("python/pg_oracle/pgoracle.py", &["init", &wzurl]);
+        pg.create_reader(PG_TLS_ROLE, "unused", PG_DB);
+        let zurl = pg.zurl_with(
+            PG_TLS_ROLE,
+            "localhost",
+            PG_DB,
+            &format!(
+                "sslmode=verify-full&sslrootcert={}&sslcert={}&sslkey={}",
+                pki.ca.display(),
+                pki.client.cert.display(),
+                pki.client.key.display()
+            ),
+        );
+        let py = Driver::start(Path::new(&wzurl));
+        Env {
+            wcfs: None,
+            py,
+            zeo: None,
+            pg_replica: None,
+            pg: Some(pg),
+            neo: None,
+            datafs: dir.path().join("data.fs"),
+            zurl,
+            dir,
+        }
+    }
+
+    /// For a [`Env::new_pg_tls`] Env: the same TLS settings from libpq's
+    /// defaults instead of the zurl — a zurl without them, and the
+    /// daemon's environment: `HOME` with `.postgresql/root.crt`,
+    /// `postgresql.crt` and `postgresql.key`, and `PGSSLMODE=verify-full`.
+    pub fn pg_tls_defaults(&self) -> (String, Vec<(String, String)>) {
+        use std::os::unix::fs::PermissionsExt;
+        let pki = self.dir.path().join("pki");
+        let home = self.dir.path().join("home");
+        let dot = home.join(".postgresql");
+        std::fs::create_dir_all(&dot).unwrap();
+        for (from, to) in [
+            ("ca.pem", "root.crt"),
+            ("client.pem", "postgresql.crt"),
+            ("client.key", "postgresql.key"),
+        ] {
+            std::fs::copy(pki.join(from), dot.join(to)).unwrap();
+        }
+        std::fs::set_permissions(
+            dot.join("postgresql.key"),
+            std::fs::Permissions::from_mode(0o600),
+        )
+        .unwrap();
+        let pg = self.pg.as_ref().expect("a new_pg_tls Env");
+        let zurl = pg.zurl_with(PG_TLS_ROLE, "localhost", PG_DB, "");
+        let vars = vec![
+            ("HOME".to_string(), home.display().to_string()),
+            ("PGSSLMODE".to_string(), "verify-full".to_string()),
+        ];
+        (zurl, vars)
+    }
+
     /// The zurl of the primary (where Python commits), for a `new_pg` Env.
     pub fn pg_writer_zurl(&self) -> String {
         self.pg.as_ref().expect("a new_pg Env").zurl(PG_DB)
@@ -526,10 +616,17 @@ impl Env {
 
     /// Starts the daemon on `<dir>/mnt` with extra `args`.
     pub fn mount(&mut self, args: &[&str]) -> &Wcfs {
+        self.mount_with_env(args, &[])
+    }
+
+    /// Like [`Env::mount`], with more variables in the daemon's
+    /// environment.
+    pub fn mount_with_env(&mut self, args: &[&str], vars: &[(String, String)]) -> &Wcfs {
         let mnt = self.dir.path().join("mnt");
         std::fs::create_dir_all(&mnt).unwrap();
         let log = self.dir.path().join("wcfsd.log");
-        let w = Wcfs::start(&self.zurl, &mnt, &log, args).unwrap_or_else(|e| panic!("{e}"));
+        let w = Wcfs::start_with_env(&self.zurl, &mnt, &log, args, vars)
+            .unwrap_or_else(|e| panic!("{e}"));
         self.wcfs = Some(w);
         self.wcfs.as_ref().unwrap()
     }

@@ -35,6 +35,7 @@
 //! a tid or oid above `i64::MAX` asked for is clamped or absent.
 
 use super::dsn::{self, ConnSpec, Host, Target};
+use super::tls;
 use crate::types::{Oid, Tid};
 use bytes::Bytes;
 use std::sync::Arc;
@@ -151,6 +152,8 @@ pub(crate) struct Conn {
     pub(crate) gen: u64,
     /// The host, for messages.
     pub(crate) server: String,
+    /// Over TLS.
+    pub(crate) tls: bool,
     /// A standby (hot standby, read replica).
     pub(crate) standby: bool,
     /// `LISTEN` is on.
@@ -238,16 +241,16 @@ async fn connect_host(
         .dbname(&spec.dbname)
         .port(host.port)
         .application_name(spec.application_name.as_deref().unwrap_or("wcfsd"))
-        .connect_timeout(spec.connect_timeout.unwrap_or(default_connect_timeout))
-        .ssl_mode(match spec.ssl {
-            dsn::SslMode::Disable => tokio_postgres::config::SslMode::Disable,
-            // We have no TLS: "allow" and "prefer" fall back to a plain
-            // connection, as libpq does when TLS fails.
-            dsn::SslMode::Allow | dsn::SslMode::Prefer => tokio_postgres::config::SslMode::Prefer,
-        });
-    match &host.target {
-        Target::Tcp(h) => cfg.host(h),
-        Target::Unix(d) => cfg.host_path(d),
+        .connect_timeout(spec.connect_timeout.unwrap_or(default_connect_timeout));
+    let tcp_host = match &host.target {
+        Target::Tcp(h) => {
+            cfg.host(h);
+            Some(h.as_str())
+        }
+        Target::Unix(d) => {
+            cfg.host_path(d);
+            None
+        }
     };
     match spec.keepalives_idle {
         Some(idle) => cfg.keepalives(true).keepalives_idle(idle),
@@ -262,28 +265,82 @@ async fn connect_host(
     if let Some(pw) = dsn::password_for(spec, host, &dsn::ProcessEnv) {
         cfg.password(pw);
     }
-    let (client, mut connection) = cfg
-        .connect(tokio_postgres::NoTls)
-        .await
-        .map_err(|e| unreachable(text(&e)))?;
+    if spec.tls.direct {
+        cfg.ssl_negotiation(tokio_postgres::config::SslNegotiation::Direct);
+    }
+    // The attempts libpq makes (tls.rs): plain, TLS if the server offers it
+    // (plain when it does not), TLS or nothing. Over a Unix socket, plain.
+    use tls::SslMode as M;
+    use tokio_postgres::config::SslMode as Pg;
+    let attempts: &[Pg] = match (tcp_host, spec.tls.mode) {
+        (None, _) | (_, M::Disable) => &[Pg::Disable],
+        (_, M::Allow) => &[Pg::Disable, Pg::Require],
+        (_, M::Prefer) => &[Pg::Prefer, Pg::Disable],
+        (_, M::Require | M::VerifyCa | M::VerifyFull) => &[Pg::Require],
+    };
+    let mut failed: Vec<String> = Vec::new();
+    let mut connected = None;
     let notified = Arc::new(Notify::new());
-    let task = {
-        let notified = notified.clone();
-        tokio::spawn(async move {
-            loop {
-                match std::future::poll_fn(|cx| connection.poll_message(cx)).await {
-                    Some(Ok(AsyncMessage::Notification(n))) if n.channel() == NOTIFY_CHANNEL => {
-                        notified.notify_one()
-                    }
-                    Some(Ok(_)) => {}
-                    Some(Err(e)) => {
-                        log::debug!("postgres connection: {}", text(&e));
-                        break;
-                    }
-                    None => break,
+    for (i, &mode) in attempts.iter().enumerate() {
+        cfg.ssl_mode(mode);
+        let last = i + 1 == attempts.len();
+        let r = if mode == Pg::Disable {
+            cfg.connect(tokio_postgres::NoTls)
+                .await
+                .map(|(c, conn)| (c, drive(conn, notified.clone()), false))
+                .map_err(|e| (e, false))
+        } else {
+            let config = match tls::client_config(&spec.tls) {
+                Ok(c) => c,
+                Err(why) if last => {
+                    failed.push(why);
+                    break;
+                }
+                Err(why) => {
+                    // (allow/prefer: libpq too goes on without TLS.)
+                    failed.push(format!("TLS: {why}"));
+                    continue;
+                }
+            };
+            let tracked = tls::Tracked::new(config);
+            let started = tracked.started.clone();
+            let r = cfg.connect(tracked).await;
+            let tls = started.load(std::sync::atomic::Ordering::Relaxed);
+            r.map(|(c, conn)| (c, drive(conn, notified.clone()), tls))
+                .map_err(|e| (e, tls))
+        };
+        match r {
+            Ok(c) => {
+                connected = Some(c);
+                break;
+            }
+            Err((e, tls)) => {
+                let why = match tls::cause(&e, &spec.tls, tcp_host.unwrap_or(""), tls) {
+                    Some(cause) => format!("{cause}: {}", text(&e)),
+                    None => text(&e),
+                };
+                let over = match (attempts.len() > 1, tls) {
+                    (false, _) => "",
+                    (true, true) => "over TLS: ",
+                    (true, false) => "without TLS: ",
+                };
+                failed.push(format!("{over}{why}"));
+                // Another attempt only when the server answered this one
+                // (refused the login or the handshake), and for prefer's
+                // plain retry only if this one was over TLS, as libpq.
+                let answered = e.as_db_error().is_some() || tls;
+                let retry = match mode {
+                    Pg::Prefer => tls,
+                    _ => answered,
+                };
+                if last || !retry {
+                    break;
                 }
             }
-        })
+        }
+    }
+    let Some((client, task, tls)) = connected else {
+        return Err(unreachable(failed.join("; ")));
     };
     // From here on, dropping `guard` (an error) aborts the task.
     let guard = TaskGuard(Some(task));
@@ -328,6 +385,7 @@ async fn connect_host(
         notified,
         gen,
         server: shown.clone(),
+        tls,
         standby,
         listening: false,
     };
@@ -354,6 +412,33 @@ async fn connect_host(
         }
     }
     Ok(conn)
+}
+
+/// Starts the task that drives `connection`, turning our notifications
+/// into wake-ups of `notified`.
+fn drive<S, T>(
+    mut connection: tokio_postgres::Connection<S, T>,
+    notified: Arc<Notify>,
+) -> tokio::task::JoinHandle<()>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    tokio::spawn(async move {
+        loop {
+            match std::future::poll_fn(|cx| connection.poll_message(cx)).await {
+                Some(Ok(AsyncMessage::Notification(n))) if n.channel() == NOTIFY_CHANNEL => {
+                    notified.notify_one()
+                }
+                Some(Ok(_)) => {}
+                Some(Err(e)) => {
+                    log::debug!("postgres connection: {}", text(&e));
+                    break;
+                }
+                None => break,
+            }
+        }
+    })
 }
 
 /// The task driving a connection, aborted when dropped.

@@ -28,19 +28,21 @@
 //! `$PGSYSCONFDIR/pg_service.conf`, default `/etc/postgresql-common`), then
 //! the environment (`PGHOST`, `PGPORT`, `PGDATABASE`, `PGUSER`,
 //! `PGPASSWORD`, `PGPASSFILE`, `PGCONNECT_TIMEOUT`, `PGAPPNAME`,
-//! `PGSSLMODE`, `PGOPTIONS`, `PGTARGETSESSIONATTRS`), then the defaults
+//! `PGSSLMODE`, `PGSSLROOTCERT`, `PGSSLCERT`, `PGSSLKEY`, `PGSSLCRL`,
+//! `PGSSLSNI`, `PGSSLNEGOTIATION`, `PGOPTIONS`, `PGTARGETSESSIONATTRS`),
+//! then the defaults
 //! (the Unix socket directory `/var/run/postgresql` — `/tmp` if that does
 //! not exist —, port 5432, the user running us, a database named as the
-//! user). A password still missing is looked up, per host, in the password
+//! user; for TLS, `sslmode=prefer` and the files under `~/.postgresql/`:
+//! see [`super::tls`]). A password still missing is looked up, per host, in the password
 //! file (`passfile=`, `$PGPASSFILE`, else `~/.pgpass`), which is ignored —
 //! with a warning — when others may read it, as libpq does.
 //!
 //! # What is not supported
 //!
-//! TLS (`sslmode` `require`, `verify-ca`, `verify-full`: refused with a
-//! clear error; `disable`, `allow` and the default `prefer` connect without
-//! it), `hostaddr`, GSSAPI, and `target_session_attrs` other than `any`
-//! and `read-write`. Unknown parameters are refused, as libpq refuses them.
+//! `hostaddr`, GSSAPI, encrypted client keys (`sslpassword`), `sslcrldir`,
+//! `sslcertmode`, and `target_session_attrs` other than `any` and
+//! `read-write`. Unknown parameters are refused, as libpq refuses them.
 
 use std::borrow::Cow;
 use std::path::{Path, PathBuf};
@@ -343,13 +345,7 @@ impl Host {
     }
 }
 
-/// `sslmode` values we can honour.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SslMode {
-    Disable,
-    Allow,
-    Prefer,
-}
+pub use super::tls::{RootCert, SslMode, TlsSpec};
 
 /// Everything needed to connect, with the environment applied.
 #[derive(Clone, PartialEq, Eq)]
@@ -364,7 +360,8 @@ pub struct ConnSpec {
     pub connect_timeout: Option<Duration>,
     pub application_name: Option<String>,
     pub options: Option<String>,
-    pub ssl: SslMode,
+    /// `sslmode` and the files of TLS (see [`super::tls`]).
+    pub tls: TlsSpec,
     /// `target_session_attrs=read-write`.
     pub read_write: bool,
     pub keepalives_idle: Option<Duration>,
@@ -381,7 +378,7 @@ impl std::fmt::Debug for ConnSpec {
             .field("connect_timeout", &self.connect_timeout)
             .field("application_name", &self.application_name)
             .field("options", &self.options)
-            .field("ssl", &self.ssl)
+            .field("tls", &self.tls)
             .field("read_write", &self.read_write)
             .field("keepalives_idle", &self.keepalives_idle)
             .finish()
@@ -482,6 +479,12 @@ const PARAMS: &[(&str, Option<&str>)] = &[
     ("application_name", Some("PGAPPNAME")),
     ("fallback_application_name", None),
     ("sslmode", Some("PGSSLMODE")),
+    ("sslrootcert", Some("PGSSLROOTCERT")),
+    ("sslcert", Some("PGSSLCERT")),
+    ("sslkey", Some("PGSSLKEY")),
+    ("sslcrl", Some("PGSSLCRL")),
+    ("sslsni", Some("PGSSLSNI")),
+    ("sslnegotiation", Some("PGSSLNEGOTIATION")),
     ("options", Some("PGOPTIONS")),
     ("target_session_attrs", Some("PGTARGETSESSIONATTRS")),
     ("keepalives", None),
@@ -492,13 +495,10 @@ const PARAMS: &[(&str, Option<&str>)] = &[
 /// Parameters libpq knows that we refuse to ignore silently.
 const UNSUPPORTED: &[&str] = &[
     "hostaddr",
-    "sslcert",
-    "sslkey",
-    "sslrootcert",
-    "sslcrl",
+    "sslcrldir",
     "sslpassword",
+    "sslcertmode",
     "sslcompression",
-    "sslsni",
     "requirepeer",
     "gssencmode",
     "krbsrvname",
@@ -675,17 +675,7 @@ fn spec_of(p: &Params, env: &dyn Environment) -> Result<ConnSpec, String> {
         }
     };
     let connect_timeout = seconds("connect_timeout")?;
-    let ssl = match get("sslmode").unwrap_or("prefer") {
-        "disable" => SslMode::Disable,
-        "allow" => SslMode::Allow,
-        "prefer" => SslMode::Prefer,
-        m @ ("require" | "verify-ca" | "verify-full") => {
-            return Err(format!(
-                "sslmode={m}: this wcfsd connects without TLS (sslmode disable, allow or prefer)"
-            ))
-        }
-        m => return Err(format!("invalid sslmode {:?}", short(m))),
-    };
+    let tls = tls_of(p, env)?;
     let read_write = match get("target_session_attrs").unwrap_or("any") {
         "any" => false,
         "read-write" => true,
@@ -725,9 +715,67 @@ fn spec_of(p: &Params, env: &dyn Environment) -> Result<ConnSpec, String> {
             .or(get("fallback_application_name"))
             .map(str::to_string),
         options: get("options").filter(|o| !o.is_empty()).map(str::to_string),
-        ssl,
+        tls,
         read_write,
         keepalives_idle,
+    })
+}
+
+/// The TLS settings: libpq's defaults for what is not given (files under
+/// `~/.postgresql/`), checked for what libpq refuses.
+fn tls_of(p: &Params, env: &dyn Environment) -> Result<TlsSpec, String> {
+    let get = |k: &str| p.get(k).map(String::as_str).filter(|v| !v.is_empty());
+    let file = |k: &str, default: &str| -> Option<PathBuf> {
+        match get(k) {
+            Some(f) => Some(PathBuf::from(f)),
+            None => env.home().map(|h| h.join(".postgresql").join(default)),
+        }
+    };
+    let rootcert = match get("sslrootcert") {
+        Some("system") => Some(RootCert::System),
+        _ => file("sslrootcert", "root.crt").map(RootCert::File),
+    };
+    let mode = match get("sslmode") {
+        None if rootcert == Some(RootCert::System) => SslMode::VerifyFull,
+        None => SslMode::Prefer,
+        Some(m) => SslMode::parse(m).ok_or_else(|| format!("invalid sslmode {:?}", short(m)))?,
+    };
+    if rootcert == Some(RootCert::System) && mode != SslMode::VerifyFull {
+        return Err(format!(
+            "weak sslmode {} may not be used with sslrootcert=system (use verify-full)",
+            mode.name()
+        ));
+    }
+    let sni = match get("sslsni") {
+        None | Some("1") => true,
+        Some("0") => false,
+        Some(v) => return Err(format!("invalid sslsni {:?} (want 0 or 1)", short(v))),
+    };
+    let direct = match get("sslnegotiation") {
+        None | Some("postgres") => false,
+        Some("direct") => true,
+        Some(v) => {
+            return Err(format!(
+                "invalid sslnegotiation {:?} (want postgres or direct)",
+                short(v)
+            ))
+        }
+    };
+    if direct && !mode.requires_tls() {
+        return Err(format!(
+            "weak sslmode {} may not be used with sslnegotiation=direct (use require, verify-ca \
+             or verify-full)",
+            mode.name()
+        ));
+    }
+    Ok(TlsSpec {
+        mode,
+        rootcert,
+        cert: file("sslcert", "postgresql.crt"),
+        key: file("sslkey", "postgresql.key"),
+        crl: file("sslcrl", "root.crl"),
+        sni,
+        direct,
     })
 }
 
@@ -1096,7 +1144,19 @@ mod tests {
         assert_eq!((s.user.as_str(), s.dbname.as_str()), ("osuser", "osuser"));
         assert_eq!(s.password, None);
         assert_eq!(s.passfile, Some(PathBuf::from("/home/u/.pgpass")));
-        assert_eq!(s.ssl, SslMode::Prefer);
+        assert_eq!(s.tls.mode, SslMode::Prefer);
+        assert_eq!(
+            s.tls.rootcert,
+            Some(RootCert::File("/home/u/.postgresql/root.crt".into()))
+        );
+        assert_eq!(
+            (s.tls.cert.clone(), s.tls.key.clone(), s.tls.crl.clone()),
+            (
+                Some("/home/u/.postgresql/postgresql.crt".into()),
+                Some("/home/u/.postgresql/postgresql.key".into()),
+                Some("/home/u/.postgresql/root.crl".into())
+            )
+        );
         // Several hosts, one port or one each.
         let s = resolve("postgresql://a,b,c/d?port=1,2", &env(&[])).unwrap_err();
         assert!(s.contains("ports"), "{s}");
@@ -1120,9 +1180,21 @@ mod tests {
     #[test]
     fn bad_parameters_are_refused() {
         for (z, why) in [
-            ("postgresql://h/d?sslmode=require", "TLS"),
-            ("postgresql://h/d?ssl=true", "TLS"),
             ("postgresql://h/d?sslmode=bogus", "invalid sslmode"),
+            (
+                "postgresql://h/d?sslrootcert=system&sslmode=require",
+                "weak sslmode require",
+            ),
+            (
+                "postgresql://h/d?sslnegotiation=direct",
+                "weak sslmode prefer",
+            ),
+            (
+                "postgresql://h/d?sslnegotiation=fast",
+                "invalid sslnegotiation",
+            ),
+            ("postgresql://h/d?sslsni=2", "invalid sslsni"),
+            ("postgresql://h/d?sslpassword=x", "not supported"),
             ("postgresql://h/d?hostaddr=1.2.3.4", "not supported"),
             (
                 "postgresql://h/d?frobnicate=1",
@@ -1144,8 +1216,76 @@ mod tests {
             let e = resolve(z, &env(&[])).unwrap_err();
             assert!(e.contains(why), "{z}: {e}");
         }
-        let e = resolve("postgresql://h/d", &env(&[("PGSSLMODE", "verify-full")])).unwrap_err();
-        assert!(e.contains("TLS"), "{e}");
+        let e = resolve("postgresql://h/d", &env(&[("PGSSLMODE", "verify-fast")])).unwrap_err();
+        assert!(e.contains("invalid sslmode"), "{e}");
+    }
+
+    #[test]
+    fn tls_settings() {
+        // Every mode, from the zurl; ssl=true is require.
+        for m in [
+            "disable",
+            "allow",
+            "prefer",
+            "require",
+            "verify-ca",
+            "verify-full",
+        ] {
+            let s = resolve(&format!("postgresql://h/d?sslmode={m}"), &env(&[])).unwrap();
+            assert_eq!(s.tls.mode.name(), m);
+        }
+        let s = resolve("postgresql://h/d?ssl=true", &env(&[])).unwrap();
+        assert_eq!(s.tls.mode, SslMode::Require);
+        // From the environment.
+        let e = env(&[
+            ("PGSSLMODE", "verify-ca"),
+            ("PGSSLROOTCERT", "/e/ca.pem"),
+            ("PGSSLCERT", "/e/c.pem"),
+            ("PGSSLKEY", "/e/c.key"),
+            ("PGSSLCRL", "/e/crl.pem"),
+            ("PGSSLSNI", "0"),
+        ]);
+        let s = resolve("postgresql://h/d", &e).unwrap();
+        assert_eq!(
+            s.tls,
+            TlsSpec {
+                mode: SslMode::VerifyCa,
+                rootcert: Some(RootCert::File("/e/ca.pem".into())),
+                cert: Some("/e/c.pem".into()),
+                key: Some("/e/c.key".into()),
+                crl: Some("/e/crl.pem".into()),
+                sni: false,
+                direct: false,
+            }
+        );
+        // The zurl wins over the environment.
+        let s = resolve(
+            "postgresql://h/d?sslmode=verify-full&sslrootcert=/z/ca.pem&sslnegotiation=direct",
+            &e,
+        )
+        .unwrap();
+        assert_eq!(s.tls.mode, SslMode::VerifyFull);
+        assert_eq!(s.tls.rootcert, Some(RootCert::File("/z/ca.pem".into())));
+        assert_eq!(s.tls.cert, Some("/e/c.pem".into()));
+        assert!(s.tls.direct);
+        // From a service file, over the environment.
+        let mut e = env(&[("PGSSLMODE", "disable")]);
+        e.files.insert(
+            "/home/u/.pg_service.conf".into(),
+            "[tls]\nhost=h\nsslmode=verify-full\nsslcert=/s/c.pem\nsslkey=/s/c.key\n".into(),
+        );
+        let s = resolve("postgresql://?service=tls", &e).unwrap();
+        assert_eq!(s.tls.mode, SslMode::VerifyFull);
+        assert_eq!(
+            (s.tls.cert, s.tls.key),
+            (Some("/s/c.pem".into()), Some("/s/c.key".into()))
+        );
+        // sslrootcert=system: verify-full by default.
+        let s = resolve("postgresql://h/d?sslrootcert=system", &env(&[])).unwrap();
+        assert_eq!(
+            (s.tls.mode, s.tls.rootcert),
+            (SslMode::VerifyFull, Some(RootCert::System))
+        );
     }
 
     #[test]
@@ -1223,8 +1363,9 @@ mod tests {
     fn check_without_the_environment() {
         assert!(check("postgresql://u:p@h:5/d?application_name=x&service=s").is_ok());
         assert!(check("postgresql://").is_ok());
+        assert!(check("postgresql://h/d?sslmode=verify-full&sslcert=/c&sslkey=/k").is_ok());
         for bad in [
-            "postgresql://h/d?sslmode=require",
+            "postgresql://h/d?sslmode=required",
             "postgresql://h:0/d",
             "postgresql://h/d?nope=1",
             "postgresql://[::1",

@@ -154,6 +154,7 @@
 
 pub mod conn;
 pub mod dsn;
+pub mod tls;
 
 use super::commit_queue::{CommitQueue, QueueWatcher};
 use super::{counter, Commit, Error, Loaded, Resilience, Storage, Watcher};
@@ -401,8 +402,9 @@ impl PgStorage {
                 source: std::io::Error::other(t.why().to_string()),
             })?;
         log::info!(
-            "{url}: connected to {}{} (RelStorage, history-preserving); last transaction @{head}{}",
+            "{url}: connected to {}{}{} (RelStorage, history-preserving); last transaction @{head}{}",
             c.server,
+            if c.tls { " over TLS" } else { "" },
             if c.standby { " (standby)" } else { "" },
             if packed > Tid::ZERO {
                 format!("; packed at @{packed}")
