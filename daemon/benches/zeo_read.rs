@@ -18,7 +18,12 @@
 //!   pipelined (`ZeoStorage::load_many`, 8 blocks in flight).
 //!
 //! All of it twice: with the server marshalling with pickle (`runzeo`'s
-//! default), then with msgpack (`$ZEO_MSGPACK`). The Python server is the
+//! default), then with msgpack (`$ZEO_MSGPACK`). Then **TLS vs plain**
+//! (pickle): in every repetition the cold wcfsd read and the zodb
+//! one-at-a-time loads over `zeos://` (`runzeo` with `<ssl>` and client
+//! authentication; certificates made for the run) right after the same over
+//! plain `zeo://` (one server at a time: both would lock the data.fs).
+//! Target: TLS at most 10% slower (ratio ≥ 0.9). The Python server is the
 //! bottleneck either way: per 2 MiB reply it reads the record into a fresh
 //! buffer (heap grown and shrunk every time), encodes it (its pickle
 //! encoder alone takes milliseconds; msgpack is a copy) and sends it from
@@ -102,6 +107,20 @@ fn zodb_zeo(port: u16, oid: Oid, nblk: u64) -> (f64, f64) {
         }
     }
     (t_seq, t0.elapsed().as_secs_f64())
+}
+
+/// Every block with `load_block`, one request at a time, through the
+/// storage `zurl` opens: seconds.
+fn zodb_seq(zurl: &str, oid: Oid, nblk: u64) -> f64 {
+    let st = zodb::zurl::open(zurl).unwrap_or_else(|e| panic!("{e}"));
+    let head = st.last_tid().unwrap();
+    let zf = ZBigFile::load(&*st, oid, head).unwrap();
+    let t0 = Instant::now();
+    for blk in 0..nblk {
+        let b = zf.load_block(&*st, blk, head).unwrap();
+        assert_eq!(b.data.len() as u64, BS);
+    }
+    t0.elapsed().as_secs_f64()
 }
 
 fn python_zeo(addr: &str, script: &Path, oid: Oid, nblk: u64) -> f64 {
@@ -206,4 +225,41 @@ fn main() {
             &r,
         );
     }
+
+    // TLS next to plain, alternating within each repetition.
+    let pki = testkit::certs::Pki::make(&tmp.path().join("pki"), "wcfs");
+    let (mut plain, mut tls, mut r_cold) = (vec![], vec![], vec![]);
+    let (mut zplain, mut ztls, mut r_zodb) = (vec![], vec![], vec![]);
+    for _ in 0..REPS {
+        let srv = testkit::ZeoServer::start(&path);
+        let (t_plain, s1) = cold_read(&srv.zurl(), tmp.path(), oid, nblk * BS);
+        let z_plain = zodb_seq(&srv.zurl(), oid, nblk);
+        drop(srv);
+        let srv = testkit::ZeoServer::start_tls(&path, &pki, &pki.server, None);
+        let (t_tls, s2) = cold_read(&srv.zurl(), tmp.path(), oid, nblk * BS);
+        assert_eq!(s1, s2, "same bytes over TLS and plain");
+        let z_tls = zodb_seq(&srv.zurl(), oid, nblk);
+        drop(srv);
+        plain.push(mibs(t_plain));
+        tls.push(mibs(t_tls));
+        r_cold.push(t_plain / t_tls);
+        zplain.push(mibs(z_plain));
+        ztls.push(mibs(z_tls));
+        r_zodb.push(z_plain / z_tls);
+    }
+    println!(" TLS (zeos://, client certificates) vs plain, pickle:");
+    line(
+        "cold wcfsd zeos://",
+        &tls,
+        "cold wcfsd zeo://",
+        &plain,
+        &r_cold,
+    );
+    line(
+        "zodb zeos one by one",
+        &ztls,
+        "zodb zeo one by one",
+        &zplain,
+        &r_zodb,
+    );
 }

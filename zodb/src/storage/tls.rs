@@ -280,8 +280,8 @@ impl<S: Sock + ?Sized> Write for Io<'_, S> {
 }
 
 /// Whether a server that said nothing after the connect is waiting for a
-/// TLS handshake: connects again with `connect`, sends a TLS ClientHello
-/// and looks at the first bytes of the answer (a TLS record: handshake or
+/// TLS handshake: sends a TLS ClientHello on `sock` (a connection of its
+/// own to that server) and looks at the first bytes of the answer (a TLS record: handshake or
 /// alert). A plain server that speaks first but is slow takes the hello
 /// for a garbled first message of a connection we then drop.
 pub(crate) fn speaks_tls(sock: &dyn Sock) -> bool {
