@@ -417,7 +417,9 @@ impl TlsShared {
 
 /// Plaintext from a [`TlsShared`], for the reader thread (and for the
 /// protocol's handshake before it starts). rustls holds only a little
-/// received plaintext: it is moved out after every record.
+/// received plaintext (16 KiB): it is moved out after every record —
+/// straight into the caller's buffer, and what does not fit into our own,
+/// served first by the next read.
 pub(crate) struct TlsReader {
     pub(crate) shared: Arc<TlsShared>,
     raw: Vec<u8>,
@@ -437,17 +439,31 @@ impl TlsReader {
         }
     }
 
-    /// Moves what rustls decrypted into `plain`.
-    fn drain(&mut self, tls: &mut rustls::ClientConnection) -> io::Result<()> {
+    /// Moves what rustls decrypted into `buf`, what does not fit after
+    /// what `plain` holds; how much went into `buf` (nothing when `plain`
+    /// holds some: `buf` is full then).
+    fn take(&mut self, tls: &mut rustls::ClientConnection, buf: &mut [u8]) -> io::Result<usize> {
+        let mut got = 0;
+        while got < buf.len() {
+            match tls.reader().read(&mut buf[got..]) {
+                Ok(0) => {
+                    self.eof = true;
+                    return Ok(got);
+                }
+                Ok(n) => got += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(got),
+                Err(e) => return Err(e),
+            }
+        }
         let mut chunk = [0u8; 16 << 10];
         loop {
             match tls.reader().read(&mut chunk) {
                 Ok(0) => {
                     self.eof = true;
-                    return Ok(());
+                    return Ok(got);
                 }
                 Ok(n) => self.plain.extend_from_slice(&chunk[..n]),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(got),
                 Err(e) => return Err(e),
             }
         }
@@ -456,6 +472,9 @@ impl TlsReader {
 
 impl Read for TlsReader {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
         loop {
             if self.pos < self.plain.len() {
                 let n = buf.len().min(self.plain.len() - self.pos);
@@ -470,37 +489,41 @@ impl Read for TlsReader {
             if self.eof {
                 return Ok(0);
             }
+            let shared = self.shared.clone();
             {
-                let shared = self.shared.clone();
+                // Decrypted already (with the handshake, say).
                 let mut tls = shared.tls.lock();
-                self.drain(&mut tls)?;
-                if !self.plain.is_empty() || self.eof {
-                    continue;
+                let n = self.take(&mut tls, buf)?;
+                if n > 0 || self.eof {
+                    return Ok(n);
                 }
             }
             // Socket timeouts come back as they are: the reader's tick.
-            let n = self.shared.sock.read_sock(&mut self.raw)?;
+            let n = shared.sock.read_sock(&mut self.raw)?;
             if n == 0 {
                 return Ok(0);
             }
-            let shared = self.shared.clone();
             let mut tls = shared.tls.lock();
             let raw = std::mem::take(&mut self.raw);
             let mut rd = &raw[..n];
-            let r = (|| -> io::Result<()> {
+            let r = (|| -> io::Result<usize> {
+                let mut got = 0;
                 while !rd.is_empty() {
                     tls.read_tls(&mut rd)?;
                     tls.process_new_packets()
                         .map_err(|e| shared.client.io_error(e, &shared.name))?;
-                    self.drain(&mut tls)?;
+                    got += self.take(&mut tls, &mut buf[got..])?;
                 }
                 while tls.wants_write() {
                     tls.write_tls(&mut Io(&*shared.sock))?;
                 }
-                Ok(())
+                Ok(got)
             })();
             self.raw = raw;
-            r?;
+            let got = r?;
+            if got > 0 || self.eof {
+                return Ok(got);
+            }
         }
     }
 }

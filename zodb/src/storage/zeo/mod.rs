@@ -10,6 +10,13 @@
 //! `invalidateTransaction(tid, oids)`. One connection is a [`conn::Conn`];
 //! this module keeps the storage going across connections.
 //!
+//! Over TLS (`zeos://…?ca=…`, [`ZeoOptions::tls`] made by [`tls_config`])
+//! every connection starts with a TLS handshake, as ZEO's
+//! `ClientStorage(ssl=…)` does: the server's certificate checked against
+//! the CA and for its host name, ours presented when the server
+//! authenticates clients (`runzeo`'s `<ssl>` always does). Everything
+//! below holds the same over TLS.
+//!
 //! # The stream
 //!
 //! - **`last_tid` is the position of the invalidation stream**: the
