@@ -501,6 +501,22 @@ fn random_commits_match_python_zeo() {
     random_commits(Env::new_zeo(), "random_commits_match_python_zeo", plan);
 }
 
+/// The same over ZEO with TLS (`zeos://`, `runzeo` authenticating
+/// clients): a short run.
+#[test]
+fn random_commits_match_python_zeos() {
+    let ncommit: usize = std::env::var("WCFS_TEST_ZEO_COMMITS")
+        .ok()
+        .map(|s| s.parse().unwrap())
+        .unwrap_or(if cfg!(debug_assertions) { 5 } else { 10 });
+    let plan = Plan {
+        ncommit,
+        deep_at_every: (12, 25),
+        final_views: 1,
+    };
+    random_commits(Env::new_zeo_tls(), "random_commits_match_python_zeos", plan);
+}
+
 /// The same over a NEO cluster (2 storage nodes, 1 replica): Python
 /// commits through `neo.client.Storage`, the daemon serves `neo://`
 /// (fewer commits and no final views: Python's NEO client is the slow

@@ -1,7 +1,8 @@
 //! wcfsd over a ZEO server that goes away and comes back (SPEC §3 "Storage
 //! servers come and go"), with a real `runzeo`:
 //!
-//! - restarts under load: `kill -9` and restart of the server 20 times on
+//! - restarts under load: `kill -9` and restart of the server 20 times (6
+//!   over TLS, `zeos://` with client certificates) on
 //!   the same data.fs and port while Python commits through a ZEO client of
 //!   its own and reader threads hammer cold blocks of head/: every read
 //!   exact (0 stale or wrong), every commit seen exactly once (the
@@ -27,7 +28,10 @@ const NBLK: u64 = 8;
 
 /// A file of NBLK blocks, each filled with one byte.
 fn setup(args: &[&str]) -> (Env, Oid) {
-    let mut env = Env::new_zeo();
+    setup_in(Env::new_zeo(), args)
+}
+
+fn setup_in(mut env: Env, args: &[&str]) -> (Env, Oid) {
     let f = env.py.new_file(BS);
     for b in 0..NBLK {
         env.py.fill(f, b, "zblk0", 1 + b as u8, BS as usize);
@@ -39,19 +43,28 @@ fn setup(args: &[&str]) -> (Env, Oid) {
 
 #[test]
 fn restarts_under_load() {
-    const RESTARTS: usize = 20;
-    let (mut env, f) = setup(&["-debug", "-storagewait", "60s"]);
+    restarts_with(Env::new_zeo(), 20, "restarts_under_load");
+}
+
+/// The same over TLS (fewer restarts).
+#[test]
+fn restarts_under_load_tls() {
+    restarts_with(Env::new_zeo_tls(), 6, "restarts_under_load_tls");
+}
+
+fn restarts_with(env: Env, nrestart: usize, test: &str) {
+    let (mut env, f) = setup_in(env, &["-debug", "-storagewait", "60s"]);
     // Blocks nobody reads but the one waiter of each outage: never in the
     // daemon's block cache, so that its read needs the server.
     let g = env.py.new_file(4096);
-    for b in 0..RESTARTS as u64 {
+    for b in 0..nrestart as u64 {
         env.py.fill(g, b, "zblk0", 0x80 + b as u8, 4096);
     }
     env.commit();
     let g_path = env.w().head_file(g);
     let zhead = ZHead::open(&env);
     let head_path = env.w().head_file(f);
-    let seed = testkit::seed("restarts_under_load");
+    let seed = testkit::seed(test);
     let mut rng = testkit::Rng::new(seed);
 
     // Every byte each block ever had (a block is one byte repeated): the
@@ -61,7 +74,7 @@ fn restarts_under_load() {
     let mut tids = vec![env.w().head()];
     let (mut caught_up, mut cold_waits) = (Vec::new(), Vec::new());
     let mut byte = 0x20u8;
-    for round in 0..RESTARTS {
+    for round in 0..nrestart {
         // Commits through Python's own ZEO client.
         for _ in 0..1 + rng.below(2) {
             for _ in 0..1 + rng.below(3) {
@@ -82,7 +95,7 @@ fn restarts_under_load() {
         env.zeo.as_mut().unwrap().kill();
         wait_stat(&env, "zconnlost", round as i64 + 1, Duration::from_secs(10));
         // Not in order: the daemon would have loaded it ahead.
-        let blk = (round as u64 * 7) % RESTARTS as u64;
+        let blk = (round as u64 * 7) % nrestart as u64;
         let p = g_path.clone();
         let waiter = std::thread::spawn(move || {
             let t0 = Instant::now();
@@ -122,13 +135,13 @@ fn restarts_under_load() {
         std::thread::sleep(Duration::from_millis(10));
     }
     assert_eq!(zhead.get(), tids[1..].to_vec(), "head advances vs commits");
-    assert_eq!(stat(&env, "zreconnect"), RESTARTS as i64);
-    assert_eq!(stat(&env, "zconnlost"), RESTARTS as i64);
+    assert_eq!(stat(&env, "zreconnect"), nrestart as i64);
+    assert_eq!(stat(&env, "zconnlost"), nrestart as i64);
     let log = env.w().log();
     assert!(!log.contains("EIO mode"), "{log}");
     assert_eq!(
         log.matches("connection lost").count(),
-        RESTARTS,
+        nrestart,
         "one line per loss:\n{log}"
     );
     assert!(
@@ -140,13 +153,13 @@ fn restarts_under_load() {
     cold_waits.sort();
     let ms = |d: &Duration| format!("{:.0} ms", d.as_secs_f64() * 1e3);
     eprintln!(
-        "seed {seed}: {RESTARTS} restarts, {} commits, {nread} cold reads by 2 readers; \
+        "seed {seed}: {nrestart} restarts, {} commits, {nread} cold reads by 2 readers; \
          server accepting -> caught up: median {}, max {}; a cold read issued during \
          the outage returned the right data after median {}, max {}",
         tids.len() - 1,
-        ms(&caught_up[RESTARTS / 2]),
+        ms(&caught_up[nrestart / 2]),
         ms(caught_up.last().unwrap()),
-        ms(&cold_waits[RESTARTS / 2]),
+        ms(&cold_waits[nrestart / 2]),
         ms(cold_waits.last().unwrap()),
     );
 }

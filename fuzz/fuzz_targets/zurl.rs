@@ -1,5 +1,5 @@
 #![no_main]
-// Every zurl form (file://, zeo:// with ?storage= and Unix sockets,
+// Every zurl form (file://, zeo:// with ?storage= and Unix sockets, zeos://,
 // postgresql://, demo:(BASE)/(DELTA) nested): every input gives Ok or Err,
 // never a panic, in bounded time; a demo: zurl that parses is exactly
 // "demo:(" BASE ")/(" DELTA ")" with both parts zurls; the redaction of a

@@ -6,6 +6,10 @@ turn back into that zurl:
 - a path or ``file://PATH``: FileStorage;
 - ``zeo://HOST:PORT``, ``zeo://[V6]:PORT``, ``zeo://SOCKET/PATH``, each with
   ``?storage=NAME``: ZEO ClientStorage(addr, storage=NAME);
+- ``zeos://ADDR?ca=PATH[&cert=PATH[&key=PATH]][&server_hostname=NAME]
+  [&storage=NAME]`` (wcfs' own form, parameters URL-quoted): the same over
+  TLS, ClientStorage(addr, ssl=<context trusting ca, with cert and key>,
+  ssl_server_hostname=NAME);
 - ``postgresql://...``: RelStorage (pgstorage);
 - ``neo://NAME@HOST:PORT[,HOST:PORT...]``: NEO's client Storage (only in
   the NEO venv, where ``neo`` imports);
@@ -61,6 +65,24 @@ def zeo_addr(rest):
     return rest, name
 
 
+def zeos_args(rest):
+    """(addr, storage name, ssl context, server host name) of what follows
+    zeos://"""
+    import ssl
+    from urllib.parse import unquote
+    addr, _, query = rest.partition('?')
+    p = {}
+    for kv in query.split('&'):
+        if kv:
+            k, _, v = kv.partition('=')
+            p[k] = unquote(v)
+    addr, _ = zeo_addr(addr)
+    ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=p['ca'])
+    if 'cert' in p:
+        ctx.load_cert_chain(p['cert'], p.get('key'))
+    return addr, p.get('storage', '1'), ctx, p.get('server_hostname')
+
+
 def open_zurl(zurl, read_only=False):
     if pgstorage.is_pg(zurl):
         return pgstorage.open_relstorage(zurl, read_only=read_only)
@@ -68,6 +90,11 @@ def open_zurl(zurl, read_only=False):
         from ZEO.ClientStorage import ClientStorage
         addr, name = zeo_addr(zurl[len('zeo://'):])
         return ClientStorage(addr, storage=name, read_only=read_only)
+    if zurl.startswith('zeos://'):
+        from ZEO.ClientStorage import ClientStorage
+        addr, name, ctx, host = zeos_args(zurl[len('zeos://'):])
+        return ClientStorage(addr, storage=name, read_only=read_only,
+                             ssl=ctx, ssl_server_hostname=host)
     if zurl.startswith('neo://'):
         from neo.client.Storage import Storage
         name, masters = zurl[len('neo://'):].rsplit('@', 1)

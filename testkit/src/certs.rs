@@ -84,6 +84,9 @@ impl Pki {
             p.distinguished_name.push(DnType::CommonName, cn);
             p.subject_alt_names = sans;
             p.extended_key_usages = eku;
+            // Python's ssl with VERIFY_X509_STRICT (ZEO sets it, and
+            // Python 3.13 by default) wants the issuer's key identifier.
+            p.use_authority_key_identifier_extension = true;
             p.key_usages = vec![
                 KeyUsagePurpose::DigitalSignature,
                 KeyUsagePurpose::KeyEncipherment,
@@ -227,6 +230,8 @@ mod tests {
             assert!(good, "{}: {out}", c.display());
         };
         ok(&pki.server.cert, &["-verify_hostname", "localhost"]);
+        ok(&pki.server.cert, &["-x509_strict"]);
+        ok(&pki.client.cert, &["-x509_strict"]);
         ok(&pki.server.cert, &["-verify_ip", "127.0.0.1"]);
         ok(&pki.client.cert, &["-purpose", "sslclient"]);
         ok(&pki.other_host.cert, &[]);

@@ -142,6 +142,8 @@ pub struct ZeoServer {
     pub socket: Option<PathBuf>,
     /// Named storages `<filestorage NAME>` (empty: `-f datafs`, named "1").
     storages: Vec<(String, PathBuf)>,
+    /// With TLS (`<ssl>`): the test's certificates, and the server's own.
+    tls: Option<(certs::Pki, certs::CertFiles)>,
 }
 
 impl ZeoServer {
@@ -170,13 +172,39 @@ impl ZeoServer {
         Self::start_any(&datafs, false, socket.map(Path::to_path_buf), storages)
     }
 
+    /// `runzeo` over TLS only, as ZEO sets it up: an `<ssl>` section with
+    /// the server's certificate `server` (one of `pki`'s) and client
+    /// authentication against `pki`'s CA (`authenticate`: runzeo always
+    /// wants a client certificate). On a free loopback port, or `socket`.
+    pub fn start_tls(
+        datafs: &Path,
+        pki: &certs::Pki,
+        server: &certs::CertFiles,
+        socket: Option<&Path>,
+    ) -> ZeoServer {
+        let storages = vec![("1".to_string(), datafs.to_path_buf())];
+        let tls = Some((pki.clone(), server.clone()));
+        Self::start_inner(datafs, false, socket.map(Path::to_path_buf), storages, tls)
+    }
+
     fn start_any(
         datafs: &Path,
         msgpack: bool,
         socket: Option<PathBuf>,
         storages: Vec<(String, PathBuf)>,
     ) -> ZeoServer {
+        Self::start_inner(datafs, msgpack, socket, storages, None)
+    }
+
+    fn start_inner(
+        datafs: &Path,
+        msgpack: bool,
+        socket: Option<PathBuf>,
+        storages: Vec<(String, PathBuf)>,
+        tls: Option<(certs::Pki, certs::CertFiles)>,
+    ) -> ZeoServer {
         let mut s = ZeoServer {
+            tls,
             child: None,
             port: 0,
             log: Self::log_path(datafs),
@@ -231,7 +259,16 @@ impl ZeoServer {
             args.extend(["-a".into(), self.listen().into(), "-f".into()]);
             args.push(self.datafs.clone().into());
         } else {
-            let mut conf = format!("<zeo>\n  address {}\n</zeo>\n", self.listen());
+            let ssl = match &self.tls {
+                Some((pki, server)) => format!(
+                    "  <ssl>\n    certificate {}\n    key {}\n    authenticate {}\n  </ssl>\n",
+                    server.cert.display(),
+                    server.key.display(),
+                    pki.ca.display()
+                ),
+                None => String::new(),
+            };
+            let mut conf = format!("<zeo>\n  address {}\n{ssl}</zeo>\n", self.listen());
             for (name, path) in &self.storages {
                 conf += &format!(
                     "<filestorage {name}>\n  path {}\n</filestorage>\n",
@@ -305,15 +342,41 @@ impl ZeoServer {
     }
 
     /// `zeo://127.0.0.1:PORT`, or `zeo://SOCKET` — as upstream's
-    /// `zstor_2zurl` writes it for storage "1".
+    /// `zstor_2zurl` writes it for storage "1". With TLS,
+    /// `zeos://…?ca=…&cert=…&key=…` with the test's CA and client
+    /// certificate (and `server_hostname=localhost` on a socket).
     pub fn zurl(&self) -> String {
-        format!("zeo://{}", self.listen())
+        match &self.tls {
+            Some((pki, _)) => self.zurl_tls(&pki.ca, Some(&pki.client), None),
+            None => format!("zeo://{}", self.listen()),
+        }
+    }
+
+    /// `zeos://` to this server with CA `ca`, client certificate `client`
+    /// and `server_hostname` (None: none on TCP, `localhost` on a socket).
+    pub fn zurl_tls(
+        &self,
+        ca: &Path,
+        client: Option<&certs::CertFiles>,
+        server_hostname: Option<&str>,
+    ) -> String {
+        let mut z = format!("zeos://{}?ca={}", self.listen(), ca.display());
+        if let Some(c) = client {
+            z += &format!("&cert={}&key={}", c.cert.display(), c.key.display());
+        }
+        let name = server_hostname.or(self.socket.as_ref().map(|_| "localhost"));
+        if let Some(n) = name {
+            z += &format!("&server_hostname={n}");
+        }
+        z
     }
 
     /// The zurl of storage `name` (`…?storage=NAME` unless "1").
     pub fn zurl_of(&self, name: &str) -> String {
         if name == "1" {
             self.zurl()
+        } else if self.tls.is_some() {
+            format!("{}&storage={name}", self.zurl())
         } else {
             format!("{}?storage={name}", self.zurl())
         }

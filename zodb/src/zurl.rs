@@ -10,6 +10,14 @@
 //!   `1` (what `runzeo` serves from `<filestorage NAME>` sections). The
 //!   name is taken as written, up to the end (upstream does not escape
 //!   it): everything after the last `?storage=`;
+//! - `zeos://HOST:PORT?ca=PATH[&cert=PATH[&key=PATH]][&server_hostname=NAME][&storage=NAME]`
+//!   (also `zeos:///SOCKET?…`, which needs `server_hostname=`): a ZEO
+//!   server over TLS, as ZEO's `ClientStorage(ssl=…)` reaches it — the
+//!   server's certificate checked against the CA `ca` and for the host
+//!   name (`server_hostname`, else the host of the address); our
+//!   certificate `cert` with its `key` (else the key in `cert`'s file)
+//!   when the server authenticates clients. Here the parameters are
+//!   `&`-separated and URL-quoted, and the address ends at the first `?`;
 //! - `postgresql://…` (or `postgres://…`, a libpq connection URI): a
 //!   RelStorage database in PostgreSQL;
 //! - `neo://CLUSTER@HOST:PORT[,HOST:PORT…]`: a NEO cluster by its name and
@@ -57,6 +65,8 @@ pub enum ZUrl {
         addr: ZeoAddr,
         /// The storage's name on the server (`1` unless `?storage=`).
         storage: String,
+        /// `zeos://…`: over TLS.
+        tls: Option<ZeoTls>,
     },
     /// A libpq connection URI (checked, not yet resolved against the
     /// environment: that happens when it is opened).
@@ -82,6 +92,20 @@ pub struct NeoTls {
     pub ca: PathBuf,
     pub cert: PathBuf,
     pub key: PathBuf,
+}
+
+/// The TLS parameters of a `zeos://` zurl.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ZeoTls {
+    /// The CA the server's certificate must chain to.
+    pub ca: PathBuf,
+    /// Our certificate, for a server that authenticates clients.
+    pub cert: Option<PathBuf>,
+    /// Its key (None: in `cert`'s file).
+    pub key: Option<PathBuf>,
+    /// The name the server's certificate must be valid for (None: the
+    /// host of the address).
+    pub server_hostname: Option<String>,
 }
 
 /// `%XX` escapes decoded (zurl values are URL-quoted).
@@ -236,6 +260,9 @@ fn parse_nested(zurl: &str, depth: usize, tries: &mut usize) -> Result<ZUrl, Str
     if let Some(rest) = zurl.strip_prefix("zeo://") {
         return parse_zeo(rest);
     }
+    if let Some(rest) = zurl.strip_prefix("zeos://") {
+        return parse_zeos(rest);
+    }
     if let Some(rest) = zurl.strip_prefix(DEMO) {
         return parse_demo(rest, depth, tries);
     }
@@ -250,7 +277,7 @@ fn parse_nested(zurl: &str, depth: usize, tries: &mut usize) -> Result<ZUrl, Str
     }
     if let Some((scheme, _)) = zurl.split_once("://") {
         return Err(format!(
-            "unknown scheme {scheme:?} (want file://, zeo://, neo://, neos://, postgresql:// or demo:)"
+            "unknown scheme {scheme:?} (want file://, zeo://, zeos://, neo://, neos://, postgresql:// or demo:)"
         ));
     }
     Ok(ZUrl::File(PathBuf::from(zurl)))
@@ -293,6 +320,7 @@ fn parse_zeo(rest: &str) -> Result<ZUrl, String> {
                 port,
             },
             storage,
+            tls: None,
         });
     }
     if addr.contains('/') {
@@ -302,6 +330,7 @@ fn parse_zeo(rest: &str) -> Result<ZUrl, String> {
         return Ok(ZUrl::Zeo {
             addr: ZeoAddr::Unix(PathBuf::from(addr)),
             storage,
+            tls: None,
         });
     }
     if addr.contains('?') {
@@ -311,6 +340,66 @@ fn parse_zeo(rest: &str) -> Result<ZUrl, String> {
         return Err("bad port".into());
     }
     Err("want zeo://HOST:PORT or zeo:///SOCKET/PATH".into())
+}
+
+/// `ADDRESS?ca=…[&cert=…][&key=…][&server_hostname=…][&storage=…]` (see
+/// the module doc).
+fn parse_zeos(rest: &str) -> Result<ZUrl, String> {
+    const WANT: &str = "want zeos://HOST:PORT?ca=PATH[&cert=PATH&key=PATH][&server_hostname=NAME]";
+    let (addr, query) = rest.split_once('?').ok_or(WANT)?;
+    let (mut ca, mut cert, mut key, mut name, mut storage) = (None, None, None, None, None);
+    for kv in query.split('&').filter(|s| !s.is_empty()) {
+        let (k, v) = kv
+            .split_once('=')
+            .ok_or_else(|| format!("parameter {kv:?} has no value"))?;
+        let v = unquote(v)?;
+        if v.is_empty() {
+            return Err(format!("{k}= is empty"));
+        }
+        let slot = match k {
+            "ca" => &mut ca,
+            "cert" => &mut cert,
+            "key" => &mut key,
+            "server_hostname" => &mut name,
+            "storage" => &mut storage,
+            _ => {
+                return Err(format!(
+                    "unknown parameter {k:?} (want ca, cert, key, server_hostname, storage)"
+                ))
+            }
+        };
+        if slot.replace(v).is_some() {
+            return Err(format!("{k}= given twice"));
+        }
+    }
+    let ca = ca
+        .ok_or_else(|| format!("zeos:// needs ca= (the CA to check the server against); {WANT}"))?;
+    if key.is_some() && cert.is_none() {
+        return Err("key= without cert=".into());
+    }
+    if addr.contains('?') || addr.is_empty() {
+        return Err(WANT.into());
+    }
+    let ZUrl::Zeo { addr, .. } = parse_zeo(addr).map_err(|e| e.replace("zeo://", "zeos://"))?
+    else {
+        unreachable!("parse_zeo gives ZUrl::Zeo");
+    };
+    if matches!(addr, ZeoAddr::Unix(_)) && name.is_none() {
+        return Err(
+            "zeos:// over a Unix socket needs server_hostname= (the name the server's certificate is for)"
+                .into(),
+        );
+    }
+    Ok(ZUrl::Zeo {
+        addr,
+        storage: storage.unwrap_or_else(|| "1".into()),
+        tls: Some(ZeoTls {
+            ca: ca.into(),
+            cert: cert.map(PathBuf::from),
+            key: key.map(PathBuf::from),
+            server_hostname: name,
+        }),
+    })
 }
 
 /// Whether every ')' in `s` closes an earlier '('.
@@ -400,10 +489,26 @@ pub fn open_with(zurl: &str, resilience: &Resilience) -> Result<Arc<dyn Storage>
         ZUrl::File(path) => Ok(Arc::new(crate::storage::filestorage::FileStorage::open(
             &path, zurl,
         )?)),
-        ZUrl::Zeo { addr, storage } => {
+        ZUrl::Zeo { addr, storage, tls } => {
+            let (tls, server_hostname) = match tls {
+                Some(t) => {
+                    let cert = t.cert.as_deref();
+                    let client = cert.map(|c| (c, t.key.as_deref().unwrap_or(c)));
+                    let setup = crate::storage::zeo::tls_config(&t.ca, client).map_err(|why| {
+                        Error::BadUrl {
+                            zurl: redacted(zurl).into_owned(),
+                            why,
+                        }
+                    })?;
+                    (Some(setup), t.server_hostname)
+                }
+                None => (None, None),
+            };
             let opts = ZeoOptions {
                 storage,
                 resilience: resilience.clone(),
+                tls,
+                server_hostname,
                 ..ZeoOptions::default()
             };
             Ok(Arc::new(ZeoStorage::open_addr(addr, zurl, opts)?))
@@ -470,6 +575,7 @@ mod tests {
                 port,
             },
             storage: storage.into(),
+            tls: None,
         }
     }
 
@@ -477,7 +583,73 @@ mod tests {
         ZUrl::Zeo {
             addr: ZeoAddr::Unix(path.into()),
             storage: storage.into(),
+            tls: None,
         }
+    }
+
+    fn with_tls(z: ZUrl, tls: ZeoTls) -> ZUrl {
+        match z {
+            ZUrl::Zeo { addr, storage, .. } => ZUrl::Zeo {
+                addr,
+                storage,
+                tls: Some(tls),
+            },
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn zeos_forms() {
+        let t = |ca: &str, cert: Option<&str>, key: Option<&str>, name: Option<&str>| ZeoTls {
+            ca: ca.into(),
+            cert: cert.map(Into::into),
+            key: key.map(Into::into),
+            server_hostname: name.map(Into::into),
+        };
+        assert_eq!(
+            parse("zeos://localhost:8100?ca=/c.pem").unwrap(),
+            with_tls(tcp("localhost", 8100, "1"), t("/c.pem", None, None, None))
+        );
+        assert_eq!(
+            parse(
+                "zeos://[::1]:1?ca=/c&cert=/d%20e&key=/k&server_hostname=zeo.example&storage=a%26b"
+            )
+            .unwrap(),
+            with_tls(
+                tcp("::1", 1, "a&b"),
+                t("/c", Some("/d e"), Some("/k"), Some("zeo.example"))
+            )
+        );
+        assert_eq!(
+            parse("zeos:///run/zeo.sock?server_hostname=h&ca=c&cert=x").unwrap(),
+            with_tls(
+                unix("/run/zeo.sock", "1"),
+                t("c", Some("x"), None, Some("h"))
+            )
+        );
+        for bad in [
+            "zeos://h:1",
+            "zeos://h:1?",
+            "zeos://h:1?cert=/x",
+            "zeos://h:1?ca=",
+            "zeos://h:1?ca=/c&key=/k",
+            "zeos://h:1?ca=/c&ca=/d",
+            "zeos://h:1?ca=/c&bogus=1",
+            "zeos://h:1?ca=/c&storage",
+            "zeos://h?ca=/c",
+            "zeos://?ca=/c",
+            "zeos:///run/zeo.sock?ca=/c",
+            "zeos://h:1?storage=x?ca=/c",
+        ] {
+            let e = parse(bad);
+            assert!(matches!(e, Err(Error::BadUrl { .. })), "{bad}: {e:?}");
+        }
+        // Files that are not there: a clear error naming which.
+        let e = open("zeos://127.0.0.1:1?ca=/nonexistent/ca.pem")
+            .err()
+            .unwrap();
+        assert!(matches!(e, Error::BadUrl { .. }), "{e}");
+        assert!(e.to_string().contains("ca /nonexistent/ca.pem"), "{e}");
     }
 
     fn demo(base: &str, delta: &str) -> ZUrl {

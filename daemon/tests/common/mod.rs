@@ -472,6 +472,32 @@ impl Env {
         }
     }
 
+    /// Like [`Env::new_zeo`], over TLS: `runzeo` with an `<ssl>` section
+    /// and client authentication (certificates made in the test's dir);
+    /// the driver's ZEO client and the daemon use `zeos://`.
+    pub fn new_zeo_tls() -> Env {
+        let dir = tempfile::Builder::new()
+            .prefix("wcfs-test")
+            .tempdir()
+            .unwrap();
+        let datafs = dir.path().join("data.fs");
+        let pki = testkit::certs::Pki::make(&dir.path().join("pki"), "wcfs");
+        let zeo = testkit::ZeoServer::start_tls(&datafs, &pki, &pki.server, None);
+        let zurl = zeo.zurl();
+        let py = Driver::start(Path::new(&zurl));
+        Env {
+            wcfs: None,
+            py,
+            zeo: Some(zeo),
+            pg_replica: None,
+            pg: None,
+            neo: None,
+            datafs,
+            zurl,
+            dir,
+        }
+    }
+
     /// Like [`Env::new`], serving `zurl` in `dir` (with `zeo` running for
     /// as long as the Env): the driver commits through Python's storage
     /// for the same zurl (`python/wcfs_testdata/zurlstor.py`: a named ZEO

@@ -56,6 +56,7 @@ pub mod neo;
 pub mod postgres;
 mod requests;
 mod session;
+pub mod tls;
 pub mod zeo;
 
 use crate::types::{Oid, Tid};

@@ -20,10 +20,10 @@
 //! called under it (so that notifications and the switch to live cannot
 //! interleave); `writer` only while writing one packet.
 
-use super::tls::{TlsReader, TlsShared};
 use super::wire::{self, code, Packet};
 use crate::storage::requests::{Pending, Slot};
 use bytes::Bytes;
+use crate::storage::tls::{TlsClient, TlsReader, TlsShared};
 use parking_lot::Mutex;
 use rmpv::Value;
 use std::io::{self, Read, Write};
@@ -82,7 +82,7 @@ pub(super) struct ConnOpts {
     pub keepalive: Duration,
     pub max_packet: usize,
     /// TLS (`neos://`), or plain TCP.
-    pub tls: Option<Arc<rustls::ClientConfig>>,
+    pub tls: Option<TlsClient>,
 }
 
 /// Where packets are written.
@@ -153,10 +153,10 @@ impl Conn {
         // With TLS, its handshake first; then both sides send the NEO
         // handshake at once.
         let (writer, mut rd): (Writer, Box<dyn Read + Send>) = match &opts.tls {
-            Some(config) => {
+            Some(client) => {
                 let sock = stream.try_clone().map_err(|e| ("connect", e))?;
                 let shared = Arc::new(
-                    TlsShared::handshake(config.clone(), host, sock)
+                    TlsShared::handshake(client, host, Box::new(sock))
                         .map_err(|e| ("TLS handshake", e))?,
                 );
                 (

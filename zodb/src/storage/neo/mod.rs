@@ -77,7 +77,8 @@
 //! # TLS
 //!
 //! `neos://…?ca=&cert=&key=`: every connection is TLS with both sides
-//! authenticated against the cluster's CA, as NEO does it ([`tls`]).
+//! authenticated against the cluster's CA, as NEO does it (the storage
+//! crate's `tls` module, shared with ZEO's `zeos://`).
 //!
 //! # Locking
 //!
@@ -86,10 +87,16 @@
 //! order is connection state → `Client::st` → a watcher queue.
 
 mod conn;
-mod tls;
 pub mod wire;
 
-pub use tls::client_config as tls_config;
+use super::tls::{NameCheck, TlsClient};
+
+/// The TLS setup of a `neos://` zurl: trust `ca`, present `cert` with
+/// `key`; host names are not checked (NEO does not). Err: which file is
+/// wrong, and why.
+pub fn tls_config(ca: &Path, cert: &Path, key: &Path) -> Result<TlsClient, String> {
+    super::tls::client_config(ca, Some((cert, key)), NameCheck::No)
+}
 
 use super::session::{self, Backoff, Names, Phase, Session, CATCHUP, GIVEUP, LOST, RECONNECT};
 use super::{counter, Commit, Error, Loaded, Resilience, Storage, Watcher};
@@ -100,6 +107,7 @@ use parking_lot::{Condvar, Mutex};
 use rmpv::Value;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::io::{self, Read};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
@@ -119,7 +127,7 @@ pub struct NeoOptions {
     /// Riding through outages.
     pub resilience: Resilience,
     /// TLS (`neos://`, made by [`tls_config`]), or plain TCP.
-    pub tls: Option<Arc<rustls::ClientConfig>>,
+    pub tls: Option<TlsClient>,
 }
 
 impl Default for NeoOptions {

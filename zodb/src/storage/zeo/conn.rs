@@ -29,6 +29,14 @@
 //!   connection fails when it is overdue; a reply arriving before that is
 //!   dropped.
 //!
+//! - **TLS** (`zeos://`, [`ZeoOptions::tls`]): the TLS handshake right
+//!   after the connect, then everything above inside TLS (the crate's
+//!   `tls` module). A plain client meeting a TLS-only server would wait
+//!   for an announcement that never comes (the server waits for our TLS
+//!   hello): when none has come after [`PROBE_AFTER`], a second connection
+//!   sends a TLS hello, and a TLS answer fails the connect with a message
+//!   saying so (use `zeos://`) instead of waiting for the connect timeout.
+//!
 //! # Locking
 //!
 //! `state` (pending calls, held invalidations, failure) is never held
@@ -41,6 +49,7 @@ use super::wire::{self, Codec, FrameReader, Message, ServerError, WireError};
 use super::ZeoOptions;
 use crate::pickle::Value;
 use crate::storage::requests::{Pending, Slot};
+use crate::storage::tls::{self, Sock, TlsReader, TlsShared};
 use crate::storage::Commit;
 use crate::types::{Oid, Tid};
 use crate::zurl::ZeoAddr;
@@ -112,7 +121,7 @@ pub(super) struct Conn {
     keepalive: Duration,
     codec: Codec,
     state: Mutex<State>,
-    writer: Mutex<Stream>,
+    writer: Writer,
     /// The same socket, for shutting it down without waiting for a writer
     /// stuck on a server that stopped reading.
     control: Stream,
@@ -121,6 +130,25 @@ pub(super) struct Conn {
 
 fn io_err(kind: io::ErrorKind, msg: impl Into<String>) -> io::Error {
     io::Error::new(kind, msg.into())
+}
+
+/// How long a plain connection waits for the server's announcement before
+/// checking whether the server waits for a TLS hello instead.
+const PROBE_AFTER: Duration = Duration::from_secs(1);
+
+/// Where requests are written: the socket, or the TLS session over it.
+enum Writer {
+    Plain(Mutex<Stream>),
+    Tls(Arc<TlsShared>),
+}
+
+impl Writer {
+    fn write_all(&self, data: &[u8]) -> io::Result<()> {
+        match self {
+            Writer::Plain(s) => s.lock().write_all(data),
+            Writer::Tls(t) => t.write_all(data),
+        }
+    }
 }
 
 /// A socket to the server, of either kind: the rest of the connection
@@ -189,6 +217,22 @@ impl Stream {
     }
 }
 
+impl Sock for Stream {
+    fn read_sock(&self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => (&*s).read(buf),
+            Stream::Unix(s) => (&*s).read(buf),
+        }
+    }
+
+    fn write_sock(&self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => (&*s).write(buf),
+            Stream::Unix(s) => (&*s).write(buf),
+        }
+    }
+}
+
 impl Read for Stream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match self {
@@ -224,7 +268,7 @@ impl Conn {
         id: u64,
         sink: Weak<dyn Sink>,
     ) -> Result<Arc<Conn>, (&'static str, io::Error)> {
-        let mut stream = Stream::connect(addr, opts.connect_timeout)?;
+        let stream = Stream::connect(addr, opts.connect_timeout)?;
         let reply_timeout = opts
             .request_timeout
             .min(opts.resilience.reply_wait())
@@ -235,23 +279,40 @@ impl Conn {
             s.set_write_timeout(Some(reply_timeout))
         };
         setup(&stream).map_err(|e| ("connect", e))?;
+        let clone = || stream.try_clone().map_err(|e| ("connect", e));
+
+        // With TLS, its handshake first; the rest inside it.
+        let (writer, mut rd): (Writer, Box<dyn Read + Send>) = match &opts.tls {
+            Some(t) => {
+                let name = match (&opts.server_hostname, addr) {
+                    (Some(n), _) => n.as_str(),
+                    (None, ZeoAddr::Tcp { host, .. }) => host.as_str(),
+                    (None, ZeoAddr::Unix(_)) => {
+                        return Err((
+                            "TLS handshake",
+                            io_err(
+                                io::ErrorKind::InvalidInput,
+                                "over a Unix socket, the host name to check the server's \
+                                 certificate against must be given (server_hostname=)",
+                            ),
+                        ))
+                    }
+                };
+                let shared = Arc::new(
+                    TlsShared::handshake(t, name, Box::new(clone()?))
+                        .map_err(|e| ("TLS handshake", e))?,
+                );
+                (
+                    Writer::Tls(shared.clone()),
+                    Box::new(TlsReader::new(shared)),
+                )
+            }
+            None => (Writer::Plain(Mutex::new(clone()?)), Box::new(clone()?)),
+        };
 
         // Handshake: the server announces, we answer with what we speak.
         let mut frames = FrameReader::new(opts.max_frame);
-        let hello = frames.next(&mut stream).map_err(|e| {
-            let e = match e {
-                WireError::Timeout => io_err(
-                    io::ErrorKind::TimedOut,
-                    format!(
-                        "no protocol announcement from the server within {:?}",
-                        opts.connect_timeout
-                    ),
-                ),
-                WireError::Io(e) => e,
-                other => io_err(io::ErrorKind::InvalidData, other.to_string()),
-            };
-            ("handshake", e)
-        })?;
+        let hello = announcement(&mut frames, &mut rd, &stream, addr, opts)?;
         // The server's newest protocol; we speak 5 (as does ZEO 5 and 6).
         let v5 = hello.len() > 1 && hello[1..] >= b"5"[..];
         let codec = match hello.first() {
@@ -270,7 +331,7 @@ impl Conn {
                 ))
             }
         };
-        stream
+        writer
             .write_all(&wire::frame(codec.protocol()))
             .map_err(|e| ("handshake", e))?;
 
@@ -279,8 +340,7 @@ impl Conn {
         stream
             .set_read_timeout(Some(tick))
             .map_err(|e| ("connect", e))?;
-        let writer = stream.try_clone().map_err(|e| ("connect", e))?;
-        let control = stream.try_clone().map_err(|e| ("connect", e))?;
+        let control = stream;
         let conn = Arc::new(Conn {
             id,
             url: url.to_string(),
@@ -295,14 +355,14 @@ impl Conn {
                 held: Vec::new(),
                 last_rx: Instant::now(),
             }),
-            writer: Mutex::new(writer),
+            writer,
             control,
             sink,
         });
         let c = conn.clone();
         std::thread::Builder::new()
             .name("zeo-reader".into())
-            .spawn(move || reader(c, stream, frames))
+            .spawn(move || reader(c, rd, frames))
             .map_err(|e| ("spawn reader thread", e))?;
         Ok(conn)
     }
@@ -319,7 +379,7 @@ impl Conn {
             (id, st.pending.add(id, method))
         };
         let frame = wire::message_frame_with(self.codec, msgid, Value::Bool(false), method, args);
-        let res = self.writer.lock().write_all(&frame);
+        let res = self.writer.write_all(&frame);
         if let Err(e) = res {
             self.fail(format!("send {method}: {e}"));
         }
@@ -471,6 +531,96 @@ impl Conn {
     }
 }
 
+/// The server's protocol announcement, its first frame, read from `rd`
+/// (`sock` is the socket under it). A plain connection that gets nothing
+/// for [`PROBE_AFTER`] checks whether the server waits for a TLS hello
+/// instead (see the module doc).
+fn announcement(
+    frames: &mut FrameReader,
+    rd: &mut Box<dyn Read + Send>,
+    sock: &Stream,
+    addr: &ZeoAddr,
+    opts: &ZeoOptions,
+) -> Result<Bytes, (&'static str, io::Error)> {
+    let deadline = Instant::now() + opts.connect_timeout;
+    let mut probe = opts.tls.is_none() && opts.connect_timeout > PROBE_AFTER;
+    if probe {
+        sock.set_read_timeout(Some(PROBE_AFTER))
+            .map_err(|e| ("connect", e))?;
+    }
+    loop {
+        let e = match frames.next(rd) {
+            Ok(hello) => return Ok(hello),
+            Err(e) => e,
+        };
+        let e = match e {
+            WireError::Timeout => {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if probe && !frames.mid_frame() && left > Duration::from_millis(10) {
+                    probe = false;
+                    if speaks_tls(addr, left.min(Duration::from_secs(3))) {
+                        return Err((
+                            "handshake",
+                            io_err(
+                                io::ErrorKind::InvalidData,
+                                "the server speaks TLS (it waits for a TLS handshake, \
+                                 announcing nothing): use zeos://…?ca=…",
+                            ),
+                        ));
+                    }
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left > Duration::from_millis(1) {
+                        sock.set_read_timeout(Some(left))
+                            .map_err(|e| ("connect", e))?;
+                        continue;
+                    }
+                }
+                io_err(
+                    io::ErrorKind::TimedOut,
+                    format!(
+                        "no protocol announcement from the server within {:?}",
+                        opts.connect_timeout
+                    ),
+                )
+            }
+            WireError::Io(e) => e,
+            // A TLS server that does not like our certificate (or its
+            // absence) may just close (runzeo does), after the handshake
+            // (TLS 1.3 completes it for the client before the server's
+            // verdict).
+            WireError::Closed { .. } if opts.tls.is_some() => io_err(
+                io::ErrorKind::UnexpectedEof,
+                match opts.tls.as_ref().and_then(|t| t.cert.as_ref()) {
+                    None => "the server closed the connection right after the TLS handshake: \
+                             it requires a client certificate, likely (give cert= and key=)"
+                        .to_string(),
+                    Some(c) => format!(
+                        "the server closed the connection right after the TLS handshake: \
+                         it refused our client certificate cert {}, likely",
+                        c.display()
+                    ),
+                },
+            ),
+            other => io_err(io::ErrorKind::InvalidData, other.to_string()),
+        };
+        return Err(("handshake", e));
+    }
+}
+
+/// Whether the server at `addr` answers a TLS hello as a TLS server
+/// (on a connection of its own, within `wait`).
+fn speaks_tls(addr: &ZeoAddr, wait: Duration) -> bool {
+    let Ok(s) = Stream::connect(addr, wait) else {
+        return false;
+    };
+    if s.set_read_timeout(Some(wait)).is_err() || s.set_write_timeout(Some(wait)).is_err() {
+        return false;
+    }
+    let r = tls::speaks_tls(&s);
+    let _ = s.shutdown();
+    r
+}
+
 /// `(tid, [oid, …])`.
 fn invalidation(args: &Value) -> Option<Commit> {
     let t = args.as_tuple()?;
@@ -487,7 +637,7 @@ fn invalidation(args: &Value) -> Option<Commit> {
 }
 
 /// The reader thread: frames in, until the connection fails.
-fn reader(conn: Arc<Conn>, mut stream: Stream, mut frames: FrameReader) {
+fn reader(conn: Arc<Conn>, mut stream: Box<dyn Read + Send>, mut frames: FrameReader) {
     // Process signals are for the program's own threads: a program that
     // blocks them and waits for them (wcfsd does, after opening the
     // storage) must not have them delivered here instead.

@@ -10,6 +10,13 @@
 //! `invalidateTransaction(tid, oids)`. One connection is a [`conn::Conn`];
 //! this module keeps the storage going across connections.
 //!
+//! Over TLS (`zeos://…?ca=…`, [`ZeoOptions::tls`] made by [`tls_config`])
+//! every connection starts with a TLS handshake, as ZEO's
+//! `ClientStorage(ssl=…)` does: the server's certificate checked against
+//! the CA and for its host name, ours presented when the server
+//! authenticates clients (`runzeo`'s `<ssl>` always does). Everything
+//! below holds the same over TLS.
+//!
 //! # The stream
 //!
 //! - **`last_tid` is the position of the invalidation stream**: the
@@ -86,6 +93,7 @@ mod conn;
 pub mod wire;
 
 use super::session::{self, Backoff, Names, Phase, Session, CATCHUP, GIVEUP, LOST, RECONNECT};
+use super::tls::{NameCheck, TlsClient};
 use super::{Commit, Error, Loaded, Resilience, Storage, Watcher};
 use crate::pickle::Value;
 use crate::types::{Oid, Tid};
@@ -93,6 +101,7 @@ use crate::zurl::ZeoAddr;
 use conn::{oid_of, oid_value, tid_of, tid_value, CallError, CallResult, Conn, Sink};
 use parking_lot::{Condvar, Mutex};
 use std::io;
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
@@ -114,6 +123,11 @@ pub struct ZeoOptions {
     pub max_frame: usize,
     /// Riding through outages.
     pub resilience: Resilience,
+    /// TLS (`zeos://`, made by [`tls_config`]), or none.
+    pub tls: Option<TlsClient>,
+    /// With TLS, the name the server's certificate must be valid for
+    /// (None: the host of a TCP address; a Unix socket needs one).
+    pub server_hostname: Option<String>,
 }
 
 impl Default for ZeoOptions {
@@ -125,8 +139,17 @@ impl Default for ZeoOptions {
             keepalive: Duration::from_secs(10),
             max_frame: 256 << 20,
             resilience: Resilience::default(),
+            tls: None,
+            server_hostname: None,
         }
     }
+}
+
+/// The TLS setup of a `zeos://` zurl, as ZEO's client makes it: trust
+/// `ca`, present `client` (`(cert, key)`) if given, check the server's
+/// host name. Err: which file is wrong, and why.
+pub fn tls_config(ca: &Path, client: Option<(&Path, &Path)>) -> Result<TlsClient, String> {
+    super::tls::client_config(ca, client, NameCheck::Yes)
 }
 
 /// How messages name a loss.
@@ -488,15 +511,15 @@ impl Client {
                 conn.fail("storage closed".into());
                 return Ok(true);
             }
+            // Counted before anyone can be served through it or a watcher
+            // sees the catch-up (who sees either sees it counted).
+            self.count(RECONNECT, 1);
+            self.count(CATCHUP, n as u64);
             for c in catchup {
                 st.deliver(c);
             }
             st.live_at = r;
             st.phase = Phase::Up(conn.clone());
-            // Counted before anyone can be served through it (a caller
-            // seeing the storage back sees it counted).
-            self.count(RECONNECT, 1);
-            self.count(CATCHUP, n as u64);
         }
         if let Err(why) = conn.go_live(r) {
             conn.fail(why);
