@@ -113,9 +113,9 @@ fn decode_node(st: &dyn Storage, oid: Oid, at: Tid, root: bool) -> Option<Node> 
     let tree = BTree::new(oid, Family::LO);
     let (_, state) = tree.load_node(st, oid, at, KeyRange::FULL, root).ok()?;
     Some(match state {
-        NodeState::Items { keys, values } => Node::Leaf {
-            keys,
-            vals: values.iter().map(as_oid).collect::<Option<_>>()?,
+        NodeState::Items(leaf) => Node::Leaf {
+            keys: leaf.keys.clone(),
+            vals: leaf.values.iter().map(as_oid).collect::<Option<_>>()?,
         },
         NodeState::Kids(inner) => Node::Inner {
             keys: inner.keys.clone(),
