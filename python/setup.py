@@ -16,6 +16,19 @@ file through an rpath to the package.
 The wheel is tagged ``py3-none-<platform>``: its code is Python 3 and
 ctypes (no extension module, so any Python 3), its binaries are for this
 machine's platform.
+
+With ``WCFS_ZIG_TARGET`` set to ``<arch>-unknown-linux-gnu.2.<minor>``
+(x86_64 or aarch64), the binaries are built instead with ``cargo zigbuild``
+for that target, linked by zig against glibc 2.<minor>'s symbols, and the
+wheel is tagged ``manylinux_2_<minor>_<arch>``: it installs on any Linux
+with that glibc or newer (packaging/build-wheel --manylinux; the tag is
+proved by auditwheel and by the symbol versions, packaging/check-glibc).
+This build has no debug info at all (``debug = 0``, so cargo strips the
+binaries itself: binutils' strip knows no aarch64) and lives in
+``target/<triple>/release``, apart from the native build.
+
+From an sdist (packaging/build-sdist), the Rust sources are in ``rust/``
+beside this file instead of the repository around it.
 """
 import json
 import os
@@ -29,7 +42,10 @@ from setuptools.command.build_py import build_py
 from setuptools.errors import SetupError
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-REPO = os.path.dirname(HERE)
+# The Rust workspace: rust/ in an sdist, else the repository python/ is in.
+REPO = os.path.join(HERE, 'rust') if os.path.isfile(os.path.join(HERE, 'rust', 'Cargo.toml')) \
+    else os.path.dirname(HERE)
+ZIG_TARGET = re.compile(r'^(x86_64|aarch64)-unknown-linux-gnu\.2\.(\d+)$')
 
 
 class BuildError(SetupError):
@@ -44,7 +60,8 @@ def workspace_version():
             text = f.read()
     except OSError as e:
         raise BuildError('%s: %s — the wheel is built from a checkout of the WCFS '
-                         'repository (pip wheel ./python there)' % (path, e.strerror))
+                         'repository (pip wheel ./python there) or from its sdist'
+                         % (path, e.strerror))
     section = re.search(r'^\[workspace\.package\]\n(.*?)(?=^\[|\Z)', text, re.M | re.S)
     m = section and re.search(r'^version\s*=\s*"([^"]+)"', section.group(1), re.M)
     if not m:
@@ -62,9 +79,22 @@ def abi_version():
     return int(m.group(1))
 
 
-def run(cmd):
+def zig_target():
+    """(triple with glibc version, arch, glibc minor) of $WCFS_ZIG_TARGET, or None."""
+    target = os.environ.get('WCFS_ZIG_TARGET')
+    if not target:
+        return None
+    m = ZIG_TARGET.match(target)
+    if not m:
+        raise BuildError('WCFS_ZIG_TARGET=%s: want <arch>-unknown-linux-gnu.2.<minor>, '
+                         'arch x86_64 or aarch64 (e.g. x86_64-unknown-linux-gnu.2.28)' % target)
+    return target, m.group(1), int(m.group(2))
+
+
+def run(cmd, env=None):
     try:
-        return subprocess.run(cmd, cwd=REPO, check=True, stdout=subprocess.PIPE).stdout
+        return subprocess.run(cmd, cwd=REPO, check=True, stdout=subprocess.PIPE,
+                              env=env).stdout
     except FileNotFoundError:
         raise BuildError('%s not found: %s' % (cmd[0], ' '.join(cmd)))
     except subprocess.CalledProcessError as e:
@@ -74,9 +104,17 @@ def run(cmd):
 def cargo_release_build():
     """Builds (or finds up to date) libwcfs.so and wcfsd; returns {path: name in the package}."""
     cargo = os.environ.get('CARGO', 'cargo')
-    run([cargo, 'build', '--release', '-p', 'wcfs', '-p', 'wcfsd'])
+    zig = zig_target()
+    if zig:
+        env = dict(os.environ, CARGO_PROFILE_RELEASE_DEBUG='0',
+                   CARGO_PROFILE_RELEASE_STRIP='debuginfo')
+        run([cargo, 'zigbuild', '--release', '--target', zig[0], '-p', 'wcfs', '-p', 'wcfsd'],
+            env=env)
+    else:
+        run([cargo, 'build', '--release', '-p', 'wcfs', '-p', 'wcfsd'])
     meta = json.loads(run([cargo, 'metadata', '--format-version', '1', '--no-deps']))
-    release = os.path.join(meta['target_directory'], 'release')
+    release = os.path.join(meta['target_directory'], *(
+        [zig[0].rsplit('.', 2)[0], 'release'] if zig else ['release']))
     built = {os.path.join(release, 'libwcfs.so'): 'libwcfs.so.%d' % abi_version(),
              os.path.join(release, 'wcfsd'): 'wcfsd'}
     for path in built:
@@ -95,7 +133,8 @@ class BuildPyWithCargo(build_py):
             dst = os.path.join(pkg, name)
             shutil.copyfile(src, dst)
             os.chmod(dst, 0o755)
-            run(['strip', '--strip-debug', dst])
+            if not zig_target():  # (zig's build is stripped by cargo)
+                run(['strip', '--strip-debug', dst])
         # For Cython users: cimport wcfs.wcfs needs wcfs.h (wcfs.get_include()).
         os.makedirs(os.path.join(pkg, 'include'), exist_ok=True)
         shutil.copyfile(os.path.join(REPO, 'include', 'wcfs.h'),
@@ -110,10 +149,14 @@ class BinaryDistribution(Distribution):
 
 
 class PlatformWheel(bdist_wheel):
-    """A wheel for this platform (it holds binaries), for any Python 3."""
+    """A wheel for this platform (it holds binaries), for any Python 3; for
+    manylinux_2_<minor>_<arch> when zig built them for that glibc."""
 
     def get_tag(self):
         _, _, plat = super().get_tag()
+        zig = zig_target()
+        if zig:
+            plat = 'manylinux_2_%d_%s' % (zig[2], zig[1])
         return 'py3', 'none', plat
 
 

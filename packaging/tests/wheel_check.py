@@ -6,7 +6,9 @@ cargo target directory to fall back on:
     wheel_check.py DBDIR CYEXT_DIR COMMIT...
 
 DBDIR is make_db.py's output (its first transaction); CYEXT_DIR holds
-wcfs_cyext, a Cython extension built against the installed package;
+wcfs_cyext, a Cython extension built against the installed package, or
+is "-" where none can be built (the old-glibc root of packaging/test has
+no compiler: that check is then skipped, and said so);
 COMMIT is the command that commits make_db.py's second transaction (with
 Python ZODB, which this venv does not have). Checks: the package, its
 library and daemon come from the venv; the metadata (numpy optional);
@@ -119,11 +121,14 @@ def main():
 
     # The extension is imported in a process of its own before wcfs is: its
     # rpath, not an already loaded library, must find libwcfs.so.0.
-    code = 'import sys; sys.path.insert(0, %r); import wcfs_cyext; print(wcfs_cyext.version(), ' \
-           'wcfs_cyext.head_at(%r)); assert "wcfs" not in sys.modules' % (cyext_dir, mnt)
-    rc, out = run(sys.executable, '-I', '-c', code)
-    assert rc == 0 and out.split() == [wcfs.version(), str(head)], (rc, out)
-    ok('Cython: cimport wcfs.wcfs from the wheel; the extension reads head/at')
+    if cyext_dir == '-':
+        print('wheel: skipped: Cython extension (none built here)', flush=True)
+    else:
+        code = 'import sys; sys.path.insert(0, %r); import wcfs_cyext; print(wcfs_cyext.version(), ' \
+               'wcfs_cyext.head_at(%r)); assert "wcfs" not in sys.modules' % (cyext_dir, mnt)
+        rc, out = run(sys.executable, '-I', '-c', code)
+        assert rc == 0 and out.split() == [wcfs.version(), str(head)], (rc, out)
+        ok('Cython: cimport wcfs.wcfs from the wheel; the extension reads head/at')
 
     wc.close()
     rc, out = wcfs_m('stop', zurl)
