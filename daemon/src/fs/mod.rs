@@ -111,8 +111,8 @@
 //! read of `head/bigfile` calls `Isolation::pin_read` after loading its
 //! blocks and before replying — still under the tracker's read side, so a
 //! commit waits for the pins (bounded by the pin timeout) — and is served
-//! on a thread of its own when the file has watchers (acks are FUSE
-//! writes: workers blocked on pins must not starve them). The watcher
+//! off the FUSE workers ([`offload`]) when it would wait for a pin (acks
+//! are FUSE writes: workers blocked on pins must not starve them). The watcher
 //! trims history no further than the oldest watched `at`. [`reaper`]
 //! answers parked stream reads (zhead, watch) of dying readers.
 //!
@@ -128,6 +128,7 @@
 
 mod autoexit;
 mod cache;
+mod offload;
 mod ops;
 mod prefetch;
 mod retain;
@@ -197,6 +198,8 @@ pub(crate) struct Wcfs {
     uploads: upload::Uploads,
     /// Blocks loaded ahead of sequential readers, into `cache` only.
     prefetch: prefetch::Prefetch,
+    /// Threads for head reads that may wait for pin acks.
+    offload: Arc<offload::Offload>,
     zhead: zhead::ZHeads,
     /// head/watch links and watches.
     iso: Arc<Isolation>,
@@ -334,6 +337,7 @@ pub fn serve(zurl: &str, mountpoint: &Path, opts: Options) -> Result<(), Error> 
         cache: cache::BlockCache::new(cache::CAPACITY),
         uploads: upload::Uploads::default(),
         prefetch: prefetch::Prefetch::new(prefetch_depth),
+        offload: Arc::default(),
         zhead: zhead::ZHeads::default(),
         iso: Arc::new(Isolation::new(opts.pintimeout)),
         notifier: OnceLock::new(),

@@ -349,6 +349,26 @@ impl Fs {
         drop(t); // only after the reply: see the module doc
     }
 
+    /// Whether a read of head/bigfile/`oid` would now wait for a pin ack:
+    /// a watcher must not see the head data of a block the read touches,
+    /// and is not pinned there yet.
+    fn read_would_pin(&self, oid: Oid, off: u64, size: u32) -> bool {
+        let w = self.w();
+        if !w.iso.has_watchers(oid) {
+            return false;
+        }
+        let t = w.tracker.read();
+        let Some(info) = t.file_info(oid) else {
+            return false; // read_head answers the error
+        };
+        if size == 0 || info.blksize == 0 {
+            return false;
+        }
+        let end = off.saturating_add(size as u64);
+        w.iso
+            .would_pin(&t, oid, off / info.blksize..=(end - 1) / info.blksize)
+    }
+
     /// Queues, for the page cache, the parts of the blocks a request
     /// touched that it did not cover (see [`super::upload`]): the kernel
     /// asked for a page it lacks, so it likely lacks the rest of the block.
@@ -669,17 +689,14 @@ impl Filesystem for Fs {
         }
         let node = w.tree.lock().get(ino.0).cloned();
         match node {
-            Some(Node::HeadFile { oid }) if w.iso.has_watchers(oid) => {
-                // It may wait for pin acks: not on a FUSE worker (see the
-                // module doc of `super`). A watch appearing right after
-                // this check pins on the worker: still correct, bounded.
+            Some(Node::HeadFile { oid }) if self.read_would_pin(oid, offset, size) => {
+                // It waits for pin acks: not on a FUSE worker (see the
+                // module doc of `super`). A commit or a watch right after
+                // this check makes a read pin on the worker: still
+                // correct, bounded by the pin timeout.
                 let fs = Fs(self.0.clone());
-                let r = std::thread::Builder::new()
-                    .name("read-pin".into())
-                    .spawn(move || fs.read_head(ino.0, oid, offset, size, reply));
-                if let Err(e) = r {
-                    log::error!("read head/bigfile/{oid}: spawn: {e}");
-                }
+                w.offload
+                    .run(move || fs.read_head(ino.0, oid, offset, size, reply));
             }
             Some(Node::HeadFile { oid }) => self.read_head(ino.0, oid, offset, size, reply),
             Some(Node::RevFile { .. }) => self.read_rev(ino.0, offset, size, reply),

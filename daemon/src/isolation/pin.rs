@@ -48,6 +48,11 @@ impl PinSlot {
         true
     }
 
+    /// Whether the client acked it (a wait for it returns at once).
+    pub(super) fn acked(&self) -> bool {
+        matches!(*self.res.lock(), Some(Ok(())))
+    }
+
     /// Waits for the outcome until the deadline; None: timed out.
     fn wait(&self) -> Option<Result<(), String>> {
         let mut g = self.res.lock();

@@ -223,6 +223,34 @@ impl Isolation {
         }
     }
 
+    /// Whether [`Isolation::pin_read`] of these blocks would now send a
+    /// pin or wait for one (a pin already acked costs no wait).
+    pub(crate) fn would_pin(&self, t: &Tracker, file: Oid, blks: RangeInclusive<u64>) -> bool {
+        let watches = match self.files.read().get(&file) {
+            Some(f) => f.inner.lock().watches.clone(),
+            None => return false,
+        };
+        if watches.is_empty() {
+            return false;
+        }
+        let head = t.head();
+        for blk in blks {
+            let rev_head = t.blkrev(file, blk, head);
+            for w in &watches {
+                let st = w.st.lock();
+                if st.gone || rev_head <= st.at {
+                    continue;
+                }
+                let want = t.blkrev(file, blk, st.at);
+                match st.pinned.get(&blk) {
+                    Some(p) if p.rev == want && p.slot.acked() => continue,
+                    _ => return true,
+                }
+            }
+        }
+        false
+    }
+
     /// Before a read of blocks `blks` of head/bigfile/`file` is answered
     /// (tracker read side held, blocks loaded): marks them read, sends
     /// every watcher that must not see their head data a pin, and waits
