@@ -11,7 +11,8 @@
 //!   name is taken as written, up to the end (upstream does not escape
 //!   it): everything after the last `?storage=`;
 //! - `postgresql://…` (or `postgres://…`, a libpq connection URI): a
-//!   RelStorage database in PostgreSQL;
+//!   RelStorage database in PostgreSQL (TLS with libpq's `sslmode=…`,
+//!   `sslrootcert=…`, `sslcert=…`, `sslkey=…`);
 //! - `neo://CLUSTER@HOST:PORT[,HOST:PORT…]`: a NEO cluster by its name and
 //!   masters; `neos://…?ca=PATH&cert=PATH&key=PATH` with TLS (values
 //!   URL-quoted);
