@@ -17,7 +17,8 @@
 //!   process, fresh caches), timed by the script. Target: wcfsd ≥ 3×;
 //! - **TLS vs plain**: the same cold read through wcfsd over TLS
 //!   (`sslmode=verify-full`, rustls) against plain (`sslmode=disable`),
-//!   the same server. Target: TLS costs ≤ 10% (ratio ≥ 0.9);
+//!   the same server (and the zodb crate's pipelined loads, both ways).
+//!   Target: TLS costs ≤ 10% (ratio ≥ 0.9);
 //! - **zodb over PostgreSQL**: for reference, the zodb crate's
 //!   `load_block` of every block over one connection, one at a time, and
 //!   pipelined (`PgStorage::load_many`, 8 blocks in flight).
@@ -205,6 +206,7 @@ fn main() {
     let (mut py, mut r_py) = (vec![], vec![]);
     let (mut zseq, mut zpipe) = (vec![], vec![]);
     let (mut tls, mut r_tls) = (vec![], vec![]);
+    let (mut ztls, mut r_ztls) = (vec![], vec![]);
     // A warm-up round, not counted: the server's cache, the page cache.
     cold_read(&file_zurl, tmp.path(), oid, nblk * BS);
     cold_read(&pg_zurl, tmp.path(), oid, nblk * BS);
@@ -219,6 +221,9 @@ fn main() {
         r_tls.push(t_pg / t_tls);
         let t_py = python_pg(&pg_zurl, &script, oid, nblk);
         let (t_seq, t_pipe) = zodb_pg(&pg_zurl, oid, nblk);
+        let (_, t_pipe_tls) = zodb_pg(&tls_zurl, oid, nblk);
+        ztls.push(mibs(t_pipe_tls));
+        r_ztls.push(t_pipe / t_pipe_tls);
         pgr.push(mibs(t_pg));
         file.push(mibs(t_file));
         r_file.push(t_file / t_pg);
@@ -247,6 +252,13 @@ fn main() {
         "cold wcfsd plain",
         &pgr,
         &r_tls,
+    );
+    line(
+        "zodb pg pipelined TLS",
+        &ztls,
+        "zodb pg pipelined plain",
+        &zpipe,
+        &r_ztls,
     );
     let r: Vec<f64> = zpipe.iter().zip(&zseq).map(|(p, s)| p / s).collect();
     line("zodb pg pipelined", &zpipe, "zodb pg one by one", &zseq, &r);

@@ -19,7 +19,8 @@
 //!   when the server authenticates clients. Here the parameters are
 //!   `&`-separated and URL-quoted, and the address ends at the first `?`;
 //! - `postgresql://…` (or `postgres://…`, a libpq connection URI): a
-//!   RelStorage database in PostgreSQL;
+//!   RelStorage database in PostgreSQL (TLS with libpq's `sslmode=…`,
+//!   `sslrootcert=…`, `sslcert=…`, `sslkey=…`);
 //! - `neo://CLUSTER@HOST:PORT[,HOST:PORT…]`: a NEO cluster by its name and
 //!   masters; `neos://…?ca=PATH&cert=PATH&key=PATH` with TLS (values
 //!   URL-quoted);

@@ -4,7 +4,8 @@
 //! RelStorage keeps a ZODB in PostgreSQL: every revision of every object is
 //! a row of `object_state`, every transaction a row of `"transaction"` (the
 //! schema facts are in [`conn`]; the zurl and what the libpq environment
-//! adds are in [`dsn`]). The server can be the primary or any streaming
+//! adds are in [`dsn`]; TLS, with libpq's `sslmode`s, is in [`tls`]). The
+//! server can be the primary or any streaming
 //! replica (hot standby): we only `SELECT`, so a role that may do nothing
 //! else is enough.
 //!
