@@ -6,7 +6,7 @@
 // zurl that parses is stable,
 // changes nothing in a zurl without a secret, and never shows a password.
 use libfuzzer_sys::fuzz_target;
-use zodb::zurl::{self, ZUrl};
+use zodb::zurl::{self, ZUrl, ZeoAddr};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(z) = std::str::from_utf8(data) else {
@@ -30,9 +30,17 @@ fuzz_target!(|data: &[u8]| {
                 assert_eq!(shown, z);
             }
         }
-        Ok(ZUrl::Zeo { storage, .. }) => {
+        Ok(ZUrl::Zeo { storage, addr, tls }) => {
             assert!(!storage.is_empty());
             assert_eq!(shown, z, "a zeo zurl has no secret");
+            // zeos:// alone is TLS, with a CA, a key only with a
+            // certificate, a host name to check on a Unix socket.
+            assert_eq!(tls.is_some(), z.starts_with("zeos://"));
+            if let Some(t) = tls {
+                assert!(!t.ca.as_os_str().is_empty());
+                assert!(t.key.is_none() || t.cert.is_some());
+                assert!(!matches!(addr, ZeoAddr::Unix(_)) || t.server_hostname.is_some());
+            }
         }
         _ => {}
     }
