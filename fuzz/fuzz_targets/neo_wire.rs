@@ -33,6 +33,7 @@ fuzz_target!(|data: &[u8]| {
                 let _ = wire::error_of(&p.args);
                 let _ = wire::tids_of(&p.args);
                 let _ = wire::transaction_information_of(&p.args);
+                let _ = wire::oids_from_of(&p.args);
                 let again = wire::encode_packet(p.id, p.code, p.args.clone());
                 let back = wire::decode_packet(&again).expect("our own packet decodes");
                 // (Bytes, not values: a NaN is not equal to itself.)

@@ -894,4 +894,23 @@ mod tests {
         ];
         assert_eq!(error_of(&err), Some((errcode::OID_NOT_FOUND, "x".into())));
     }
+
+    #[test]
+    fn answer_oids_from() {
+        let oid = |n: u64| oid_value(Oid(n));
+        let more = vec![oid(24), Value::Array(vec![oid(0), oid(12)])];
+        assert_eq!(
+            oids_from_of(&more),
+            Some((Some(Oid(24)), vec![Oid(0), Oid(12)]))
+        );
+        let last = vec![Value::Nil, Value::Array(vec![])];
+        assert_eq!(oids_from_of(&last), Some((None, vec![])));
+        // An oid that is not 8 bytes, a missing list: malformed.
+        assert_eq!(oids_from_of(&[bin(b"x"), Value::Array(vec![])]), None);
+        assert_eq!(oids_from_of(&[Value::Nil]), None);
+        assert_eq!(
+            oids_from_of(&[Value::Nil, Value::Array(vec![bin(&[1; 7])])]),
+            None
+        );
+    }
 }
