@@ -22,7 +22,6 @@
 
 use super::wire::{self, code, Packet};
 use crate::storage::requests::{Pending, Slot};
-use bytes::Bytes;
 use crate::storage::tls::{TlsClient, TlsReader, TlsShared};
 use parking_lot::Mutex;
 use rmpv::Value;
@@ -408,236 +407,75 @@ impl Conn {
     }
 }
 
-/// The reader's buffer for small packets (and the start of big ones).
-const SMALL: usize = 256 << 10;
-
 /// The reader thread: packets in, until the connection fails.
-///
-/// Small packets are received into one buffer, reused (and kept
-/// initialized: no zeroing per read). A packet that does not fit — an
-/// object's answer carrying a block — gets a buffer of its own as soon as
-/// its headers tell how long it is at least ([`wire::frame_need`]): the
-/// rest is received straight into it, and its data is handed on as a
-/// slice of it ([`wire::decode_frame`]). So a block's bytes are copied
-/// once, by the kernel, from the socket to where the caller gets them.
 fn reader(conn: Arc<Conn>, mut stream: Box<dyn Read + Send>) {
     // Signals are for the program's own threads (see zeo::conn).
     let _ = nix::sys::signal::SigSet::all().thread_block();
-    let max = conn.opts.max_packet;
-    let mut buf = vec![0u8; SMALL];
-    // `buf[start..end]`: received, not yet handed on.
-    let (mut start, mut end) = (0usize, 0usize);
-    // Bytes the next frame needs at least (from `start`) before walking it
-    // again.
+    let mut buf: Vec<u8> = Vec::with_capacity(64 << 10);
+    let mut start = 0usize;
+    // Bytes known to be needed before walking the buffer again.
     let mut want = 1usize;
     loop {
         if conn.state.lock().failed.is_some() {
             return;
         }
-        // Hand on every complete packet in the buffer.
-        while end - start >= want {
-            match wire::frame_need(&buf[start..end], max) {
-                Ok(wire::Need::Frame(n)) => {
-                    let frame = Bytes::copy_from_slice(&buf[start..start + n]);
+        // Deliver every complete packet in the buffer.
+        while buf.len() - start >= want {
+            match wire::frame_len(&buf[start..], conn.opts.max_packet) {
+                Ok(Some(n)) => {
+                    let p = wire::decode_packet(&buf[start..start + n]);
                     start += n;
                     want = 1;
-                    if !deliver(&conn, frame) {
+                    let r = match p {
+                        Ok(p) => conn.handle(p),
+                        Err(e) => Err(format!("protocol error from {}: {e}", conn.addr)),
+                    };
+                    if let Err(why) = r {
+                        conn.fail(why);
                         return;
                     }
                 }
-                Ok(wire::Need::AtLeast(n)) => want = n,
+                Ok(None) => {
+                    want = buf.len() - start + 1;
+                    break;
+                }
                 Err(e) => {
                     conn.fail(format!("protocol error from {}: {e}", conn.addr));
                     return;
                 }
             }
         }
-        if start == end {
-            (start, end) = (0, 0);
+        if start > 0 && (start == buf.len() || start >= buf.len() / 2) {
+            buf.drain(..start);
+            start = 0;
         }
-        if want > buf.len() {
-            // Too big for the buffer: a buffer of its own.
-            let Some((frame, rest)) = read_big(&conn, &mut *stream, &buf[start..end], want) else {
-                return;
-            };
-            buf[..rest.len()].copy_from_slice(&rest);
-            (start, end, want) = (0, rest.len(), 1);
-            if !deliver(&conn, frame) {
-                return;
-            }
-            continue;
-        }
-        if end == buf.len() || want > buf.len() - start {
-            buf.copy_within(start..end, 0);
-            (start, end) = (0, end - start);
-        }
-        match stream.read(&mut buf[end..]) {
+        let len = buf.len();
+        let chunk = (64usize << 10).max(want.saturating_sub(len - start).min(16 << 20));
+        buf.resize(len + chunk, 0);
+        match stream.read(&mut buf[len..]) {
             Ok(0) => {
+                buf.truncate(len);
                 conn.fail(format!("{} closed the connection", conn.addr));
                 return;
             }
-            Ok(k) => end += k,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Ok(k) => buf.truncate(len + k),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                buf.truncate(len);
+                conn.tick();
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => buf.truncate(len),
             Err(e) => {
-                if !timed_out(&conn, e) {
-                    return;
-                }
+                buf.truncate(len);
+                conn.fail(format!("receive from {}: {e}", conn.addr));
+                return;
             }
         }
     }
-}
-
-/// A read failed with `e`: a timeout is the reader's tick (true: go on);
-/// anything else fails the connection.
-fn timed_out(conn: &Conn, e: io::Error) -> bool {
-    if matches!(
-        e.kind(),
-        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
-    ) {
-        conn.tick();
-        return true;
-    }
-    conn.fail(format!("receive from {}: {e}", conn.addr));
-    false
-}
-
-/// Receives a packet of at least `want` bytes (more than [`SMALL`]) whose
-/// start, `head`, is in hand: the packet, and what came after it (less
-/// than [`SMALL`]). None: the connection failed.
-fn read_big(
-    conn: &Conn,
-    stream: &mut (dyn Read + Send),
-    head: &[u8],
-    mut want: usize,
-) -> Option<(Bytes, Vec<u8>)> {
-    let mut big = pool::take(want);
-    big.extend_from_slice(head);
-    loop {
-        while big.len() < want {
-            let got = if want > big.len() + 1 {
-                // The headers say the packet goes on at least to `want`:
-                // read up to there, into the spare capacity as it is (no
-                // zeroing first; bytes received before a timeout stay).
-                let left = (want - big.len()) as u64;
-                (&mut *stream).take(left).read_to_end(&mut big)
-            } else {
-                // Only that it goes on (headers cut short): what comes.
-                let len = big.len();
-                big.resize(len + (64 << 10), 0);
-                let r = stream.read(&mut big[len..]);
-                big.truncate(len + *r.as_ref().unwrap_or(&0));
-                r
-            };
-            match got {
-                Ok(_) if big.len() < want => {
-                    conn.fail(format!("{} closed the connection", conn.addr));
-                    return None;
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    if !timed_out(conn, e) || conn.is_dead() {
-                        return None;
-                    }
-                }
-            }
-        }
-        match wire::frame_need(&big, conn.opts.max_packet) {
-            Ok(wire::Need::Frame(n)) => {
-                let rest = big.split_off(n);
-                return Some((pool::bytes(big), rest));
-            }
-            Ok(wire::Need::AtLeast(n)) => want = n,
-            Err(e) => {
-                conn.fail(format!("protocol error from {}: {e}", conn.addr));
-                return None;
-            }
-        }
-    }
-}
-
-/// The buffers of big packets, used again once every slice of them is
-/// dropped.
-///
-/// A block's buffer goes with its data to the caller (the daemon's block
-/// cache), which drops it at a time of its own. Fresh memory from the
-/// allocator for each 2 MiB block cost more than the copy it saves: the
-/// kernel zeroes every page at its first touch (a quarter of wcfsd's CPU
-/// time in a cold read). So the buffer comes back here when the last
-/// slice of it goes, and the next big packet is received into it. A few
-/// are kept ([`pool::KEEP`]), the largest ones; the rest are freed.
-mod pool {
-    use bytes::Bytes;
-    use parking_lot::Mutex;
-
-    /// Buffers kept for reuse (enough for the loads a reader has in
-    /// flight: the daemon's prefetch depth and the requests it serves).
-    pub(super) const KEEP: usize = 16;
-    /// A buffer's room past the length first asked for (the packet's last
-    /// arguments after its data).
-    const SLACK: usize = 256;
-
-    static FREE: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
-
-    /// An empty buffer with room for at least `want` bytes.
-    pub(super) fn take(want: usize) -> Vec<u8> {
-        let mut free = FREE.lock();
-        // The smallest that fits.
-        let best = free
-            .iter()
-            .enumerate()
-            .filter(|(_, b)| b.capacity() >= want + SLACK)
-            .min_by_key(|(_, b)| b.capacity())
-            .map(|(i, _)| i);
-        match best {
-            Some(i) => free.swap_remove(i),
-            None => {
-                drop(free);
-                Vec::with_capacity(want + SLACK)
-            }
-        }
-    }
-
-    /// `buf`'s bytes, its memory back here once no slice of it is left.
-    pub(super) fn bytes(buf: Vec<u8>) -> Bytes {
-        Bytes::from_owner(Owned(buf))
-    }
-
-    struct Owned(Vec<u8>);
-
-    impl AsRef<[u8]> for Owned {
-        fn as_ref(&self) -> &[u8] {
-            &self.0
-        }
-    }
-
-    impl Drop for Owned {
-        fn drop(&mut self) {
-            let mut buf = std::mem::take(&mut self.0);
-            buf.clear();
-            let mut free = FREE.lock();
-            if free.len() < KEEP {
-                free.push(buf);
-            } else if let Some(small) = free.iter_mut().min_by_key(|b| b.capacity()) {
-                // Keep the larger one.
-                if small.capacity() < buf.capacity() {
-                    std::mem::swap(small, &mut buf);
-                }
-            }
-        }
-    }
-}
-
-/// Decodes and handles one frame; false: the connection failed.
-fn deliver(conn: &Conn, frame: Bytes) -> bool {
-    let r = match wire::decode_frame(frame) {
-        Ok(p) => conn.handle(p),
-        Err(e) => Err(format!("protocol error from {}: {e}", conn.addr)),
-    };
-    if let Err(why) = r {
-        conn.fail(why);
-        return false;
-    }
-    true
 }
 
 impl std::fmt::Debug for Conn {
