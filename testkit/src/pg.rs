@@ -28,6 +28,7 @@
 //! `synchronous_commit = off` the last commits die with a kill -9, and
 //! the driver rightly calls the database another one.
 
+use std::io::Write;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -350,10 +351,7 @@ impl PgServer {
     fn wait_ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            let out = self
-                .psql_cmd("postgres", "SELECT 1")
-                .output()
-                .expect("run psql");
+            let out = self.run_psql("postgres", "SELECT 1");
             if out.status.success() {
                 return;
             }
@@ -495,27 +493,40 @@ impl PgServer {
         )
     }
 
-    fn psql_cmd(&self, db: &str, sql: &str) -> Command {
+    /// Runs psql on `sql` in database `db` as postgres. The statement goes
+    /// in on stdin, never in psql's argv: tests run in parallel, and one
+    /// test's `CREATE ROLE … PASSWORD` must not show in another test's `ps`.
+    fn run_psql(&self, db: &str, sql: &str) -> Output {
         let mut c = self.cmd("psql");
         c.arg("-h")
             .arg(&self.sock)
             .args(["-p", &self.port.to_string(), "-U", "postgres", "-d", db])
-            .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", sql])
-            .stdin(Stdio::null());
-        c
+            .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-f", "-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = c.spawn().expect("run psql");
+        {
+            let mut stdin = child.stdin.take().expect("psql stdin");
+            // psql may exit early (server down): the broken pipe then shows
+            // as its failed status, which the callers report.
+            let _ = stdin.write_all(sql.as_bytes());
+            let _ = stdin.write_all(b"\n");
+        }
+        child.wait_with_output().expect("wait for psql")
     }
 
     /// Runs `sql` in database `db` as postgres; its output (unaligned,
     /// tuples only). Panics on failure.
     pub fn psql(&self, db: &str, sql: &str) -> String {
-        let out = self.psql_cmd(db, sql).output().expect("run psql");
+        let out = self.run_psql(db, sql);
         check(&out, &format!("psql {sql:?}"));
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 
     /// Like [`PgServer::psql`]; Err(stderr) on failure.
     pub fn try_psql(&self, db: &str, sql: &str) -> Result<String, String> {
-        let out = self.psql_cmd(db, sql).output().expect("run psql");
+        let out = self.run_psql(db, sql);
         if out.status.success() {
             Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
         } else {
