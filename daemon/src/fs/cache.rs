@@ -34,8 +34,12 @@ use std::time::{Duration, Instant};
 pub(crate) const FAILURE_ECHO: Duration = Duration::from_secs(1);
 use zodb::{Oid, Tid};
 
-/// Blocks kept: 16 × 2 MiB = 32 MiB for wendelin's block size.
-pub(crate) const CAPACITY: usize = 16;
+/// Blocks kept, at most: enough for the prefetcher's look-ahead of a few
+/// sequential readers of small blocks…
+pub(crate) const CAPACITY: usize = 64;
+/// …and at most this many bytes of them: 16 × 2 MiB for wendelin's block
+/// size (the newest block is kept whatever its size).
+pub(crate) const CAPACITY_BYTES: usize = 32 << 20;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) struct Key {
@@ -56,6 +60,9 @@ struct Inner {
     /// Loads that failed lately: when, and why.
     failed: HashMap<Key, (Instant, String)>,
     cap: usize,
+    /// The bytes in `lru`, and their bound.
+    bytes: usize,
+    max_bytes: usize,
 }
 
 /// One load in flight: how it failed, for those waiting for it.
@@ -83,13 +90,16 @@ impl<E: std::fmt::Display> std::fmt::Display for Failed<E> {
 }
 
 impl BlockCache {
-    pub(crate) fn new(cap: usize) -> BlockCache {
+    /// A cache of at most `cap` blocks and `max_bytes` bytes.
+    pub(crate) fn new(cap: usize, max_bytes: usize) -> BlockCache {
         BlockCache {
             inner: Mutex::new(Inner {
                 lru: VecDeque::new(),
                 loading: HashMap::new(),
                 failed: HashMap::new(),
                 cap,
+                bytes: 0,
+                max_bytes,
             }),
             loaded: Condvar::new(),
         }
@@ -144,9 +154,12 @@ impl BlockCache {
                     g.failed.insert(self.1, (Instant::now(), why.clone()));
                 }
                 if let Some(data) = self.2.take() {
+                    g.bytes += data.len();
                     g.lru.push_front((self.1, data));
-                    let cap = g.cap;
-                    g.lru.truncate(cap);
+                    while g.lru.len() > g.cap || (g.bytes > g.max_bytes && g.lru.len() > 1) {
+                        let (_, old) = g.lru.pop_back().expect("not empty");
+                        g.bytes -= old.len();
+                    }
                 }
                 self.0.loaded.notify_all();
             }
@@ -186,6 +199,7 @@ impl BlockCache {
             }
             !drop
         });
+        g.bytes -= dropped.iter().map(|(_, d)| d.len()).sum::<usize>();
         dropped
     }
 }
@@ -206,7 +220,7 @@ mod tests {
 
     #[test]
     fn single_flight_and_lru() {
-        let c = Arc::new(BlockCache::new(2));
+        let c = Arc::new(BlockCache::new(2, usize::MAX));
         let nload = Arc::new(AtomicUsize::new(0));
         let threads: Vec<_> = (0..8)
             .map(|_| {
@@ -236,11 +250,38 @@ mod tests {
         assert_eq!(&c.get(key(9), load(b"ok")).unwrap()[..], b"ok");
     }
 
+    /// The byte bound evicts the oldest blocks, keeps the newest whatever
+    /// its size, and a forgotten block gives its bytes back.
+    #[test]
+    fn bytes_bound_evicts_oldest() {
+        let c = BlockCache::new(100, 10);
+        let load = |n: usize| move || Ok::<_, &str>(Bytes::from(vec![n as u8; n]));
+        let cached = |c: &BlockCache| -> Vec<u64> {
+            let g = c.inner.lock();
+            assert_eq!(g.bytes, g.lru.iter().map(|(_, d)| d.len()).sum::<usize>());
+            g.lru.iter().map(|(k, _)| k.blk).collect()
+        };
+        c.get(key(0), load(4)).unwrap();
+        c.get(key(1), load(4)).unwrap();
+        assert_eq!(cached(&c), [1, 0]);
+        c.get(key(2), load(4)).unwrap(); // 12 bytes > 10: blk 0 goes
+        assert_eq!(cached(&c), [2, 1]);
+        c.get(key(3), load(30)).unwrap(); // alone over the bound: kept
+        assert_eq!(cached(&c), [3]);
+        c.get(key(4), load(2)).unwrap();
+        assert_eq!(cached(&c), [4]);
+        c.get(key(5), load(3)).unwrap();
+        c.forget_head(Oid(1), Some(&BTreeSet::from([4])));
+        assert_eq!(cached(&c), [5]);
+        c.get(key(6), load(7)).unwrap(); // 10 bytes: both stay
+        assert_eq!(cached(&c), [6, 5]);
+    }
+
     /// A request right after a failed load gets its error; past
     /// FAILURE_ECHO, or once head moved on for the block, it loads again.
     #[test]
     fn failure_echoes_briefly() {
-        let c = BlockCache::new(2);
+        let c = BlockCache::new(2, usize::MAX);
         let ok = || Ok::<_, &str>(Bytes::from_static(b"ok"));
         assert!(matches!(
             c.get(key(3), || Err::<Bytes, _>("silent")),
@@ -266,7 +307,7 @@ mod tests {
     /// (no load of their own); a request after it loads again.
     #[test]
     fn waiters_share_a_failure() {
-        let c = Arc::new(BlockCache::new(2));
+        let c = Arc::new(BlockCache::new(2, usize::MAX));
         let nload = Arc::new(AtomicUsize::new(0));
         let (tx, rx) = std::sync::mpsc::channel::<()>();
         let first = {

@@ -334,7 +334,7 @@ pub fn serve(zurl: &str, mountpoint: &Path, opts: Options) -> Result<(), Error> 
         published: Mutex::new(head),
         published_cond: Condvar::new(),
         tree: Mutex::new(tree::Tree::new(opts.debug)),
-        cache: cache::BlockCache::new(cache::CAPACITY),
+        cache: cache::BlockCache::new(cache::CAPACITY, cache::CAPACITY_BYTES),
         uploads: upload::Uploads::default(),
         prefetch: prefetch::Prefetch::new(prefetch_depth),
         offload: Arc::default(),

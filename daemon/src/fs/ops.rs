@@ -309,7 +309,8 @@ impl Fs {
         let epoch = w.uploads.epoch();
         if info.blksize > 0 {
             let nblk = info.size.div_ceil(info.blksize);
-            w.prefetch.touched(ino, oid, None, off / info.blksize, nblk);
+            w.prefetch
+                .touched(ino, oid, None, off / info.blksize, nblk, info.blksize);
         }
         let mut served = Vec::new();
         let r = read_blocks(off, size, info.size, info.blksize, |blk| {
@@ -422,8 +423,14 @@ impl Fs {
         let st = &*w.storage;
         if file.blksize() > 0 {
             let nblk = fsize.div_ceil(file.blksize());
-            w.prefetch
-                .touched(ino, oid, Some(at), off / file.blksize(), nblk);
+            w.prefetch.touched(
+                ino,
+                oid,
+                Some(at),
+                off / file.blksize(),
+                nblk,
+                file.blksize(),
+            );
         }
         let mut served = Vec::new();
         let r = read_blocks(off, size, fsize, file.blksize(), |blk| {

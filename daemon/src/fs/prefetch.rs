@@ -30,8 +30,29 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use zodb::{Oid, Tid};
 
-const QUEUE_MAX: usize = 16;
+const QUEUE_MAX: usize = 32;
 const STREAMS_MAX: usize = 1024;
+/// How far ahead of a sequential reader blocks are queued: about
+/// [`AHEAD_BYTES`], at least 2 blocks and at most [`AHEAD_MAX`] (and never
+/// fewer than the storage's depth).
+///
+/// With only N+1 queued when N is asked for, the load of N+1 starts as the
+/// reader gets N, and is often not done when the reader asks for N+1,
+/// which then waits for it or loads it itself: the load is not hidden.
+/// Queued further ahead, the thread stays in front of the reader (N+1 is
+/// usually cached already, and its job costs a lookup), and with small
+/// blocks it takes several jobs per wake-up — at 4 KiB blocks the wake-up
+/// costs more than the load. Measured (`compare` bench, 2 cores): 4 KiB
+/// blocks 1.6–1.7× faster with 8 ahead than with 1, 2 MiB blocks best
+/// with 2 (more only loads blocks the page cache is not ready for).
+const AHEAD_BYTES: u64 = 512 << 10;
+const AHEAD_MAX: u64 = 8;
+
+fn ahead(depth: usize, blksize: u64) -> u64 {
+    (AHEAD_BYTES / blksize.max(1))
+        .clamp(2, AHEAD_MAX)
+        .max(depth as u64)
+}
 
 /// A block to load ahead: of head/bigfile/`file` (`at` None) or of
 /// `@<at>/bigfile/<file>` (inode `ino`).
@@ -43,19 +64,31 @@ struct Job {
     blk: u64,
 }
 
+/// A file view's sequential reader.
+#[derive(Debug, Clone, Copy)]
+struct Stream {
+    /// The last block a request touched.
+    last: u64,
+    /// Blocks below this one were queued (or touched) already.
+    queued_to: u64,
+}
+
 pub(crate) struct Prefetch {
-    /// Blocks loaded ahead of a sequential reader (≥ 1); as many threads.
+    /// Loads in flight at once for sequential readers (≥ 1): as many
+    /// threads.
     pub(crate) depth: usize,
-    /// Per inode: the last block a request touched.
-    last: Mutex<HashMap<u64, u64>>,
+
+    /// Per inode: where its sequential reader is.
+    last: Mutex<HashMap<u64, Stream>>,
     queue: Mutex<VecDeque<Job>>,
     queued: Condvar,
 }
 
 impl Prefetch {
     pub(crate) fn new(depth: usize) -> Prefetch {
+        let depth = depth.clamp(1, 8);
         Prefetch {
-            depth: depth.clamp(1, 8),
+            depth,
             last: Mutex::default(),
             queue: Mutex::default(),
             queued: Condvar::new(),
@@ -63,23 +96,51 @@ impl Prefetch {
     }
 
     /// A request of inode `ino` (`file` at `at`) touched block `blk` of a
-    /// file of `nblk` blocks: if it follows the previous one, load the
-    /// next `depth`.
-    pub(crate) fn touched(&self, ino: u64, file: Oid, at: Option<Tid>, blk: u64, nblk: u64) {
-        let seq = {
+    /// file of `nblk` blocks of `blksize` bytes: if it follows the previous
+    /// one, load the next few (see [`AHEAD_BYTES`]).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn touched(
+        &self,
+        ino: u64,
+        file: Oid,
+        at: Option<Tid>,
+        blk: u64,
+        nblk: u64,
+        blksize: u64,
+    ) {
+        // The blocks to queue: none unless this request follows the
+        // previous one of its stream; then, once fewer than half the
+        // look-ahead is queued past it, up to the whole — in batches, so
+        // that the loading thread takes several jobs per wake-up.
+        let ahead = ahead(self.depth, blksize);
+        let (from, to) = {
             let mut last = self.last.lock();
             if last.len() >= STREAMS_MAX && !last.contains_key(&ino) {
                 last.clear();
             }
-            let prev = last.insert(ino, blk);
-            prev.is_some_and(|p| p + 1 == blk)
+            let prev = last.insert(
+                ino,
+                Stream {
+                    last: blk,
+                    queued_to: blk + 1,
+                },
+            );
+            let Some(prev) = prev.filter(|p| p.last + 1 == blk) else {
+                return;
+            };
+            let s = last.get_mut(&ino).expect("just inserted");
+            s.queued_to = prev.queued_to.max(blk + 1);
+            if s.queued_to >= blk + 1 + ahead / 2 {
+                return;
+            }
+            let to = (blk + 1 + ahead).min(nblk);
+            let from = s.queued_to;
+            s.queued_to = to.max(from);
+            (from, to)
         };
-        if !seq {
-            return;
-        }
         let mut q = self.queue.lock();
         let mut n = 0;
-        for next in blk + 1..(blk + 1 + self.depth as u64).min(nblk) {
+        for next in from..to {
             let job = Job {
                 ino,
                 file,
@@ -153,5 +214,45 @@ pub(crate) fn run(wcfs: Arc<Wcfs>) {
             // The request for it, if one comes, reports the error.
             log::debug!("prefetch {} blk #{}: {e}", job.file, job.blk);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn queued(p: &Prefetch) -> Vec<u64> {
+        p.queue.lock().drain(..).map(|j| j.blk).collect()
+    }
+
+    #[test]
+    fn look_ahead_by_bytes_in_batches() {
+        assert_eq!(ahead(1, 4 << 10), AHEAD_MAX);
+        assert_eq!(ahead(1, 64 << 10), 8);
+        assert_eq!(ahead(1, 2 << 20), 2);
+        assert_eq!(ahead(3, 2 << 20), 3, "never less than the depth");
+
+        // 64 KiB blocks: 8 ahead, refilled once fewer than 4 are queued.
+        let p = Prefetch::new(1);
+        let bs = 64 << 10;
+        p.touched(7, Oid(1), None, 10, 100, bs);
+        assert!(queued(&p).is_empty(), "a first request is not a stream");
+        p.touched(7, Oid(1), None, 11, 100, bs);
+        assert_eq!(queued(&p), (12..20).collect::<Vec<_>>());
+        for blk in 12..16 {
+            p.touched(7, Oid(1), None, blk, 100, bs);
+            assert!(queued(&p).is_empty(), "#{blk}: still ≥ 4 ahead");
+        }
+        p.touched(7, Oid(1), None, 16, 100, bs);
+        assert_eq!(queued(&p), (20..25).collect::<Vec<_>>(), "topped up");
+        // Another file view is its own stream; the end of the file bounds.
+        p.touched(8, Oid(2), None, 96, 100, bs);
+        p.touched(8, Oid(2), None, 97, 100, bs);
+        assert_eq!(queued(&p), [98, 99]);
+        // A jump starts over.
+        p.touched(7, Oid(1), None, 50, 100, bs);
+        assert!(queued(&p).is_empty());
+        p.touched(7, Oid(1), None, 51, 100, bs);
+        assert_eq!(queued(&p), (52..60).collect::<Vec<_>>());
     }
 }
