@@ -33,7 +33,7 @@
 #[path = "../tests/common/mod.rs"]
 mod common;
 
-use common::bench::{cold_read, read_all};
+use common::bench::{cold_read, cold_read_cpu, read_all};
 
 use std::path::Path;
 use std::process::Command;
@@ -207,16 +207,24 @@ fn main() {
     let (mut zseq, mut zpipe) = (vec![], vec![]);
     let (mut tls, mut r_tls) = (vec![], vec![]);
     let (mut ztls, mut r_ztls) = (vec![], vec![]);
+    // CPU ms per MiB of (wcfsd, the server), plain and over TLS.
+    let (mut cpu_plain, mut cpu_tls) = (vec![], vec![]);
     // A warm-up round, not counted: the server's cache, the page cache.
     cold_read(&file_zurl, tmp.path(), oid, nblk * BS);
     cold_read(&pg_zurl, tmp.path(), oid, nblk * BS);
     cold_read(&tls_zurl, tmp.path(), oid, nblk * BS);
     for _ in 0..REPS {
         let (t_file, s1) = cold_read(&file_zurl, tmp.path(), oid, nblk * BS);
-        let (t_pg, s2) = cold_read(&pg_zurl, tmp.path(), oid, nblk * BS);
+        let srv0 = server_cpu(&pg);
+        let (t_pg, s2, c_pg) = cold_read_cpu(&pg_zurl, tmp.path(), oid, nblk * BS);
+        let srv1 = server_cpu(&pg);
         assert_eq!(s1, s2, "same bytes from PostgreSQL and from the data.fs");
-        let (t_tls, s3) = cold_read(&tls_zurl, tmp.path(), oid, nblk * BS);
+        let (t_tls, s3, c_tls) = cold_read_cpu(&tls_zurl, tmp.path(), oid, nblk * BS);
+        let srv2 = server_cpu(&pg);
         assert_eq!(s1, s3, "same bytes over TLS");
+        let per_mib = |cpu: f64| cpu * 1000.0 / total;
+        cpu_plain.push((per_mib(c_pg), per_mib(srv1 - srv0)));
+        cpu_tls.push((per_mib(c_tls), per_mib(srv2 - srv1)));
         tls.push(mibs(t_tls));
         r_tls.push(t_pg / t_tls);
         let t_py = python_pg(&pg_zurl, &script, oid, nblk);
@@ -253,6 +261,19 @@ fn main() {
         &pgr,
         &r_tls,
     );
+    let med = |v: &[(f64, f64)], side: fn(&(f64, f64)) -> f64| {
+        let mut x: Vec<f64> = v.iter().map(side).collect();
+        x.sort_by(f64::total_cmp);
+        x[x.len() / 2]
+    };
+    println!(
+        "  CPU ms per MiB (medians): wcfsd plain {:.2}, over TLS {:.2}; the server's backends \
+         plain {:.2}, over TLS {:.2}",
+        med(&cpu_plain, |c| c.0),
+        med(&cpu_tls, |c| c.0),
+        med(&cpu_plain, |c| c.1),
+        med(&cpu_tls, |c| c.1),
+    );
     line(
         "zodb pg pipelined TLS",
         &ztls,
@@ -262,4 +283,28 @@ fn main() {
     );
     let r: Vec<f64> = zpipe.iter().zip(&zseq).map(|(p, s)| p / s).collect();
     line("zodb pg pipelined", &zpipe, "zodb pg one by one", &zseq, &r);
+}
+
+/// CPU seconds the server's processes spent so far: the postmaster's own
+/// and that of its children it reaped (a backend exits when its client
+/// disconnects: wcfsd stopped means its backend is counted once reaped),
+/// and the living ones'.
+fn server_cpu(pg: &testkit::PgServer) -> f64 {
+    // Let the postmaster reap the backend of the daemon just stopped.
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let pm = pg.postmaster_pid();
+    let stat = std::fs::read_to_string(format!("/proc/{pm}/stat")).unwrap_or_default();
+    let rest = stat.rsplit_once(") ").map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_ascii_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // utime, stime, cutime, cstime: fields 14–17 (11–14 here), in ticks
+    // of USER_HZ (100).
+    let own = (ticks(11) + ticks(12) + ticks(13) + ticks(14)) / 100.0;
+    let children: f64 = std::fs::read_to_string(format!("/proc/{pm}/task/{pm}/children"))
+        .unwrap_or_default()
+        .split_ascii_whitespace()
+        .filter_map(|p| p.parse::<u32>().ok())
+        .map(common::bench::cpu_secs)
+        .sum();
+    own + children
 }
