@@ -293,13 +293,7 @@ fn server_cpu(pg: &testkit::PgServer) -> f64 {
     // Let the postmaster reap the backend of the daemon just stopped.
     std::thread::sleep(std::time::Duration::from_millis(200));
     let pm = pg.postmaster_pid();
-    let stat = std::fs::read_to_string(format!("/proc/{pm}/stat")).unwrap_or_default();
-    let rest = stat.rsplit_once(") ").map(|(_, r)| r).unwrap_or("");
-    let f: Vec<&str> = rest.split_ascii_whitespace().collect();
-    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    // utime, stime, cutime, cstime: fields 14–17 (11–14 here), in ticks
-    // of USER_HZ (100).
-    let own = (ticks(11) + ticks(12) + ticks(13) + ticks(14)) / 100.0;
+    let own = common::bench::cpu_secs_with_reaped(pm);
     let children: f64 = std::fs::read_to_string(format!("/proc/{pm}/task/{pm}/children"))
         .unwrap_or_default()
         .split_ascii_whitespace()

@@ -307,11 +307,8 @@ impl Fs {
         };
         // Under the read side: the head these loads see.
         let epoch = w.uploads.epoch();
-        if info.blksize > 0 {
-            let nblk = info.size.div_ceil(info.blksize);
-            w.prefetch
-                .touched(ino, oid, None, off / info.blksize, nblk, info.blksize);
-        }
+        w.prefetch
+            .touched(ino, oid, None, off, info.size, info.blksize);
         let mut served = Vec::new();
         let r = read_blocks(off, size, info.size, info.blksize, |blk| {
             let key = Key {
@@ -421,17 +418,8 @@ impl Fs {
             return reply.error(Errno::EIO);
         };
         let st = &*w.storage;
-        if file.blksize() > 0 {
-            let nblk = fsize.div_ceil(file.blksize());
-            w.prefetch.touched(
-                ino,
-                oid,
-                Some(at),
-                off / file.blksize(),
-                nblk,
-                file.blksize(),
-            );
-        }
+        w.prefetch
+            .touched(ino, oid, Some(at), off, fsize, file.blksize());
         let mut served = Vec::new();
         let r = read_blocks(off, size, fsize, file.blksize(), |blk| {
             let key = Key {

@@ -77,7 +77,6 @@ pub(crate) struct Prefetch {
     /// Loads in flight at once for sequential readers (≥ 1): as many
     /// threads.
     pub(crate) depth: usize,
-
     /// Per inode: where its sequential reader is.
     last: Mutex<HashMap<u64, Stream>>,
     queue: Mutex<VecDeque<Job>>,
@@ -86,28 +85,30 @@ pub(crate) struct Prefetch {
 
 impl Prefetch {
     pub(crate) fn new(depth: usize) -> Prefetch {
-        let depth = depth.clamp(1, 8);
         Prefetch {
-            depth,
+            depth: depth.clamp(1, 8),
             last: Mutex::default(),
             queue: Mutex::default(),
             queued: Condvar::new(),
         }
     }
 
-    /// A request of inode `ino` (`file` at `at`) touched block `blk` of a
-    /// file of `nblk` blocks of `blksize` bytes: if it follows the previous
+    /// A request of inode `ino` (`file` at `at`, `fsize` bytes in blocks of
+    /// `blksize`) started at byte `off`: if its block follows the previous
     /// one, load the next few (see [`AHEAD_BYTES`]).
-    #[allow(clippy::too_many_arguments)]
     pub(crate) fn touched(
         &self,
         ino: u64,
         file: Oid,
         at: Option<Tid>,
-        blk: u64,
-        nblk: u64,
+        off: u64,
+        fsize: u64,
         blksize: u64,
     ) {
+        if blksize == 0 {
+            return;
+        }
+        let (blk, nblk) = (off / blksize, fsize.div_ceil(blksize));
         // The blocks to queue: none unless this request follows the
         // previous one of its stream; then, once fewer than half the
         // look-ahead is queued past it, up to the whole — in batches, so
@@ -235,24 +236,27 @@ mod tests {
         // 64 KiB blocks: 8 ahead, refilled once fewer than 4 are queued.
         let p = Prefetch::new(1);
         let bs = 64 << 10;
-        p.touched(7, Oid(1), None, 10, 100, bs);
+        p.touched(7, Oid(1), None, 10 * bs, 100 * bs, bs);
         assert!(queued(&p).is_empty(), "a first request is not a stream");
-        p.touched(7, Oid(1), None, 11, 100, bs);
+        p.touched(7, Oid(1), None, 11 * bs, 100 * bs, bs);
         assert_eq!(queued(&p), (12..20).collect::<Vec<_>>());
         for blk in 12..16 {
-            p.touched(7, Oid(1), None, blk, 100, bs);
+            p.touched(7, Oid(1), None, blk * bs, 100 * bs, bs);
             assert!(queued(&p).is_empty(), "#{blk}: still ≥ 4 ahead");
         }
-        p.touched(7, Oid(1), None, 16, 100, bs);
+        p.touched(7, Oid(1), None, 16 * bs, 100 * bs, bs);
         assert_eq!(queued(&p), (20..25).collect::<Vec<_>>(), "topped up");
         // Another file view is its own stream; the end of the file bounds.
-        p.touched(8, Oid(2), None, 96, 100, bs);
-        p.touched(8, Oid(2), None, 97, 100, bs);
+        p.touched(8, Oid(2), None, 96 * bs, 100 * bs, bs);
+        p.touched(8, Oid(2), None, 97 * bs, 100 * bs, bs);
         assert_eq!(queued(&p), [98, 99]);
-        // A jump starts over.
-        p.touched(7, Oid(1), None, 50, 100, bs);
+        // A jump starts over; no block size, nothing.
+        p.touched(7, Oid(1), None, 50 * bs, 100 * bs, bs);
         assert!(queued(&p).is_empty());
-        p.touched(7, Oid(1), None, 51, 100, bs);
+        p.touched(7, Oid(1), None, 51 * bs, 100 * bs, bs);
         assert_eq!(queued(&p), (52..60).collect::<Vec<_>>());
+        p.touched(9, Oid(3), None, 0, 100, 0);
+        p.touched(9, Oid(3), None, 0, 100, 0);
+        assert!(queued(&p).is_empty());
     }
 }

@@ -48,6 +48,16 @@ pub fn cold_read_cpu(zurl: &str, tmp: &Path, oid: Oid, size: u64) -> (f64, u64, 
 /// User + system CPU time (s) of process `pid` so far (all its threads);
 /// 0 if it is gone.
 pub fn cpu_secs(pid: u32) -> f64 {
+    stat_cpu(pid, false)
+}
+
+/// [`cpu_secs`] plus that of the children `pid` waited for (a server's
+/// exited workers, e.g. PostgreSQL's backends once their client left).
+pub fn cpu_secs_with_reaped(pid: u32) -> f64 {
+    stat_cpu(pid, true)
+}
+
+fn stat_cpu(pid: u32, reaped: bool) -> f64 {
     let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
         return 0.0;
     };
@@ -55,9 +65,10 @@ pub fn cpu_secs(pid: u32) -> f64 {
     let rest = stat.rsplit_once(") ").map(|(_, r)| r).unwrap_or("");
     let f: Vec<&str> = rest.split_ascii_whitespace().collect();
     let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    // utime and stime are fields 14 and 15 (11 and 12 here), in clock
-    // ticks of USER_HZ, 100 on Linux.
-    (ticks(11) + ticks(12)) / 100.0
+    // utime, stime, cutime and cstime are fields 14 to 17 (11 to 14
+    // here), in clock ticks of USER_HZ, 100 on Linux.
+    let children = if reaped { ticks(13) + ticks(14) } else { 0.0 };
+    (ticks(11) + ticks(12) + children) / 100.0
 }
 
 /// The 1-minute load average.
