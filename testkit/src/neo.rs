@@ -23,6 +23,25 @@ pub fn script() -> Option<PathBuf> {
     p.exists().then_some(p)
 }
 
+/// The environment of the `neo-cluster` script: its venv, and on the
+/// PYTHONPATH `testkit/neo-site`, whose `sitecustomize` makes the nodes
+/// log big packets without their arguments (see there: else a storage
+/// node holds on to every block it sends, GiBs, and writes them all to
+/// its log at its first warning, answering nothing meanwhile).
+fn script_env() -> [(&'static str, std::ffi::OsString); 2] {
+    let site = crate::repo().join("testkit/neo-site");
+    let path = match std::env::var_os("PYTHONPATH") {
+        Some(p) if !p.is_empty() => {
+            let mut v = site.into_os_string();
+            v.push(":");
+            v.push(p);
+            v
+        }
+        _ => site.into_os_string(),
+    };
+    [("NEO_VENV", venv().into_os_string()), ("PYTHONPATH", path)]
+}
+
 /// The venv the clusters run from (and the Python oracle uses).
 pub fn venv() -> PathBuf {
     match std::env::var_os("NEO_VENV") {
@@ -91,7 +110,7 @@ impl NeoCluster {
             .args(["--replicas", &replicas.to_string()])
             .args(["--partitions", &partitions.to_string()])
             .args(name.map(|n| ["--name", n]).into_iter().flatten())
-            .env("NEO_VENV", venv())
+            .envs(script_env())
             .output()
             .expect("running neo-cluster start");
         assert!(
@@ -135,6 +154,14 @@ impl NeoCluster {
         self.env["NEO_NAME"].clone()
     }
 
+    /// The storage nodes' `HOST:PORT`, in order.
+    pub fn storages(&self) -> Vec<String> {
+        self.env["NEO_STORAGES"]
+            .split(',')
+            .map(str::to_string)
+            .collect()
+    }
+
     /// The pids of the storage nodes running now, in order (for
     /// measurements: their CPU time).
     pub fn storage_pids(&self) -> Vec<u32> {
@@ -163,7 +190,7 @@ impl NeoCluster {
             .args(args.iter().take(1))
             .arg(self.dir.path())
             .args(args.iter().skip(1))
-            .env("NEO_VENV", venv())
+            .envs(script_env())
             .output()
             .expect("running neo-cluster");
         assert!(
@@ -310,7 +337,7 @@ impl NeoCluster {
         let out = Command::new(&self.script)
             .arg("status")
             .arg(self.dir.path())
-            .env("NEO_VENV", venv())
+            .envs(script_env())
             .output()
             .expect("running neo-cluster status");
         String::from_utf8_lossy(&out.stdout).into_owned()
@@ -320,7 +347,7 @@ impl NeoCluster {
         let _ = Command::new(&self.script)
             .arg("stop")
             .arg(self.dir.path())
-            .env("NEO_VENV", venv())
+            .envs(script_env())
             .output();
     }
 }

@@ -279,7 +279,7 @@ fn a_storage_node_with_a_wrong_checksum_is_corrupt() {
 #[test]
 fn a_good_answer_from_the_fake_loads() {
     fn good(id: u32) -> Vec<u8> {
-        let sum = zodb::storage::neo::wire::sha1(b"data");
+        let sum = wire::sha1(b"data");
         object(id, sum, b"data")
     }
     let st = open(master(storage(good))).unwrap();
@@ -309,7 +309,7 @@ fn a_storage_node_sending_an_oversized_packet_is_unavailable() {
 #[test]
 fn a_cluster_without_our_history_is_not_the_same_database() {
     fn good(id: u32) -> Vec<u8> {
-        let sum = zodb::storage::neo::wire::sha1(b"data");
+        let sum = wire::sha1(b"data");
         object(id, sum, b"data")
     }
     let behind = |n: usize| {

@@ -174,3 +174,110 @@ fn master_failover_catches_up_exactly() {
     eprintln!("neo_resilience: failovers: {k:?}");
     assert!(k[counter::LOST] >= 2 && k[counter::RECONNECT] >= 2, "{k:?}");
 }
+
+/// A storage node that logs a warning writes no block data to its log,
+/// and goes on answering.
+///
+/// A NEO node holds its debug log in memory and writes it out at its
+/// first WARNING; the records of packets hold their arguments, blocks
+/// included, and the node's 16 MiB budget counts an object's answer as
+/// the 7 of its argument tuple — so it held every block it had sent
+/// (GiBs after the reads of the neo_read bench) and writing them stopped
+/// it for tens of seconds: loads unanswered, no handshake on a new
+/// connection (the bench's driver section hung). The nodes testkit starts
+/// log big packets without their arguments (testkit/neo-site): this
+/// checks that they do, through what a test can see of it — the log file
+/// the warning made the node write.
+#[test]
+fn a_warning_on_a_storage_node_writes_no_block_data() {
+    use std::io::{Read, Write};
+    if !NeoCluster::available("neo_resilience") {
+        return;
+    }
+    let c = NeoCluster::start(1, 1, 0);
+    // 24 objects of 1 MiB of random bytes (zlib would not shrink them),
+    // written by Python.
+    let mut py = std::process::Command::new(c.python());
+    c.python_env(&mut py);
+    let out = py
+        .arg("-c")
+        .arg(
+            r#"
+import os, transaction, ZODB
+from persistent.mapping import PersistentMapping
+from neo.client.Storage import Storage
+st = Storage(master_nodes=os.environ['NEO_MASTERS'].replace(',', ' '), name=os.environ['NEO_NAME'])
+db = ZODB.DB(st); root = db.open().root(); oids = []
+for i in range(24):
+    m = root[i] = PersistentMapping(); m['d'] = os.urandom(1 << 20)
+    transaction.commit(); oids.append(m._p_oid)
+print(' '.join('%x' % int.from_bytes(o, 'big') for o in oids))
+db.close()
+"#,
+        )
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let oids: Vec<Oid> = String::from_utf8(out.stdout)
+        .unwrap()
+        .split_whitespace()
+        .map(|h| Oid(u64::from_str_radix(h, 16).unwrap()))
+        .collect();
+    assert_eq!(oids.len(), 24);
+    // 4 × 24 MiB through the node.
+    let st = oracle::open(&c);
+    let head = st.last_tid().unwrap();
+    for _ in 0..4 {
+        for &o in &oids {
+            assert!(st.load(o, head).unwrap().data.len() > 1 << 20);
+        }
+    }
+    // A connection that leaves before identifying: the node logs "A
+    // connection was lost during identification" (a WARNING) and writes
+    // out its log.
+    let addr = c.storages()[0].clone();
+    drop(std::net::TcpStream::connect(&addr).unwrap());
+    // A new connection's handshake: the node has handled the one before
+    // (its events are handled in order, by one thread).
+    let t0 = std::time::Instant::now();
+    let mut s = std::net::TcpStream::connect(&addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(300))).unwrap();
+    s.write_all(&zodb::storage::neo::wire::HANDSHAKE).unwrap();
+    let mut hs = [0u8; 6];
+    s.read_exact(&mut hs).unwrap();
+    assert_eq!(hs, zodb::storage::neo::wire::HANDSHAKE);
+    let stalled = t0.elapsed();
+    drop(s);
+    // The warning was written (else this would prove nothing)...
+    let log = c.dir().join("logs/storage0.log");
+    let mut q = std::process::Command::new(c.python());
+    let warned = q
+        .arg("-c")
+        .arg(
+            "import sqlite3, sys\n\
+             db = sqlite3.connect(sys.argv[1])\n\
+             print(db.execute(\"SELECT count(*) FROM log WHERE level >= 30 AND msg LIKE '%lost during identification%'\").fetchone()[0])",
+        )
+        .arg(&log)
+        .output()
+        .unwrap();
+    let warned = String::from_utf8_lossy(&warned.stdout).trim().to_string();
+    assert!(
+        warned.parse::<u32>().is_ok_and(|n| n >= 1),
+        "the storage node logged no warning: {warned:?}"
+    );
+    // ... without the 120 MiB of blocks that went through the node.
+    let size = std::fs::metadata(&log).unwrap().len();
+    eprintln!("neo_resilience: log of {size} bytes written in {stalled:?}");
+    assert!(
+        size < 8 << 20,
+        "the storage node's log holds {size} bytes after a warning (block data: \
+         its nodes must log big packets without their arguments)"
+    );
+    // And it answers.
+    assert!(st.load(oids[0], head).unwrap().data.len() > 1 << 20);
+}

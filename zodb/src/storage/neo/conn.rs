@@ -23,6 +23,7 @@
 use super::wire::{self, code, Packet};
 use crate::storage::requests::{Pending, Slot};
 use crate::storage::tls::{TlsClient, TlsReader, TlsShared};
+use bytes::Bytes;
 use parking_lot::Mutex;
 use rmpv::Value;
 use std::io::{self, Read, Write};
@@ -407,72 +408,270 @@ impl Conn {
     }
 }
 
+/// The reader's buffer for small packets (and the start of big ones).
+const SMALL: usize = 256 << 10;
+
 /// The reader thread: packets in, until the connection fails.
 fn reader(conn: Arc<Conn>, mut stream: Box<dyn Read + Send>) {
     // Signals are for the program's own threads (see zeo::conn).
     let _ = nix::sys::signal::SigSet::all().thread_block();
-    let mut buf: Vec<u8> = Vec::with_capacity(64 << 10);
-    let mut start = 0usize;
-    // Bytes known to be needed before walking the buffer again.
+    receive(&*conn, &mut *stream);
+}
+
+/// What [`receive`] needs of its connection: a trait, so that the frame
+/// reading can be tested on its own (fed by a reader that splits the
+/// stream anywhere).
+trait Link {
+    fn addr(&self) -> &str;
+    fn max_packet(&self) -> usize;
+    /// Whether it failed (receiving stops).
+    fn is_dead(&self) -> bool;
+    fn fail(&self, why: String);
+    /// A receive timed out (the read timeout is the reader's clock).
+    fn tick(&self);
+    /// One complete frame, in order; false: the connection failed.
+    fn frame(&self, frame: Bytes) -> bool;
+}
+
+impl Link for Conn {
+    fn addr(&self) -> &str {
+        &self.addr
+    }
+    fn max_packet(&self) -> usize {
+        self.opts.max_packet
+    }
+    fn is_dead(&self) -> bool {
+        Conn::is_dead(self)
+    }
+    fn fail(&self, why: String) {
+        Conn::fail(self, why)
+    }
+    fn tick(&self) {
+        Conn::tick(self)
+    }
+    fn frame(&self, frame: Bytes) -> bool {
+        let r = match wire::decode_frame(frame) {
+            Ok(p) => self.handle(p),
+            Err(e) => Err(format!("protocol error from {}: {e}", self.addr)),
+        };
+        if let Err(why) = r {
+            self.fail(why);
+            return false;
+        }
+        true
+    }
+}
+
+/// Frames in from `stream`, each handed to `link` as soon as it is
+/// complete, until the connection fails.
+///
+/// Small packets are received into one buffer, reused (and kept
+/// initialized: no zeroing per read). A packet that does not fit — an
+/// object's answer carrying a block — gets a buffer of its own as soon as
+/// its headers tell how long it is at least ([`wire::frame_need`]): the
+/// rest is received straight into it, and its data is handed on as a
+/// slice of it ([`wire::decode_frame`]). So a block's bytes are copied
+/// once, by the kernel, from the socket to where the caller gets them.
+fn receive<L: Link + ?Sized>(link: &L, stream: &mut dyn Read) {
+    let max = link.max_packet();
+    let mut buf = vec![0u8; SMALL];
+    // `buf[start..end]`: received, not yet handed on.
+    let (mut start, mut end) = (0usize, 0usize);
+    // Bytes the next frame needs at least (from `start`) before walking it
+    // again.
     let mut want = 1usize;
     loop {
-        if conn.state.lock().failed.is_some() {
+        if link.is_dead() {
             return;
         }
-        // Deliver every complete packet in the buffer.
-        while buf.len() - start >= want {
-            match wire::frame_len(&buf[start..], conn.opts.max_packet) {
-                Ok(Some(n)) => {
-                    let p = wire::decode_packet(&buf[start..start + n]);
+        // Hand on every complete packet in the buffer.
+        while end - start >= want {
+            match wire::frame_need(&buf[start..end], max) {
+                Ok(wire::Need::Frame(n)) => {
+                    let frame = Bytes::copy_from_slice(&buf[start..start + n]);
                     start += n;
                     want = 1;
-                    let r = match p {
-                        Ok(p) => conn.handle(p),
-                        Err(e) => Err(format!("protocol error from {}: {e}", conn.addr)),
-                    };
-                    if let Err(why) = r {
-                        conn.fail(why);
+                    if !link.frame(frame) {
                         return;
                     }
                 }
-                Ok(None) => {
-                    want = buf.len() - start + 1;
-                    break;
-                }
+                Ok(wire::Need::AtLeast(n)) => want = n,
                 Err(e) => {
-                    conn.fail(format!("protocol error from {}: {e}", conn.addr));
+                    link.fail(format!("protocol error from {}: {e}", link.addr()));
                     return;
                 }
             }
         }
-        if start > 0 && (start == buf.len() || start >= buf.len() / 2) {
-            buf.drain(..start);
-            start = 0;
+        if start == end {
+            (start, end) = (0, 0);
         }
-        let len = buf.len();
-        let chunk = (64usize << 10).max(want.saturating_sub(len - start).min(16 << 20));
-        buf.resize(len + chunk, 0);
-        match stream.read(&mut buf[len..]) {
+        if want > buf.len() {
+            // Too big for the buffer: a buffer of its own.
+            let Some((frame, rest)) = read_big(link, stream, &buf[start..end], want) else {
+                return;
+            };
+            buf[..rest.len()].copy_from_slice(&rest);
+            (start, end, want) = (0, rest.len(), 1);
+            if !link.frame(frame) {
+                return;
+            }
+            continue;
+        }
+        if end == buf.len() || want > buf.len() - start {
+            buf.copy_within(start..end, 0);
+            (start, end) = (0, end - start);
+        }
+        match stream.read(&mut buf[end..]) {
             Ok(0) => {
-                buf.truncate(len);
-                conn.fail(format!("{} closed the connection", conn.addr));
+                link.fail(format!("{} closed the connection", link.addr()));
                 return;
             }
-            Ok(k) => buf.truncate(len + k),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) =>
-            {
-                buf.truncate(len);
-                conn.tick();
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => buf.truncate(len),
+            Ok(k) => end += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => {
-                buf.truncate(len);
-                conn.fail(format!("receive from {}: {e}", conn.addr));
-                return;
+                if !timed_out(link, e) {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// A read failed with `e`: a timeout is the reader's tick (true: go on);
+/// anything else fails the connection.
+fn timed_out<L: Link + ?Sized>(link: &L, e: io::Error) -> bool {
+    if matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
+    ) {
+        link.tick();
+        return true;
+    }
+    link.fail(format!("receive from {}: {e}", link.addr()));
+    false
+}
+
+/// Receives a packet of at least `want` bytes (more than [`SMALL`]) whose
+/// start, `head`, is in hand: the packet, and what came after it (less
+/// than [`SMALL`]). None: the connection failed.
+fn read_big<L: Link + ?Sized>(
+    link: &L,
+    stream: &mut dyn Read,
+    head: &[u8],
+    mut want: usize,
+) -> Option<(Bytes, Vec<u8>)> {
+    let mut big = pool::take(want);
+    big.extend_from_slice(head);
+    loop {
+        while big.len() < want {
+            let got = if want > big.len() + 1 {
+                // The headers say the packet goes on at least to `want`:
+                // read up to there, into the spare capacity as it is (no
+                // zeroing first; bytes received before a timeout stay).
+                let left = (want - big.len()) as u64;
+                (&mut *stream).take(left).read_to_end(&mut big)
+            } else {
+                // Only that it goes on (headers cut short): what comes.
+                let len = big.len();
+                big.resize(len + (64 << 10), 0);
+                let r = stream.read(&mut big[len..]);
+                big.truncate(len + *r.as_ref().unwrap_or(&0));
+                r
+            };
+            match got {
+                Ok(_) if big.len() < want => {
+                    link.fail(format!("{} closed the connection", link.addr()));
+                    return None;
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    if !timed_out(link, e) || link.is_dead() {
+                        return None;
+                    }
+                }
+            }
+        }
+        match wire::frame_need(&big, link.max_packet()) {
+            Ok(wire::Need::Frame(n)) => {
+                let rest = big.split_off(n);
+                return Some((pool::bytes(big), rest));
+            }
+            Ok(wire::Need::AtLeast(n)) => want = n,
+            Err(e) => {
+                link.fail(format!("protocol error from {}: {e}", link.addr()));
+                return None;
+            }
+        }
+    }
+}
+
+/// The buffers of big packets, used again once every slice of them is
+/// dropped.
+///
+/// A block's buffer goes with its data to the caller (the daemon's block
+/// cache), which drops it at a time of its own. Fresh memory from the
+/// allocator for each 2 MiB block cost more than the copy it saves: the
+/// kernel zeroes every page at its first touch (a quarter of wcfsd's CPU
+/// time in a cold read). So the buffer comes back here when the last
+/// slice of it goes, and the next big packet is received into it. A few
+/// are kept ([`pool::KEEP`]), the largest ones; the rest are freed.
+mod pool {
+    use bytes::Bytes;
+    use parking_lot::Mutex;
+
+    /// Buffers kept for reuse (enough for the loads a reader has in
+    /// flight: the daemon's prefetch depth and the requests it serves).
+    pub(super) const KEEP: usize = 16;
+    /// A buffer's room past the length first asked for (the packet's last
+    /// arguments after its data).
+    const SLACK: usize = 256;
+
+    static FREE: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
+
+    /// An empty buffer with room for at least `want` bytes.
+    pub(super) fn take(want: usize) -> Vec<u8> {
+        let mut free = FREE.lock();
+        // The smallest that fits.
+        let best = free
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| b.capacity() >= want + SLACK)
+            .min_by_key(|(_, b)| b.capacity())
+            .map(|(i, _)| i);
+        match best {
+            Some(i) => free.swap_remove(i),
+            None => {
+                drop(free);
+                Vec::with_capacity(want + SLACK)
+            }
+        }
+    }
+
+    /// `buf`'s bytes, its memory back here once no slice of it is left.
+    pub(super) fn bytes(buf: Vec<u8>) -> Bytes {
+        Bytes::from_owner(Owned(buf))
+    }
+
+    struct Owned(Vec<u8>);
+
+    impl AsRef<[u8]> for Owned {
+        fn as_ref(&self) -> &[u8] {
+            &self.0
+        }
+    }
+
+    impl Drop for Owned {
+        fn drop(&mut self) {
+            let mut buf = std::mem::take(&mut self.0);
+            buf.clear();
+            let mut free = FREE.lock();
+            if free.len() < KEEP {
+                free.push(buf);
+            } else if let Some(small) = free.iter_mut().min_by_key(|b| b.capacity()) {
+                // Keep the larger one.
+                if small.capacity() < buf.capacity() {
+                    std::mem::swap(small, &mut buf);
+                }
             }
         }
     }
@@ -481,5 +680,293 @@ fn reader(conn: Arc<Conn>, mut stream: Box<dyn Read + Send>) {
 impl std::fmt::Debug for Conn {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "Conn#{} {}", self.id, self.addr)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The frame reader against the plain decoder ([`wire::frame_len`] on
+    //! the whole stream) as oracle, the stream split anywhere: every cut
+    //! of a packet's headers, of the reader's small buffer's edge, of a
+    //! packet's end, with timeouts between reads.
+    use super::*;
+    use crate::types::{Oid, Tid};
+    use std::cell::{Cell, RefCell};
+
+    /// Collects a copy of each frame, and holds every third one as it
+    /// came (the others dropped at once: their buffers go back to the
+    /// pool and take the next big packets while these are held); the
+    /// connection "fails" at the stream's end.
+    #[derive(Default)]
+    struct Fake {
+        frames: RefCell<Vec<Vec<u8>>>,
+        held: RefCell<Vec<(usize, Bytes)>>,
+        failed: RefCell<Option<String>>,
+        ticks: Cell<usize>,
+    }
+
+    impl Link for Fake {
+        fn addr(&self) -> &str {
+            "fake"
+        }
+        fn max_packet(&self) -> usize {
+            64 << 20
+        }
+        fn is_dead(&self) -> bool {
+            self.failed.borrow().is_some()
+        }
+        fn fail(&self, why: String) {
+            self.failed.borrow_mut().get_or_insert(why);
+        }
+        fn tick(&self) {
+            self.ticks.set(self.ticks.get() + 1);
+        }
+        fn frame(&self, frame: Bytes) -> bool {
+            // A frame that is not a packet is the reader's fault here.
+            let p = wire::decode_frame(frame.clone()).expect("a frame decodes");
+            let mut frames = self.frames.borrow_mut();
+            frames.push(frame.to_vec());
+            if frames.len() % 3 == 1 {
+                self.held.borrow_mut().push((frames.len() - 1, frame));
+            }
+            drop(p);
+            true
+        }
+    }
+
+    /// `data` in chunks of the given lengths (then what is left), a
+    /// timeout before each chunk whose index is in `timeouts`.
+    struct Chunks<'a> {
+        data: &'a [u8],
+        cuts: Vec<usize>,
+        next: usize,
+        timeouts: Vec<usize>,
+        timed_out: bool,
+    }
+
+    impl Read for Chunks<'_> {
+        fn read(&mut self, b: &mut [u8]) -> io::Result<usize> {
+            if self.timeouts.contains(&self.next) && !self.timed_out {
+                self.timed_out = true;
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            self.timed_out = false;
+            // (A cut at 0 is no cut: a read of nothing is the end.)
+            while self.cuts.get(self.next) == Some(&0) {
+                self.next += 1;
+            }
+            let mut n = self.data.len();
+            if let Some(&c) = self.cuts.get(self.next) {
+                n = c;
+            }
+            let n = n.min(self.data.len()).min(b.len());
+            b[..n].copy_from_slice(&self.data[..n]);
+            self.data = &self.data[n..];
+            if self.cuts.get(self.next).is_some_and(|c| *c == n) {
+                self.next += 1;
+            } else if let Some(c) = self.cuts.get_mut(self.next) {
+                // (The reader asked for less than the chunk: the rest of
+                // it next time.)
+                *c -= n;
+            }
+            Ok(n)
+        }
+    }
+
+    fn object(id: u32, data: &[u8]) -> Vec<u8> {
+        wire::encode_packet(
+            id,
+            code::ASK_OBJECT | wire::RESPONSE,
+            vec![
+                wire::oid_value(Oid(id as u64)),
+                wire::tid_value(Tid(7)),
+                Value::Nil,
+                0.into(),
+                wire::bin(&wire::sha1(data)),
+                wire::bin(data),
+                Value::Nil,
+            ],
+        )
+    }
+
+    fn data(n: usize, seed: u32) -> Vec<u8> {
+        (0..n)
+            .map(|i| (i as u32).wrapping_mul(2654435761).wrapping_add(seed) as u8)
+            .collect()
+    }
+
+    /// The oracle: the stream cut into packets by the plain decoder.
+    fn oracle(stream: &[u8]) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        let mut b = stream;
+        while !b.is_empty() {
+            let n = wire::frame_len(b, 64 << 20).unwrap().expect("whole");
+            out.push(b[..n].to_vec());
+            b = &b[n..];
+        }
+        out
+    }
+
+    /// Runs the reader over `stream` cut as `cuts` says; checks it hands
+    /// on exactly the oracle's frames, then fails at the end of the
+    /// stream (and nothing else).
+    fn check(stream: &[u8], want: &[Vec<u8>], cuts: Vec<usize>, timeouts: Vec<usize>, what: &str) {
+        let link = Fake::default();
+        let mut rd = Chunks {
+            data: stream,
+            cuts,
+            next: 0,
+            timeouts,
+            timed_out: false,
+        };
+        receive(&link, &mut rd);
+        let why = link.failed.borrow().clone();
+        assert_eq!(
+            why.as_deref(),
+            Some("fake closed the connection"),
+            "{what}: ended other than at the stream's end"
+        );
+        let got = link.frames.borrow();
+        assert_eq!(got.len(), want.len(), "{what}: frames");
+        for (i, (g, w)) in got.iter().zip(want).enumerate() {
+            assert!(
+                g[..] == w[..],
+                "{what}: frame {i} differs ({} vs {} bytes)",
+                g.len(),
+                w.len()
+            );
+        }
+        // Those held are as they were when handed on.
+        for (i, f) in link.held.borrow().iter() {
+            assert!(f[..] == want[*i][..], "{what}: held frame {i} changed");
+        }
+    }
+
+    /// Small packets (answers, notifications, an object), the stream cut
+    /// in two at every byte, in three at every byte and a few after it,
+    /// and byte by byte.
+    #[test]
+    fn small_packets_cut_anywhere() {
+        let mut stream = Vec::new();
+        stream.extend(wire::encode_packet(1, code::PING | wire::RESPONSE, vec![]));
+        stream.extend(object(2, &data(300, 2)));
+        stream.extend(wire::encode_packet(
+            3,
+            code::NOTIFY_NODE_INFORMATION,
+            vec![
+                1.5f64.into(),
+                Value::Array((0..40u64).map(Value::from).collect()),
+            ],
+        ));
+        stream.extend(object(4, b""));
+        stream.extend(object(5, &data(70, 5)));
+        let want = oracle(&stream);
+        assert_eq!(want.len(), 5);
+        for k in 0..=stream.len() {
+            check(&stream, &want, vec![k], vec![], &format!("cut at {k}"));
+            for d in [1, 2, 5, 17] {
+                check(
+                    &stream,
+                    &want,
+                    vec![k, d],
+                    vec![1],
+                    &format!("cuts at {k}, +{d}"),
+                );
+            }
+        }
+        check(
+            &stream,
+            &want,
+            vec![1; stream.len()],
+            vec![0, 3, 50],
+            "byte by byte",
+        );
+    }
+
+    /// Packets bigger than the reader's buffer, and around its size: objects
+    /// whose data ends just before, at and after the buffer's edge, one
+    /// with nothing, and a big packet whose headers do not tell
+    /// its length (a long list of ints of 3 bytes each, counted as one
+    /// until read), between small ones; the stream cut at every byte of
+    /// each packet's start and end, of the buffer's edge, and at random.
+    #[test]
+    fn big_packets_cut_anywhere() {
+        let mut stream = Vec::new();
+        let mut starts = Vec::new();
+        let mut add = |stream: &mut Vec<u8>, p: Vec<u8>| {
+            starts.push(stream.len());
+            stream.extend(p);
+        };
+        let mut id = 0;
+        for n in [
+            SMALL - 60,
+            SMALL - 40,
+            SMALL - 1,
+            SMALL,
+            SMALL + 1,
+            0,
+            2 * SMALL + 7,
+        ] {
+            id += 1;
+            add(&mut stream, object(id, &data(n, id)));
+            id += 1;
+            add(
+                &mut stream,
+                wire::encode_packet(id, code::PING | wire::RESPONSE, vec![]),
+            );
+        }
+        add(
+            &mut stream,
+            wire::encode_packet(
+                99,
+                code::NOTIFY_NODE_INFORMATION,
+                vec![Value::Array(
+                    (0..90_000u64)
+                        .map(|i| Value::from(1000 + i % 60000))
+                        .collect(),
+                )],
+            ),
+        );
+        add(&mut stream, object(100, &data(5000, 100)));
+        starts.push(stream.len());
+        let want = oracle(&stream);
+        assert_eq!(want.len(), starts.len() - 1);
+        let mut points: Vec<usize> = Vec::new();
+        for &s in &starts {
+            points.extend(s.saturating_sub(40)..(s + 64).min(stream.len()));
+        }
+        for &s in &starts[..starts.len() - 1] {
+            points.extend((s + SMALL - 64)..(s + SMALL + 64).min(stream.len()));
+        }
+        points.sort();
+        points.dedup();
+        for &k in &points {
+            check(&stream, &want, vec![k], vec![1], &format!("cut at {k}"));
+        }
+        // Random chunks (a fixed generator: the same cuts every run).
+        let mut x: u64 = 0x9e3779b97f4a7c15;
+        let mut rnd = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for round in 0..24 {
+            let limit = [1000usize, 70_000, SMALL + 3, 3 << 20][round % 4];
+            let (mut cuts, mut left) = (Vec::new(), stream.len());
+            while left > 0 {
+                let c = (1 + rnd() as usize % limit).min(left);
+                cuts.push(c);
+                left -= c;
+            }
+            let timeouts = (0..cuts.len()).filter(|_| rnd() % 4 == 0).collect();
+            check(
+                &stream,
+                &want,
+                cuts,
+                timeouts,
+                &format!("random round {round}"),
+            );
+        }
     }
 }

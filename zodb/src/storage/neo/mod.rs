@@ -1064,7 +1064,7 @@ fn judge_object(url: &str, oid: Oid, at: Tid, r: Result<Packet, CallError>) -> V
         }
         Err(e) => return retry_or_fail(url, &format!("load {oid}@{at}"), e),
     };
-    let Some(o) = wire::object_of(p.args) else {
+    let Some(o) = wire::object_of(p) else {
         return Verdict::Another("malformed AnswerObject".into());
     };
     if o.oid != oid {
@@ -1094,7 +1094,7 @@ fn judge_object(url: &str, oid: Oid, at: Tid, r: Result<Packet, CallError>) -> V
             if let Err(e) = flate2::read::ZlibDecoder::new(&o.data[..]).read_to_end(&mut out) {
                 return Verdict::Corrupt(format!("zlib data of {oid}@{}: {e}", o.serial));
             }
-            out
+            Bytes::from(out)
         }
         Some(c) => {
             return Verdict::Fail(Error::Corrupt {
@@ -1104,7 +1104,7 @@ fn judge_object(url: &str, oid: Oid, at: Tid, r: Result<Packet, CallError>) -> V
         }
     };
     Verdict::Done(Loaded {
-        data: Bytes::from(data),
+        data,
         serial: o.serial,
     })
 }
