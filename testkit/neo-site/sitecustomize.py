@@ -13,7 +13,8 @@
 # all to disk: for tens of seconds it answers no load and no new
 # connection gets a handshake (what hung that bench). Packets larger than
 # a few KiB are therefore logged without their arguments, as NEO's own
-# test runner does for its nodes (there with a larger limit).
+# test runner does for its nodes (there with a larger limit), with the
+# fix below for what NEO then does when its backlog is full.
 import os
 import sys
 
@@ -22,6 +23,23 @@ if os.path.basename(sys.argv[0] if sys.argv else "") in (
     "neostorage",
     "neoadmin",
 ):
+    from neo.lib import logger as _logger
     from neo.lib import logging
+
+    # This NEO logs such a packet with no message (None), but when its
+    # backlog is full it drops the oldest records by taking len() of their
+    # message: the first packet logged without arguments to be dropped
+    # raises TypeError in the node's only thread, and the node dies. An
+    # empty message instead of None keeps the record and its accounting the
+    # same (None was counted as 0 when queued) and the node alive.
+    class _PacketRecord(_logger.PacketRecord):
+        def __init__(self, **fields):
+            if fields.get("msg") is None:
+                fields["msg"] = b""
+            self.__dict__.update(fields)
+
+    # The logger tells packet records by their exact type, through this
+    # module global: both where it makes them and where it writes them out.
+    _logger.PacketRecord = _PacketRecord
 
     logging.backlog(max_packet=4096)

@@ -281,3 +281,69 @@ db.close()
     // And it answers.
     assert!(st.load(oids[0], head).unwrap().data.len() > 1 << 20);
 }
+
+/// The other side of logging big packets without their arguments: once a
+/// node's in-memory log is full, it drops its oldest records, and this
+/// NEO's logger dies on a record that has no arguments (TypeError in the
+/// node's only thread; the node exits, and with every node of a partition
+/// gone the cluster stops). testkit/neo-site keeps such records with an
+/// empty message. Here the log wraps several times over on a node that
+/// answers only big packets, and the node must keep answering.
+#[test]
+fn a_storage_node_survives_its_log_wrapping_around() {
+    if !NeoCluster::available("neo_resilience") {
+        return;
+    }
+    let c = NeoCluster::start(1, 1, 0);
+    // 16 objects of 8 KiB of random bytes: each answer over the 4 KiB
+    // limit, and small enough that tens of thousands of them are quick.
+    let mut py = std::process::Command::new(c.python());
+    c.python_env(&mut py);
+    let out = py
+        .arg("-c")
+        .arg(
+            r#"
+import os, transaction, ZODB
+from persistent.mapping import PersistentMapping
+from neo.client.Storage import Storage
+st = Storage(master_nodes=os.environ['NEO_MASTERS'].replace(',', ' '), name=os.environ['NEO_NAME'])
+db = ZODB.DB(st); root = db.open().root(); oids = []
+for i in range(16):
+    m = root[i] = PersistentMapping(); m['d'] = os.urandom(8 << 10)
+    transaction.commit(); oids.append(m._p_oid)
+print(' '.join('%x' % int.from_bytes(o, 'big') for o in oids))
+db.close()
+"#,
+        )
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let oids: Vec<Oid> = String::from_utf8(out.stdout)
+        .unwrap()
+        .split_whitespace()
+        .map(|h| Oid(u64::from_str_radix(h, 16).unwrap()))
+        .collect();
+    assert_eq!(oids.len(), 16);
+    // A node keeps 16 MiB of records, each counted as some 1.2 KB plus its
+    // message: about 14,000 of them. A load is two records (the question,
+    // the answer without its arguments); 24,000 loads wrap the log more
+    // than three times.
+    let st = oracle::open(&c);
+    let head = st.last_tid().unwrap();
+    for i in 0..24_000 {
+        let o = oids[i % oids.len()];
+        match st.load(o, head) {
+            Ok(d) => assert!(d.data.len() > 8 << 10),
+            Err(e) => panic!("load #{i} of {o:?}: {e} (did the storage node die?)"),
+        }
+    }
+    let pid = c.storage_pids()[0];
+    assert!(
+        std::path::Path::new(&format!("/proc/{pid}")).exists(),
+        "the storage node (pid {pid}) exited: its log (logs/storage0.log) says why"
+    );
+}
