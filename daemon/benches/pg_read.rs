@@ -20,8 +20,10 @@
 //!   the same server (and the zodb crate's pipelined loads, both ways).
 //!   Target: TLS costs ≤ 10% (ratio ≥ 0.9);
 //! - **zodb over PostgreSQL**: for reference, the zodb crate's
-//!   `load_block` of every block over one connection, one at a time, and
-//!   pipelined (`PgStorage::load_many`, 8 blocks in flight).
+//!   `load_block` of every block, one at a time, and pipelined
+//!   (`PgStorage::load_many`, 8 blocks in flight) over the default two
+//!   connections against one, plain and over TLS: one server process
+//!   serves a connection.
 //!
 //! Ratios are ours / theirs in speed (higher is better for us); best and
 //! median over the repetitions (after one warm-up round) are printed.
@@ -39,7 +41,8 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
 use zodb::bigfile::ZBigFile;
-use zodb::storage::postgres::PgStorage;
+use zodb::storage::postgres::{PgOptions, PgStorage};
+use zodb::storage::Resilience;
 use zodb::{Oid, Storage};
 
 const BS: u64 = 2 << 20;
@@ -92,8 +95,18 @@ fn convert(datafs: &Path, dsn: &str, dir: &Path) {
 
 /// Every block with `load_block` over a fresh connection: (one at a
 /// time, pipelined 8 deep) seconds.
-fn zodb_pg(zurl: &str, oid: Oid, nblk: u64) -> (f64, f64) {
-    let st = PgStorage::open(zurl).unwrap();
+fn zodb_pg(zurl: &str, oid: Oid, nblk: u64, conns: usize) -> (f64, f64) {
+    let opts = PgOptions {
+        load_connections: conns,
+        ..PgOptions::default()
+    };
+    let st = PgStorage::open_with(zurl, &Resilience::default(), opts).unwrap();
+    // The loaders open in the background.
+    let t0 = Instant::now();
+    while st.load_connections() < conns {
+        assert!(t0.elapsed().as_secs() < 10, "no {conns} load connections");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
     let head = st.last_tid().unwrap();
     let zf = ZBigFile::load(&st, oid, head).unwrap();
     let t0 = Instant::now();
@@ -207,6 +220,7 @@ fn main() {
     let (mut zseq, mut zpipe) = (vec![], vec![]);
     let (mut tls, mut r_tls) = (vec![], vec![]);
     let (mut ztls, mut r_ztls) = (vec![], vec![]);
+    let (mut zpipe1, mut r_z21, mut zpipe1_tls, mut r_z21_tls) = (vec![], vec![], vec![], vec![]);
     // CPU ms per MiB of (wcfsd, the server), plain and over TLS.
     let (mut cpu_plain, mut cpu_tls) = (vec![], vec![]);
     // A warm-up round, not counted: the server's cache, the page cache.
@@ -228,10 +242,16 @@ fn main() {
         tls.push(mibs(t_tls));
         r_tls.push(t_pg / t_tls);
         let t_py = python_pg(&pg_zurl, &script, oid, nblk);
-        let (t_seq, t_pipe) = zodb_pg(&pg_zurl, oid, nblk);
-        let (_, t_pipe_tls) = zodb_pg(&tls_zurl, oid, nblk);
+        let (t_seq, t_pipe) = zodb_pg(&pg_zurl, oid, nblk, 2);
+        let (_, t_pipe_tls) = zodb_pg(&tls_zurl, oid, nblk, 2);
+        let (_, t_pipe1) = zodb_pg(&pg_zurl, oid, nblk, 1);
+        let (_, t_pipe1_tls) = zodb_pg(&tls_zurl, oid, nblk, 1);
         ztls.push(mibs(t_pipe_tls));
         r_ztls.push(t_pipe / t_pipe_tls);
+        zpipe1.push(mibs(t_pipe1));
+        r_z21.push(t_pipe1 / t_pipe);
+        zpipe1_tls.push(mibs(t_pipe1_tls));
+        r_z21_tls.push(t_pipe1_tls / t_pipe_tls);
         pgr.push(mibs(t_pg));
         file.push(mibs(t_file));
         r_file.push(t_file / t_pg);
@@ -280,6 +300,20 @@ fn main() {
         "zodb pg pipelined plain",
         &zpipe,
         &r_ztls,
+    );
+    line(
+        "zodb pg pipelined, 2 connections",
+        &zpipe,
+        "1 connection",
+        &zpipe1,
+        &r_z21,
+    );
+    line(
+        "zodb pg pipelined TLS, 2 connections",
+        &ztls,
+        "1 connection",
+        &zpipe1_tls,
+        &r_z21_tls,
     );
     let r: Vec<f64> = zpipe.iter().zip(&zseq).map(|(p, s)| p / s).collect();
     line("zodb pg pipelined", &zpipe, "zodb pg one by one", &zseq, &r);

@@ -214,7 +214,7 @@ fn outages_under_load_with(name: &str, outages: &[Outage], tls: bool) {
                 assert!(r.unwrap(), "round {round}: read after the reconnect");
             }
             Outage::Terminate => {
-                assert_eq!(pg(&mut env).terminate(PG_DB, "wcfsd"), 1);
+                assert!(pg(&mut env).terminate(PG_DB, "wcfsd") >= 1);
                 wait_stat(
                     &env,
                     "zreconnect",
@@ -293,7 +293,7 @@ fn commits_during_outage_are_caught_up() {
     env.check_block(f, 1, BS, None);
     let pg = env.pg.as_ref().unwrap();
     pg.psql("postgres", &format!("ALTER ROLE {} NOLOGIN", RO.0));
-    assert_eq!(pg.terminate(PG_DB, "wcfsd"), 1);
+    assert!(pg.terminate(PG_DB, "wcfsd") >= 1);
     wait_stat(&env, "zconnlost", 1, Duration::from_secs(10));
     let mut direct = Vec::new();
     for (blk, b) in [(2u64, 0x52u8), (3, 0x53), (2, 0x62)] {

@@ -167,17 +167,17 @@ fn rides_through_restarts_kills_and_lockouts() {
 
     // Our backend terminated (twice), the server going on.
     follow(&st, &mut w, &mut got, past(20));
-    assert_eq!(pg.terminate("zodb", "wcfs-test"), 1);
+    assert!(pg.terminate("zodb", "wcfs-test") >= 1);
     let n = got.len() + 10;
     follow(&st, &mut w, &mut got, past(n));
-    assert_eq!(pg.terminate("zodb", "wcfs-test"), 1);
+    assert!(pg.terminate("zodb", "wcfs-test") >= 1);
     let n = got.len() + 10;
     follow(&st, &mut w, &mut got, past(n));
     assert!(count(&st, counter::LOST) >= 2);
 
     // Locked out while the writer commits: those are caught up.
     pg.psql("postgres", "ALTER ROLE wcfs_ro NOLOGIN");
-    assert_eq!(pg.terminate("zodb", "wcfs-test"), 1);
+    assert!(pg.terminate("zodb", "wcfs-test") >= 1);
     let head = st.last_tid().unwrap();
     let missed = Instant::now();
     while db_commits(&pg, "zodb", head).len() < 5 {
@@ -222,6 +222,120 @@ fn rides_through_restarts_kills_and_lockouts() {
     assert!(count(&st, counter::LOST) >= 5, "{c:?}");
     assert!(count(&st, counter::RECONNECT) >= 5, "{c:?}");
     assert_eq!(count(&st, counter::GIVEUP), 0, "{c:?}");
+}
+
+/// Our backends on `pg` with application name `app`: their pids, and
+/// what each one's last query was: "poll" (the poller's), "load" (a load
+/// that started after `since`, the server's clock in epoch seconds), or
+/// "other".
+fn backends(pg: &PgServer, app: &str, since: f64) -> Vec<(u32, String)> {
+    pg.psql(
+        "postgres",
+        &format!(
+            "SELECT pid, CASE WHEN query LIKE 'WITH t AS%' THEN 'poll' \
+             WHEN query LIKE '%FROM object_state WHERE zoid%' \
+             AND extract(epoch FROM query_start) > {since} THEN 'load' ELSE 'other' END \
+             FROM pg_stat_activity WHERE application_name = '{app}' ORDER BY pid"
+        ),
+    )
+    .lines()
+    .filter_map(|l| l.split_once('|'))
+    .map(|(p, q)| (p.parse().unwrap(), q.to_string()))
+    .collect()
+}
+
+/// The server's clock, epoch seconds.
+fn server_now(pg: &PgServer) -> f64 {
+    pg.psql("postgres", "SELECT extract(epoch FROM clock_timestamp())")
+        .parse()
+        .unwrap()
+}
+
+/// Waits until `app` has `n` backends on `pg`.
+fn wait_backends(pg: &PgServer, app: &str, n: usize) -> Vec<(u32, String)> {
+    let t0 = Instant::now();
+    loop {
+        let b = backends(pg, app, 0.0);
+        if b.len() == n {
+            return b;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "{} backend(s) of ours, not {n}: {b:?}",
+            b.len()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Loads go over a second connection to the same server (so that two
+/// server processes answer them: one serves a connection, and over TLS it
+/// is the ceiling), and losing that connection is no outage: loads go on,
+/// exact, and it is opened again.
+#[test]
+fn loads_use_a_second_connection_and_ride_its_loss() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pg = PgServer::start();
+    pg.create_db("zodb");
+    pgoracle(&["gen", &pg.zurl("zodb"), "--txns", "5"]);
+    let zurl = format!("{}?application_name=wcfs-two", pg.zurl("zodb"));
+    let st = open(&zurl, Duration::from_secs(30));
+    let start = st.last_tid().unwrap();
+    let mut w = st.watch(start).unwrap();
+    wait_backends(&pg, "wcfs-two", 2);
+    let mut child = writer(&pg.zurl("zodb"), 120, &tmp.path().join("w.txt"), 7);
+    let mut got = vec![];
+    // Loads (the follower loads every object as of each commit) go in
+    // turn over both connections: the one that does not poll ran loads.
+    let t0 = server_now(&pg);
+    follow(&st, &mut w, &mut got, |g| g.len() >= 10);
+    // (The poller's last query may be a load for an instant.)
+    let b = (0..50)
+        .map(|_| backends(&pg, "wcfs-two", t0))
+        .find(|b| b.iter().any(|b| b.1 == "poll"))
+        .expect("a backend of ours polls");
+    assert_eq!(b.len(), 2, "{b:?}");
+    let loader: Vec<u32> = b.iter().filter(|b| b.1 == "load").map(|b| b.0).collect();
+    assert_eq!(
+        loader.len(),
+        1,
+        "the other backend's last query is a load: {b:?}"
+    );
+    // It goes; loads (from the follower, as of each commit) go on with
+    // no error and no outage, and another one comes.
+    let n = pg.psql(
+        "postgres",
+        &format!("SELECT count(pg_terminate_backend({}))", loader[0]),
+    );
+    assert_eq!(n, "1");
+    let more = got.len() + 20;
+    follow(&st, &mut w, &mut got, |g| g.len() >= more);
+    let b = wait_backends(&pg, "wcfs-two", 2);
+    assert!(!b.iter().any(|(p, _)| *p == loader[0]), "{b:?}");
+    assert_eq!(count(&st, counter::LOST), 0, "{:?}", st.counters());
+    assert_eq!(count(&st, counter::GIVEUP), 0, "{:?}", st.counters());
+    // Every transaction once, in order.
+    assert!(child.wait().unwrap().success(), "python writer failed");
+    let all = db_commits(&pg, "zodb", start);
+    follow(&st, &mut w, &mut got, |g| g.len() >= all.len());
+    assert_eq!(got, all);
+    // One connection when asked.
+    let one = PgStorage::open_with(
+        &format!("{}?application_name=wcfs-one", pg.zurl("zodb")),
+        &Resilience::default(),
+        PgOptions {
+            load_connections: 1,
+            ..PgOptions::default()
+        },
+    )
+    .unwrap();
+    for c in &got {
+        for oid in &c.oids {
+            assert_eq!(one.load(*oid, c.tid).unwrap().serial, c.tid);
+        }
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(backends(&pg, "wcfs-one", 0.0).len(), 1);
 }
 
 #[test]

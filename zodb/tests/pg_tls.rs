@@ -84,7 +84,7 @@ fn ours(pg: &PgServer, zurl: &str, app: &str) -> (Outcome, String) {
             let ssl = pg.psql(
                 "postgres",
                 &format!(
-                    "SELECT s.ssl FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) \
+                    "SELECT DISTINCT s.ssl FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) \
                      WHERE a.application_name = '{app}'"
                 ),
             );
@@ -345,7 +345,7 @@ fn client_certificate_login() {
     let st = open(&s.pki.client.cert, &s.pki.client.key, "certlogin").unwrap();
     let dn = pg.psql(
         "postgres",
-        "SELECT s.client_dn FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) \
+        "SELECT DISTINCT s.client_dn FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) \
          WHERE a.application_name = 'certlogin'",
     );
     assert_eq!(dn, format!("/CN={CERT_USER}"));

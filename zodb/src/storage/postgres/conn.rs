@@ -152,6 +152,14 @@ pub(crate) struct Conn {
     pub(crate) gen: u64,
     /// The host, for messages.
     pub(crate) server: String,
+    /// Which of the zurl's hosts ([`ConnSpec::hosts`]) it reached.
+    pub(crate) host: usize,
+    /// The server process behind the connection: its address and port as
+    /// it sees them and its postmaster's start time. Two connections with
+    /// the same identity are served by the same running server (the same
+    /// snapshot of the replayed or committed history); a name that resolves
+    /// to several servers, a proxy, or a restart since gives another.
+    pub(crate) identity: String,
     /// Over TLS.
     pub(crate) tls: bool,
     /// A standby (hot standby, read replica).
@@ -218,8 +226,8 @@ pub(crate) async fn connect(
     gen: u64,
 ) -> Result<Conn, ConnectError> {
     let mut failures = Vec::new();
-    for host in &spec.hosts {
-        match connect_host(spec, host, default_connect_timeout, gen).await {
+    for host in 0..spec.hosts.len() {
+        match connect_host(spec, host, default_connect_timeout, gen, true).await {
             Ok(c) => return Ok(c),
             Err(ConnectError::Unreachable(why)) => failures.push(why),
             Err(e @ ConnectError::Schema(_)) => return Err(e),
@@ -228,12 +236,16 @@ pub(crate) async fn connect(
     Err(ConnectError::Unreachable(failures.join("; ")))
 }
 
-async fn connect_host(
+/// Connects to the zurl's host number `index` only (and `LISTEN`s on a
+/// primary if `listen`).
+pub(crate) async fn connect_host(
     spec: &ConnSpec,
-    host: &Host,
+    index: usize,
     default_connect_timeout: Duration,
     gen: u64,
+    listen: bool,
 ) -> Result<Conn, ConnectError> {
+    let host: &Host = &spec.hosts[index];
     let shown = host.shown();
     let unreachable = |why: String| ConnectError::Unreachable(format!("{shown}: {why}"));
     let mut cfg = tokio_postgres::Config::new();
@@ -357,7 +369,9 @@ async fn connect_host(
         .query_one(
             "SELECT pg_is_in_recovery(), to_regclass('object_state') IS NOT NULL, \
              to_regclass('\"transaction\"') IS NOT NULL, to_regclass('current_object') IS NOT NULL, \
-             to_regclass('pack_state_tid') IS NOT NULL, current_database()",
+             to_regclass('pack_state_tid') IS NOT NULL, current_database(), \
+             coalesce(host(inet_server_addr()), 'local') || ':' || coalesce(inet_server_port()::text, '') \
+             || ' since ' || pg_postmaster_start_time()::text",
             &[],
         )
         .await
@@ -371,6 +385,7 @@ async fn connect_host(
         col(&row, 4).map_err(schema)?,
     );
     let db: String = col(&row, 5).map_err(schema)?;
+    let identity: String = col(&row, 6).map_err(schema)?;
     if !state {
         return Err(ConnectError::Schema(SchemaError::NotRelStorage(db)));
     }
@@ -385,6 +400,8 @@ async fn connect_host(
         notified,
         gen,
         server: shown.clone(),
+        host: index,
+        identity,
         tls,
         standby,
         listening: false,
@@ -397,7 +414,7 @@ async fn connect_host(
     };
     conn.last().await.map_err(checked)?;
     conn.load(Oid(0), Tid::ZERO).await.map_err(checked)?;
-    if !conn.standby {
+    if listen && !conn.standby {
         // Works for any role; a no-op unless someone notifies the channel.
         match conn
             .client

@@ -34,12 +34,38 @@
 //!   transactions reported.
 //! - **Reading ahead**: one server process answers a connection's queries
 //!   in turn, so the daemon keeps a few loads queued for a sequential
-//!   reader ([`Storage::prefetch_depth`]: 3) — with one, the server sat idle
-//!   between a reader's requests.
+//!   reader ([`Storage::prefetch_depth`]: 3 per connection that carries
+//!   loads) — with one, the server sat idle between a reader's requests.
 //! - Our connections say `application_name=wcfsd` (unless the zurl says
 //!   otherwise) and `SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY`;
 //!   the runtime's threads (`pg-client`) block every signal, which are for
 //!   the program's own threads.
+//!
+//! # Several connections for loads
+//!
+//! PostgreSQL serves a connection with one server process, which answers
+//! its queries one after the other: over TLS that process's encryption is
+//! the ceiling of a cold read (measured: 1.7 ms of its CPU per MiB, against
+//! 1.0 without TLS). So loads take turns over [`PgOptions::load_connections`]
+//! connections (2 by default): the poller's and "loaders".
+//!
+//! - A load as of `at` is right only on a server that has every
+//!   transaction up to `at`: one the poller saw there. So a loader goes to
+//!   the very server the poller's connection reached — the same host of the
+//!   zurl, and checked to be the same running server ([`Conn::identity`]:
+//!   its address and port as it sees them and its start time; a name that
+//!   resolves to several servers, a proxy choosing one, or a restart in
+//!   between make another, and that loader is not used). A server's
+//!   commits (or a standby's replay) are visible to every later snapshot,
+//!   whichever of its processes takes it, so what the poller has seen a
+//!   loader sees too, and what is remembered (below) stays exact.
+//! - Loaders are opened by the poller, in the background, once its own
+//!   connection is up (and checked to be the same database), and are
+//!   dropped with it: after a reconnect they follow the server it reached.
+//! - A loader's loss alone is no outage: it is dropped, a load that failed
+//!   on it is run again on another connection, and the poller opens a new
+//!   one (a failure to open one is logged, and tried again 5 s later;
+//!   loads share the poller's connection meanwhile).
 //!
 //! # Why polling `tid > last` never skips a commit
 //!
@@ -145,7 +171,7 @@
 //!
 //! # Locking
 //!
-//! `Shared::st` (connection, position, watchers, outage) is held only to
+//! `Shared::st` (connections, position, watchers, outage) is held only to
 //! read or change them — never across a query, and released while a load
 //! waits on `Shared::cond` for a connection; a watcher queue's lock is
 //! taken under it, never the other way round. Queries run with no lock
@@ -188,6 +214,10 @@ pub struct PgOptions {
     pub batch: i64,
     /// How often the pack point is refreshed.
     pub pack_every: Duration,
+    /// Connections that carry loads, the poller's one included (1: every
+    /// query on the poller's connection). See "Several connections for
+    /// loads" in the module doc.
+    pub load_connections: usize,
 }
 
 impl Default for PgOptions {
@@ -200,6 +230,7 @@ impl Default for PgOptions {
             connect_timeout: Duration::from_secs(10),
             batch: 1000,
             pack_every: Duration::from_secs(1),
+            load_connections: 2,
         }
     }
 }
@@ -224,6 +255,12 @@ struct Down {
 
 struct State {
     conn: Option<Arc<Conn>>,
+    /// The other connections loads use: to the same running server as
+    /// `conn` (the same [`Conn::identity`]), dropped with it.
+    loaders: Vec<Arc<Conn>>,
+    /// A loader is being opened; none before this instant (backoff).
+    loader_opening: bool,
+    loader_next: Instant,
     /// Connections made so far (the generation of the next one).
     gens: u64,
     down: Option<Down>,
@@ -339,6 +376,8 @@ struct Shared {
     counts: [AtomicU64; 4],
     /// The connection (generation) whose silence was last logged.
     late_logged: AtomicU64,
+    /// Round robin of loads over the connections.
+    next_load: AtomicU64,
 }
 
 /// See [`Storage::prefetch_depth`].
@@ -371,8 +410,10 @@ impl PgStorage {
             zurl: url.clone(),
             why,
         })?;
+        // One worker per connection that carries loads, up to two: each
+        // connection's task decodes (and decrypts) its own answers.
         let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
+            .worker_threads(opts.load_connections.clamp(1, 2))
             .max_blocking_threads(1)
             .thread_name("pg-client")
             .enable_all()
@@ -421,6 +462,9 @@ impl PgStorage {
             rt: rt.handle().clone(),
             st: Mutex::new(State {
                 conn: Some(Arc::new(c)),
+                loaders: Vec::new(),
+                loader_opening: false,
+                loader_next: Instant::now(),
                 gens: 1,
                 down: None,
                 failed: None,
@@ -435,6 +479,7 @@ impl PgStorage {
             closing: AtomicBool::new(false),
             counts: Default::default(),
             late_logged: AtomicU64::new(0),
+            next_load: AtomicU64::new(0),
         });
         {
             // Should the poller ever die (a bug: it does not return but on
@@ -458,11 +503,16 @@ impl PgStorage {
     }
 
     /// Loads several objects at once: every query is sent before the first
-    /// answer is awaited (for benchmarks and prefetching).
+    /// answer is awaited, in turn over the connections that carry loads
+    /// (for benchmarks and prefetching).
     pub fn load_many(&self, reqs: &[(Oid, Tid)]) -> Vec<Result<Loaded, Error>> {
         let sh = &self.sh;
-        let conn = match sh.wait_conn(&mut None, &|| "load".to_string()) {
-            Ok(c) => c,
+        let conns = match sh.wait_conn(&mut None, &|| "load".to_string(), false) {
+            Ok(c) => {
+                let mut v = vec![c];
+                v.extend(sh.st.lock().loaders.iter().cloned());
+                v
+            }
             Err(e) => return reqs.iter().map(|_| Err(e.clone_err())).collect(),
         };
         // Polled together: each query is sent when its future first runs.
@@ -470,16 +520,19 @@ impl PgStorage {
         let found = sh.rt.block_on(async {
             tokio::time::timeout(
                 sh.reply_timeout(),
-                futures_util::future::join_all(reqs.iter().map(|&(oid, at)| conn.load(oid, at))),
+                futures_util::future::join_all(
+                    reqs.iter()
+                        .enumerate()
+                        .map(|(i, &(oid, at))| conns[i % conns.len()].load(oid, at)),
+                ),
             )
             .await
         });
         let Ok(found) = found else {
-            sh.lost(
-                conn.gen,
-                &format!("no answer within {:?}", sh.reply_timeout()),
-            );
-            let e = sh.late(&|| "load".to_string(), conn.gen, start.elapsed());
+            for c in &conns {
+                sh.lost(c.gen, &format!("no answer within {:?}", sh.reply_timeout()));
+            }
+            let e = sh.late(&|| "load".to_string(), conns[0].gen, start.elapsed());
             return reqs.iter().map(|_| Err(e.clone_err())).collect();
         };
         found
@@ -496,9 +549,16 @@ impl PgStorage {
     /// Every object of the database that has a current revision, in oid
     /// order (`wcfsd ls`; needs SELECT on `current_object` too).
     pub fn object_ids(&self) -> Result<Vec<Oid>, Error> {
-        self.sh.run(&|| "list objects".to_string(), |c| async move {
-            c.object_ids().await
-        })
+        self.sh
+            .run(&|| "list objects".to_string(), false, |c| async move {
+                c.object_ids().await
+            })
+    }
+
+    /// How many connections carry loads now (0 while the server is away).
+    pub fn load_connections(&self) -> usize {
+        let st = self.sh.st.lock();
+        st.conn.as_ref().map_or(0, |_| 1 + st.loaders.len())
     }
 
     /// Whether the server is a standby (as of the current connection).
@@ -569,10 +629,13 @@ impl Shared {
     /// The connection to use, waiting for one while the server is away —
     /// until `deadline` (set to now + the resilience wait when first
     /// needed), then [`Error::Unavailable`].
+    /// A load (`for_load`) takes the connections in turn, the poller's and
+    /// the loaders.
     fn wait_conn(
         &self,
         deadline: &mut Option<Instant>,
         what: &dyn Fn() -> String,
+        for_load: bool,
     ) -> Result<Arc<Conn>, Error> {
         let mut st = self.st.lock();
         loop {
@@ -580,6 +643,13 @@ impl Shared {
                 return Err(self.fail_error(f));
             }
             if let Some(c) = &st.conn {
+                if for_load && !st.loaders.is_empty() {
+                    let i = self.next_load.fetch_add(1, Ordering::Relaxed) as usize
+                        % (st.loaders.len() + 1);
+                    if i > 0 {
+                        return Ok(st.loaders[i - 1].clone());
+                    }
+                }
                 return Ok(c.clone());
             }
             let dl = *deadline.get_or_insert_with(|| Instant::now() + self.res.wait);
@@ -608,10 +678,28 @@ impl Shared {
 
     /// Connection `gen` failed: drop it (once), log and count the loss,
     /// and have the poller reconnect.
+    /// A loader's loss is not an outage: it is dropped alone, and loads go
+    /// on over the other connections while the poller opens another.
     fn lost(&self, gen: u64, why: &str) {
-        let conn = {
+        let (conn, loaders) = {
             let mut st = self.st.lock();
-            if st.conn.as_ref().is_none_or(|c| c.gen != gen) || st.failed.is_some() {
+            if st.failed.is_some() {
+                return;
+            }
+            if let Some(i) = st.loaders.iter().position(|c| c.gen == gen) {
+                let c = st.loaders.swap_remove(i);
+                drop(st);
+                if !self.closing.load(Ordering::Acquire) {
+                    log::warn!(
+                        "{}: a load connection to {} was lost: {why}; loads go on over the others",
+                        self.url,
+                        c.server
+                    );
+                }
+                c.kill();
+                return;
+            }
+            if st.conn.as_ref().is_none_or(|c| c.gen != gen) {
                 return;
             }
             st.down = Some(Down {
@@ -619,8 +707,13 @@ impl Shared {
                 why: why.to_string(),
                 logged_giveup: false,
             });
-            st.conn.take()
+            // They follow the server the poller's connection reached: the
+            // next one may be another.
+            (st.conn.take(), std::mem::take(&mut st.loaders))
         };
+        for l in loaders {
+            l.kill();
+        }
         if self.closing.load(Ordering::Acquire) {
             return;
         }
@@ -646,6 +739,9 @@ impl Shared {
             }
             st.failed = Some(f.clone());
             st.conn = None;
+            for l in st.loaders.drain(..) {
+                l.kill();
+            }
             std::mem::take(&mut st.watchers)
         };
         for w in watchers.iter().filter_map(Weak::upgrade) {
@@ -697,7 +793,7 @@ impl Shared {
     /// [`Resilience::reply_wait`] (a query left unanswered because of that
     /// is dropped; its connection is given up if it went unanswered for
     /// [`Shared::reply_timeout`]).
-    fn run<T, F, Fut>(&self, what: &dyn Fn() -> String, f: F) -> Result<T, Error>
+    fn run<T, F, Fut>(&self, what: &dyn Fn() -> String, for_load: bool, f: F) -> Result<T, Error>
     where
         F: Fn(Arc<Conn>) -> Fut,
         Fut: std::future::Future<Output = Result<T, Trouble>>,
@@ -707,7 +803,7 @@ impl Shared {
         let reply_deadline = start + self.res.reply_wait();
         let mut again = 0;
         loop {
-            let c = self.wait_conn(&mut deadline, what)?;
+            let c = self.wait_conn(&mut deadline, what, for_load)?;
             let gen = c.gen;
             let sent = Instant::now();
             let limit = self.reply_timeout();
@@ -871,6 +967,7 @@ async fn poller(sh: Arc<Shared>) {
                 None => return,
             },
         };
+        maybe_open_loader(&sh, &c);
         let head = sh.st.lock().head;
         let polled = tokio::time::timeout(
             sh.poll_timeout(),
@@ -1080,6 +1177,95 @@ async fn reconnect(sh: &Shared) -> Option<Arc<Conn>> {
     }
 }
 
+/// Has another load connection opened, in the background, if fewer than
+/// [`PgOptions::load_connections`] carry loads and none is being opened
+/// (after a failure, not before a backoff).
+fn maybe_open_loader(sh: &Arc<Shared>, primary: &Arc<Conn>) {
+    // A loader the server closed (its backend terminated, say) is dropped
+    // here, without waiting for a load to fail on it.
+    let closed = sh
+        .st
+        .lock()
+        .loaders
+        .iter()
+        .find(|c| c.client.is_closed())
+        .map(|c| c.gen);
+    if let Some(gen) = closed {
+        sh.lost(gen, "the server closed it");
+    }
+    {
+        let mut st = sh.st.lock();
+        if st.loader_opening
+            || st.loaders.len() + 1 >= sh.opts.load_connections
+            || Instant::now() < st.loader_next
+            || st.conn.as_ref().is_none_or(|c| c.gen != primary.gen)
+        {
+            return;
+        }
+        st.loader_opening = true;
+    }
+    let (sh, primary) = (sh.clone(), primary.clone());
+    tokio::spawn(async move {
+        let r = open_loader(&sh, &primary).await;
+        let mut st = sh.st.lock();
+        st.loader_opening = false;
+        match r {
+            Ok(c)
+                if st.failed.is_none()
+                    && st.conn.as_ref().is_some_and(|p| p.gen == primary.gen) =>
+            {
+                log::debug!("{}: load connection {} to {}", sh.url, c.gen, c.server);
+                st.loaders.push(Arc::new(c));
+                st.loader_next = Instant::now();
+            }
+            Ok(c) => c.kill(), // the poller's connection is gone meanwhile
+            Err(why) => {
+                // Loads go on over the poller's connection; a later try.
+                log::info!(
+                    "{}: another load connection: {why} (loads share one meanwhile)",
+                    sh.url
+                );
+                st.loader_next = Instant::now() + Duration::from_secs(5);
+            }
+        }
+    });
+}
+
+/// A load connection to the very server `primary` reached: the same host
+/// of the zurl, checked to be the same running server (a host name may
+/// resolve to several; a proxy may choose).
+async fn open_loader(sh: &Shared, primary: &Conn) -> Result<Conn, String> {
+    let gen = {
+        let mut st = sh.st.lock();
+        st.gens += 1;
+        st.gens
+    };
+    let bound = sh.spec.connect_timeout.unwrap_or(sh.opts.connect_timeout) + sh.reply_timeout();
+    let c = tokio::time::timeout(
+        bound,
+        conn::connect_host(&sh.spec, primary.host, sh.opts.connect_timeout, gen, false),
+    )
+    .await
+    .map_err(|_| {
+        format!(
+            "{} did not finish connecting within {bound:?}",
+            primary.server
+        )
+    })?
+    .map_err(|e| match e {
+        ConnectError::Unreachable(why) => why,
+        ConnectError::Schema(s) => s.to_string(),
+    })?;
+    if c.identity != primary.identity {
+        c.kill();
+        return Err(format!(
+            "{} reached another server ({}) than the poller's connection ({})",
+            primary.server, c.identity, primary.identity
+        ));
+    }
+    Ok(c)
+}
+
 /// The outcome of the same-database check.
 enum Check {
     /// Not ready: try again later.
@@ -1150,7 +1336,7 @@ impl Storage for PgStorage {
             }
             st.head
         };
-        let found = sh.run(&what, |c| async move { c.load(oid, at).await })?;
+        let found = sh.run(&what, true, |c| async move { c.load(oid, at).await })?;
         if at >= h0 {
             // As of the position when we asked, and nothing reported since:
             // current until a commit says otherwise.
@@ -1173,7 +1359,11 @@ impl Storage for PgStorage {
                 let st = sh.st.lock();
                 (st.packed, st.head)
             };
-            let p = sh.run(&what, |c| async move { c.pack_point(known, head).await })?;
+            let p = sh.run(
+                &what,
+                false,
+                |c| async move { c.pack_point(known, head).await },
+            )?;
             let mut st = sh.st.lock();
             st.packed = st.packed.max(p);
         }
@@ -1203,9 +1393,9 @@ impl Storage for PgStorage {
         while pos < from {
             let what = || format!("list transactions ({pos}, {from}]");
             let batch = self.sh.opts.batch;
-            let rows = self
-                .sh
-                .run(&what, |c| async move { c.commits(pos, from, batch).await })?;
+            let rows = self.sh.run(&what, false, |c| async move {
+                c.commits(pos, from, batch).await
+            })?;
             let Some(last) = rows.last().map(|r| r.tid) else {
                 break;
             };
@@ -1229,7 +1419,7 @@ impl Storage for PgStorage {
         // One server process per connection answers queries in turn: with
         // a few queued it goes from one block to the next without waiting
         // for the reader (measured: 2 MiB blocks, pg_read bench).
-        PREFETCH_DEPTH
+        PREFETCH_DEPTH * self.sh.opts.load_connections.max(1)
     }
 
     fn oldest_tid(&self) -> Option<Tid> {
