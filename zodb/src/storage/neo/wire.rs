@@ -144,12 +144,22 @@ pub enum Need {
 
 /// [`frame_len`], saying how long an incomplete frame is at least.
 pub fn frame_need(buf: &[u8], max: usize) -> Result<Need, WireError> {
-    let short = Need::AtLeast(buf.len() + 1);
     // Items still expected at each open nesting level.
     let mut stack: Vec<u64> = Vec::new();
     let mut pos = 0usize;
     // One item to read at top level.
     let mut need: u64 = 1;
+    // Cut short at `pos` (a marker or header missing): the item there and
+    // every one still expected take at least a byte each. Saying so, not
+    // just "one more byte", keeps a packet of many small items (a big
+    // invalidation) from being walked again after every read.
+    macro_rules! short {
+        () => {
+            Need::AtLeast(
+                (buf.len() + 1).max(pos + 1 + (need + stack.iter().sum::<u64>()) as usize),
+            )
+        };
+    }
     loop {
         if need == 0 {
             match stack.pop() {
@@ -162,7 +172,7 @@ pub fn frame_need(buf: &[u8], max: usize) -> Result<Need, WireError> {
         }
         need -= 1;
         let Some(&m) = buf.get(pos) else {
-            return Ok(short);
+            return Ok(short!());
         };
         // (header bytes after the marker, payload bytes, child items)
         let be = |n: usize| -> Option<u64> {
@@ -177,28 +187,28 @@ pub fn frame_need(buf: &[u8], max: usize) -> Result<Need, WireError> {
             0xc1 => return Err(WireError::BadMarker(m)),
             0xc4 | 0xd9 => match be(1) {
                 Some(n) => (1, n, 0),
-                None => return Ok(short),
+                None => return Ok(short!()),
             },
             0xc5 | 0xda => match be(2) {
                 Some(n) => (2, n, 0),
-                None => return Ok(short),
+                None => return Ok(short!()),
             },
             0xc6 | 0xdb => match be(4) {
                 Some(n) => (4, n, 0),
-                None => return Ok(short),
+                None => return Ok(short!()),
             },
             // ext 8/16/32: length, then the type byte.
             0xc7 => match be(1) {
                 Some(n) => (2, n, 0),
-                None => return Ok(short),
+                None => return Ok(short!()),
             },
             0xc8 => match be(2) {
                 Some(n) => (3, n, 0),
-                None => return Ok(short),
+                None => return Ok(short!()),
             },
             0xc9 => match be(4) {
                 Some(n) => (5, n, 0),
-                None => return Ok(short),
+                None => return Ok(short!()),
             },
             0xca => (4, 0, 0),
             0xcb => (8, 0, 0),
@@ -214,19 +224,19 @@ pub fn frame_need(buf: &[u8], max: usize) -> Result<Need, WireError> {
             0xd8 => (1, 16, 0),
             0xdc => match be(2) {
                 Some(n) => (2, 0, n),
-                None => return Ok(short),
+                None => return Ok(short!()),
             },
             0xdd => match be(4) {
                 Some(n) => (4, 0, n),
-                None => return Ok(short),
+                None => return Ok(short!()),
             },
             0xde => match be(2) {
                 Some(n) => (2, 0, 2 * n),
-                None => return Ok(short),
+                None => return Ok(short!()),
             },
             0xdf => match be(4) {
                 Some(n) => (4, 0, 2 * n),
-                None => return Ok(short),
+                None => return Ok(short!()),
             },
         };
         // Every item takes at least a byte: a declared count past `max`
@@ -759,6 +769,53 @@ mod tests {
             frame_len(&p[..24], 1000),
             Err(WireError::TooBig { max: 1000 })
         );
+    }
+
+    /// Packets of many small items arriving 97 bytes at a time, walked
+    /// when the reader would walk them (once it has what the last walk
+    /// said is needed at least): the bound holds at every walk, and the
+    /// walks are few. A walk cut short inside a payload always said how
+    /// much of the rest is missing; one cut at an item's marker said "one
+    /// more byte", so a packet of one-byte items (small ints, nils) was
+    /// walked again after every read.
+    #[test]
+    fn many_small_items_are_walked_a_few_times() {
+        let walks = |p: &[u8]| {
+            let (mut walks, mut want, mut have) = (0, 1usize, 0usize);
+            while have < p.len() {
+                have = (have + 97).min(p.len());
+                if have < want {
+                    continue;
+                }
+                walks += 1;
+                match frame_need(&p[..have], 1 << 24).unwrap() {
+                    Need::Frame(n) => assert_eq!((n, have), (p.len(), p.len())),
+                    Need::AtLeast(m) => {
+                        assert!(
+                            have < m && m <= p.len(),
+                            "{have}: at least {m} of {}",
+                            p.len()
+                        );
+                        want = m;
+                    }
+                }
+            }
+            walks
+        };
+        // An invalidation of 20,000 oids (10 bytes each): 2,000 reads.
+        let oids: Vec<Value> = (0..20_000u64).map(|i| oid_value(Oid(i))).collect();
+        let p = encode_packet(
+            3,
+            code::INVALIDATE_OBJECTS,
+            vec![tid_value(Tid(9)), Value::Array(oids)],
+        );
+        let n = walks(&p);
+        assert!(n < 120, "{n} walks for {} reads", p.len() / 97);
+        // 50,000 one-byte items: 515 reads, each one walked before.
+        let small: Vec<Value> = (0..50_000u64).map(|i| Value::from(i % 100)).collect();
+        let p = encode_packet(4, code::PING, vec![Value::Array(small)]);
+        let n = walks(&p);
+        assert!(n < 10, "{n} walks for {} reads", p.len() / 97);
     }
 
     /// An object's data is a slice of the frame, not in the arguments;
