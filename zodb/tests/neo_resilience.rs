@@ -175,6 +175,44 @@ fn master_failover_catches_up_exactly() {
     assert!(k[counter::LOST] >= 2 && k[counter::RECONNECT] >= 2, "{k:?}");
 }
 
+/// `n` objects of `size` random bytes (zlib would not shrink them), each
+/// committed by Python in a transaction of its own: their oids.
+fn python_objects(c: &NeoCluster, n: usize, size: usize) -> Vec<Oid> {
+    let mut py = std::process::Command::new(c.python());
+    c.python_env(&mut py);
+    let out = py
+        .arg("-c")
+        .arg(
+            r#"
+import os, sys, transaction, ZODB
+from persistent.mapping import PersistentMapping
+from neo.client.Storage import Storage
+st = Storage(master_nodes=os.environ['NEO_MASTERS'].replace(',', ' '), name=os.environ['NEO_NAME'])
+db = ZODB.DB(st); root = db.open().root(); oids = []
+for i in range(int(sys.argv[1])):
+    m = root[i] = PersistentMapping(); m['d'] = os.urandom(int(sys.argv[2]))
+    transaction.commit(); oids.append(m._p_oid)
+print(' '.join('%x' % int.from_bytes(o, 'big') for o in oids))
+db.close()
+"#,
+        )
+        .args([n.to_string(), size.to_string()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let oids: Vec<Oid> = String::from_utf8(out.stdout)
+        .unwrap()
+        .split_whitespace()
+        .map(|h| Oid(u64::from_str_radix(h, 16).unwrap()))
+        .collect();
+    assert_eq!(oids.len(), n);
+    oids
+}
+
 /// A storage node that logs a warning writes no block data to its log,
 /// and goes on answering.
 ///
@@ -195,39 +233,7 @@ fn a_warning_on_a_storage_node_writes_no_block_data() {
         return;
     }
     let c = NeoCluster::start(1, 1, 0);
-    // 24 objects of 1 MiB of random bytes (zlib would not shrink them),
-    // written by Python.
-    let mut py = std::process::Command::new(c.python());
-    c.python_env(&mut py);
-    let out = py
-        .arg("-c")
-        .arg(
-            r#"
-import os, transaction, ZODB
-from persistent.mapping import PersistentMapping
-from neo.client.Storage import Storage
-st = Storage(master_nodes=os.environ['NEO_MASTERS'].replace(',', ' '), name=os.environ['NEO_NAME'])
-db = ZODB.DB(st); root = db.open().root(); oids = []
-for i in range(24):
-    m = root[i] = PersistentMapping(); m['d'] = os.urandom(1 << 20)
-    transaction.commit(); oids.append(m._p_oid)
-print(' '.join('%x' % int.from_bytes(o, 'big') for o in oids))
-db.close()
-"#,
-        )
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let oids: Vec<Oid> = String::from_utf8(out.stdout)
-        .unwrap()
-        .split_whitespace()
-        .map(|h| Oid(u64::from_str_radix(h, 16).unwrap()))
-        .collect();
-    assert_eq!(oids.len(), 24);
+    let oids = python_objects(&c, 24, 1 << 20);
     // 4 × 24 MiB through the node.
     let st = oracle::open(&c);
     let head = st.last_tid().unwrap();
@@ -295,39 +301,9 @@ fn a_storage_node_survives_its_log_wrapping_around() {
         return;
     }
     let c = NeoCluster::start(1, 1, 0);
-    // 16 objects of 8 KiB of random bytes: each answer over the 4 KiB
-    // limit, and small enough that tens of thousands of them are quick.
-    let mut py = std::process::Command::new(c.python());
-    c.python_env(&mut py);
-    let out = py
-        .arg("-c")
-        .arg(
-            r#"
-import os, transaction, ZODB
-from persistent.mapping import PersistentMapping
-from neo.client.Storage import Storage
-st = Storage(master_nodes=os.environ['NEO_MASTERS'].replace(',', ' '), name=os.environ['NEO_NAME'])
-db = ZODB.DB(st); root = db.open().root(); oids = []
-for i in range(16):
-    m = root[i] = PersistentMapping(); m['d'] = os.urandom(8 << 10)
-    transaction.commit(); oids.append(m._p_oid)
-print(' '.join('%x' % int.from_bytes(o, 'big') for o in oids))
-db.close()
-"#,
-        )
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let oids: Vec<Oid> = String::from_utf8(out.stdout)
-        .unwrap()
-        .split_whitespace()
-        .map(|h| Oid(u64::from_str_radix(h, 16).unwrap()))
-        .collect();
-    assert_eq!(oids.len(), 16);
+    // Each answer over the 4 KiB limit, and small enough that tens of
+    // thousands of them are quick.
+    let oids = python_objects(&c, 16, 8 << 10);
     // A node keeps 16 MiB of records, each counted as some 1.2 KB plus its
     // message: about 14,000 of them. A load is two records (the question,
     // the answer without its arguments); 24,000 loads wrap the log more

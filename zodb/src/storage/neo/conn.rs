@@ -560,7 +560,12 @@ fn read_big<L: Link + ?Sized>(
     head: &[u8],
     mut want: usize,
 ) -> Option<(Bytes, Vec<u8>)> {
-    let mut big = pool::take(want);
+    // A block's buffer goes with its data to the caller (the daemon's
+    // block cache) and comes back to the pool of big buffers once the last
+    // slice of it is dropped ([`crate::bufpool`]): fresh memory for each
+    // 2 MiB block cost more than the copy it saves (the kernel zeroes every
+    // page at its first touch: a quarter of wcfsd's CPU in a cold read).
+    let mut big = crate::bufpool::take(want + SLACK);
     big.extend_from_slice(head);
     loop {
         while big.len() < want {
@@ -594,7 +599,7 @@ fn read_big<L: Link + ?Sized>(
         match wire::frame_need(&big, link.max_packet()) {
             Ok(wire::Need::Frame(n)) => {
                 let rest = big.split_off(n);
-                return Some((pool::bytes(big), rest));
+                return Some((crate::bufpool::freeze(big), rest));
             }
             Ok(wire::Need::AtLeast(n)) => want = n,
             Err(e) => {
@@ -605,77 +610,9 @@ fn read_big<L: Link + ?Sized>(
     }
 }
 
-/// The buffers of big packets, used again once every slice of them is
-/// dropped.
-///
-/// A block's buffer goes with its data to the caller (the daemon's block
-/// cache), which drops it at a time of its own. Fresh memory from the
-/// allocator for each 2 MiB block cost more than the copy it saves: the
-/// kernel zeroes every page at its first touch (a quarter of wcfsd's CPU
-/// time in a cold read). So the buffer comes back here when the last
-/// slice of it goes, and the next big packet is received into it. A few
-/// are kept ([`pool::KEEP`]), the largest ones; the rest are freed.
-mod pool {
-    use bytes::Bytes;
-    use parking_lot::Mutex;
-
-    /// Buffers kept for reuse (enough for the loads a reader has in
-    /// flight: the daemon's prefetch depth and the requests it serves).
-    pub(super) const KEEP: usize = 16;
-    /// A buffer's room past the length first asked for (the packet's last
-    /// arguments after its data).
-    const SLACK: usize = 256;
-
-    static FREE: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
-
-    /// An empty buffer with room for at least `want` bytes.
-    pub(super) fn take(want: usize) -> Vec<u8> {
-        let mut free = FREE.lock();
-        // The smallest that fits.
-        let best = free
-            .iter()
-            .enumerate()
-            .filter(|(_, b)| b.capacity() >= want + SLACK)
-            .min_by_key(|(_, b)| b.capacity())
-            .map(|(i, _)| i);
-        match best {
-            Some(i) => free.swap_remove(i),
-            None => {
-                drop(free);
-                Vec::with_capacity(want + SLACK)
-            }
-        }
-    }
-
-    /// `buf`'s bytes, its memory back here once no slice of it is left.
-    pub(super) fn bytes(buf: Vec<u8>) -> Bytes {
-        Bytes::from_owner(Owned(buf))
-    }
-
-    struct Owned(Vec<u8>);
-
-    impl AsRef<[u8]> for Owned {
-        fn as_ref(&self) -> &[u8] {
-            &self.0
-        }
-    }
-
-    impl Drop for Owned {
-        fn drop(&mut self) {
-            let mut buf = std::mem::take(&mut self.0);
-            buf.clear();
-            let mut free = FREE.lock();
-            if free.len() < KEEP {
-                free.push(buf);
-            } else if let Some(small) = free.iter_mut().min_by_key(|b| b.capacity()) {
-                // Keep the larger one.
-                if small.capacity() < buf.capacity() {
-                    std::mem::swap(small, &mut buf);
-                }
-            }
-        }
-    }
-}
+/// A big packet's buffer's room past the length first asked for (the
+/// packet's last arguments after its data).
+const SLACK: usize = 256;
 
 impl std::fmt::Debug for Conn {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
