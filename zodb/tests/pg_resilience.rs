@@ -338,6 +338,58 @@ fn loads_use_a_second_connection_and_ride_its_loss() {
     assert_eq!(backends(&pg, "wcfs-one", 0.0).len(), 1);
 }
 
+/// A role allowed one connection: loads share the poller's, exactly, and
+/// the second connection comes once the limit is lifted.
+#[test]
+fn a_role_with_one_connection_loads_over_it() {
+    let pg = PgServer::start();
+    pg.create_db("zodb");
+    pgoracle(&["gen", &pg.zurl("zodb"), "--txns", "5"]);
+    pg.create_reader("wcfs_one", "one-secret", "zodb");
+    pg.psql("postgres", "ALTER ROLE wcfs_one CONNECTION LIMIT 1");
+    let zurl = format!(
+        "{}?application_name=wcfs-limited",
+        pg.zurl_as("wcfs_one", "one-secret", "zodb")
+    );
+    let st = open(&zurl, Duration::from_secs(30));
+    let head = st.last_tid().unwrap();
+    // The loader was refused (tried at once, then every 5 s).
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(st.load_connections(), 1);
+    assert_eq!(wait_backends(&pg, "wcfs-limited", 1).len(), 1);
+    // Every object as of each transaction that changed it (the database's
+    // own list) loads with that serial, and as another instance with two
+    // connections loads it.
+    let full = open(&pg.zurl("zodb"), Duration::from_secs(30));
+    let commits = db_commits(&pg, "zodb", Tid::ZERO);
+    assert!(!commits.is_empty());
+    for c in &commits {
+        for oid in &c.oids {
+            let a = st.load(*oid, c.tid);
+            let serial = match &a {
+                Ok(l) => l.serial,
+                Err(Error::Deleted { serial, .. }) => *serial,
+                Err(e) => panic!("load {oid}@{}: {e}", c.tid),
+            };
+            assert_eq!(serial, c.tid, "load {oid}@{}", c.tid);
+            assert_eq!(answer(a), answer(full.load(*oid, c.tid)));
+        }
+    }
+    assert_eq!(count(&st, counter::LOST), 0);
+    assert_eq!(st.last_tid().unwrap(), head);
+    // Lifted: the second one comes.
+    pg.psql("postgres", "ALTER ROLE wcfs_one CONNECTION LIMIT -1");
+    let t0 = Instant::now();
+    while st.load_connections() < 2 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "no second connection"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    wait_backends(&pg, "wcfs-limited", 2);
+}
+
 #[test]
 fn long_outage_gives_unavailable_then_recovers() {
     let mut pg = PgServer::start();

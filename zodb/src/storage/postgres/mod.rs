@@ -261,6 +261,8 @@ struct State {
     /// A loader is being opened; none before this instant (backoff).
     loader_opening: bool,
     loader_next: Instant,
+    /// Why the last loader could not be opened (logged once while the same).
+    loader_failed: Option<String>,
     /// Connections made so far (the generation of the next one).
     gens: u64,
     down: Option<Down>,
@@ -467,6 +469,7 @@ impl PgStorage {
                 loaders: Vec::new(),
                 loader_opening: false,
                 loader_next: Instant::now(),
+                loader_failed: None,
                 gens: 1,
                 down: None,
                 failed: None,
@@ -1219,14 +1222,19 @@ fn maybe_open_loader(sh: &Arc<Shared>, primary: &Arc<Conn>) {
                 log::debug!("{}: load connection {} to {}", sh.url, c.gen, c.server);
                 st.loaders.push(Arc::new(c));
                 st.loader_next = Instant::now();
+                st.loader_failed = None;
             }
             Ok(c) => c.kill(), // the poller's connection is gone meanwhile
             Err(why) => {
                 // Loads go on over the poller's connection; a later try.
-                log::info!(
-                    "{}: another load connection: {why} (loads share one meanwhile)",
-                    sh.url
-                );
+                if st.loader_failed.as_ref() != Some(&why) {
+                    log::info!(
+                        "{}: another load connection: {why} (loads share one meanwhile; \
+                         trying again every 5 s)",
+                        sh.url
+                    );
+                    st.loader_failed = Some(why);
+                }
                 st.loader_next = Instant::now() + Duration::from_secs(5);
             }
         }
