@@ -771,6 +771,16 @@ impl Shared {
         self.opts.poll_timeout.min(self.res.reply_wait())
     }
 
+    /// How long opening a connection may take as a whole: a server that
+    /// accepts the TCP connection but then says nothing (frozen: its
+    /// kernel still completes handshakes) would hold it forever.
+    fn connect_bound(&self) -> Duration {
+        self.spec
+            .connect_timeout
+            .unwrap_or(self.opts.connect_timeout)
+            + self.reply_timeout()
+    }
+
     /// `what` got no answer within `waited` from connection `gen`, which
     /// may still be up: it gives up, alone (counted; logged once per
     /// connection).
@@ -1111,10 +1121,8 @@ async fn reconnect(sh: &Shared) -> Option<Arc<Conn>> {
             st.gens += 1;
             st.gens
         };
-        // The whole attempt is bounded: a server that accepts the TCP
-        // connection but then says nothing (frozen: its kernel still
-        // completes handshakes) would hold it forever.
-        let bound = sh.spec.connect_timeout.unwrap_or(sh.opts.connect_timeout) + sh.reply_timeout();
+        // The whole attempt is bounded (see connect_bound).
+        let bound = sh.connect_bound();
         let attempt = tokio::time::timeout(bound, async {
             let c = conn::connect(&sh.spec, sh.opts.connect_timeout, gen).await?;
             let checked = same_database(sh, &c).await;
@@ -1250,7 +1258,7 @@ async fn open_loader(sh: &Shared, primary: &Conn) -> Result<Conn, String> {
         st.gens += 1;
         st.gens
     };
-    let bound = sh.spec.connect_timeout.unwrap_or(sh.opts.connect_timeout) + sh.reply_timeout();
+    let bound = sh.connect_bound();
     let c = tokio::time::timeout(
         bound,
         conn::connect_host(&sh.spec, primary.host, sh.opts.connect_timeout, gen, false),
