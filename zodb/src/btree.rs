@@ -46,8 +46,10 @@
 //! again for each of them was half the daemon's time per 4 KiB block
 //! (perf, cold read of a 4 KiB-block file). Both caches are bounded
 //! ([`NODE_CACHE_SIZE`] inner nodes, [`BUCKET_CACHE_SIZE`] buckets, oldest
-//! evicted first) and still load each node from the storage to learn its
-//! serial as of the tid asked; only the decoding is saved. Range checks run
+//! evicted first). A walk still needs each node's serial as of the tid
+//! asked: from [`Storage::serial_at`] where the storage can tell it without
+//! the data (a FileStorage reads one record header), else from a load, of
+//! which only the decoding is saved. Range checks run
 //! on every use, since the same node may be reached with different ranges
 //! on corrupt data; a bucket is taken from the cache only below the root
 //! (a root must be a tree, which only a decode checks).
@@ -538,6 +540,55 @@ impl BTree {
         Ok(())
     }
 
+    /// Node `oid` at `serial` from the decoded-node caches, checked
+    /// against the `range` this walk gives it (see the module docs).
+    fn cached(
+        &self,
+        st: &dyn Storage,
+        oid: Oid,
+        serial: Tid,
+        range: KeyRange,
+        is_root: bool,
+    ) -> Result<Option<(PathNode, NodeState)>, Error> {
+        let key = (st.instance_id(), oid, serial, self.family);
+        if let Some(inner) = NODE_CACHE.lock().get(&key) {
+            check_separators(oid, &inner.keys, range)?;
+            let node = PathNode {
+                oid,
+                serial,
+                kind: NodeKind::Tree,
+                range,
+            };
+            return Ok(Some((node, NodeState::Kids(inner))));
+        }
+        // Only buckets met below the root are cached: a root must be a
+        // tree, which the class check of a decode says.
+        if is_root {
+            return Ok(None);
+        }
+        let Some(leaf) = BUCKET_CACHE.lock().get(&key) else {
+            return Ok(None);
+        };
+        // Keys are strictly increasing (checked at decode): the ends inside
+        // the range put all of them inside.
+        for k in [leaf.keys.first(), leaf.keys.last()]
+            .into_iter()
+            .flatten()
+            .copied()
+        {
+            if !range.contains(k) {
+                return Err(corrupt(oid, format!("key {k} outside {range}")));
+            }
+        }
+        let node = PathNode {
+            oid,
+            serial,
+            kind: NodeKind::Bucket,
+            range,
+        };
+        Ok(Some((node, NodeState::Items(leaf))))
+    }
+
     /// Loads node `oid` of this tree as of `at`, which must cover `range`,
     /// and checks its class and state. The root must be a tree; below it,
     /// trees and buckets of the family. For callers that walk trees their
@@ -550,45 +601,21 @@ impl BTree {
         range: KeyRange,
         is_root: bool,
     ) -> Result<(PathNode, NodeState), Error> {
+        // The serial first, where the storage can tell it without the
+        // data: a cached node then costs no load at all.
+        if let Some(serial) = st.serial_at(oid, at) {
+            if let Some(hit) = self.cached(st, oid, serial, range, is_root)? {
+                return Ok(hit);
+            }
+        }
         let loaded = st
             .load(oid, at)
             .map_err(|source| Error::Load { oid, at, source })?;
         let serial = loaded.serial;
+        if let Some(hit) = self.cached(st, oid, serial, range, is_root)? {
+            return Ok(hit);
+        }
         let key = (st.instance_id(), oid, serial, self.family);
-        if let Some(inner) = NODE_CACHE.lock().get(&key) {
-            check_separators(oid, &inner.keys, range)?;
-            let node = PathNode {
-                oid,
-                serial,
-                kind: NodeKind::Tree,
-                range,
-            };
-            return Ok((node, NodeState::Kids(inner)));
-        }
-        // Only buckets met below the root are cached: a root must be a
-        // tree, which the class check of a decode says.
-        if !is_root {
-            if let Some(leaf) = BUCKET_CACHE.lock().get(&key) {
-                // Keys are strictly increasing (checked at decode): the
-                // ends inside the range put all of them inside.
-                for k in [leaf.keys.first(), leaf.keys.last()]
-                    .into_iter()
-                    .flatten()
-                    .copied()
-                {
-                    if !range.contains(k) {
-                        return Err(corrupt(oid, format!("key {k} outside {range}")));
-                    }
-                }
-                let node = PathNode {
-                    oid,
-                    serial,
-                    kind: NodeKind::Bucket,
-                    range,
-                };
-                return Ok((node, NodeState::Items(leaf)));
-            }
-        }
         let rec = serialize::decode_record(&loaded.data)
             .map_err(|source| Error::Decode { oid, source })?;
         let kind = match self.family.kind_of(&rec.class) {

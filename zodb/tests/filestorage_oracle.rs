@@ -118,6 +118,24 @@ fn answer(fs: &FileStorage, oid: Oid, at: Tid) -> Result<Expect, String> {
     }
 }
 
+/// `serial_at` against the oracle: the serial of the data a load returns
+/// (undone records included), and `None` for anything else. On damaged
+/// files (`exact` false) it may also say `None` where a load answers, but a
+/// serial it gives must still be the oracle's.
+fn check_serial(fs: &FileStorage, oid: Oid, at: Tid, want: &Expect, exact: bool, what: &str) {
+    let got = fs.serial_at(oid, at);
+    match want {
+        Expect::Data { serial, .. } if exact => {
+            assert_eq!(got, Some(*serial), "{what}: serial_at {oid} @{at}")
+        }
+        Expect::Data { serial, .. } => assert!(
+            got.is_none() || got == Some(*serial),
+            "{what}: serial_at {oid} @{at}: {got:?}, want {serial}"
+        ),
+        _ => assert_eq!(got, None, "{what}: serial_at {oid} @{at} of no data"),
+    }
+}
+
 /// Checks `fs` answers exactly like the oracle.
 fn check_exact(fs: &FileStorage, o: &Oracle) {
     assert_eq!(fs.last_tid().unwrap(), o.last);
@@ -132,6 +150,7 @@ fn check_exact(fs: &FileStorage, o: &Oracle) {
     for (oid, at, want) in &o.loads {
         let got = answer(fs, *oid, *at).unwrap_or_else(|e| panic!("load {oid} @{at}: {e}"));
         assert_eq!(&got, want, "load {oid} @{at}");
+        check_serial(fs, *oid, *at, want, true, "exact");
         // "none" for an object that has records must be NotYetCreated.
         if *want == Expect::None {
             assert!(matches!(
@@ -144,6 +163,11 @@ fn check_exact(fs: &FileStorage, o: &Oracle) {
         fs.load(Oid(u64::MAX), Tid::MAX),
         Err(Error::NoObject { .. })
     ));
+    assert_eq!(fs.serial_at(Oid(u64::MAX), o.last), None);
+    for (oid, _, _) in o.loads.iter().take(5) {
+        let beyond = Tid(o.last.0 + 1);
+        assert_eq!(fs.serial_at(*oid, beyond), None, "past the last tid");
+    }
 }
 
 fn gen(dir: &Path, extra: &[&str]) -> Oracle {
@@ -337,6 +361,7 @@ fn check_damaged(fs: &FileStorage, o: &Oracle, what: &str, exempt: &BTreeSet<Oid
         if let Ok(got) = answer(fs, *oid, *at) {
             assert_eq!(&got, want, "{what}: load {oid} @{at}");
         }
+        check_serial(fs, *oid, *at, want, false, what);
     }
 }
 
@@ -372,6 +397,7 @@ fn truncated_tail_is_uncommitted() {
             let got = answer(&fs, *oid, *at)
                 .unwrap_or_else(|e| panic!("cut at {cut}: load {oid} @{at}: {e}"));
             assert_eq!(&got, want, "cut at {cut}: load {oid} @{at}");
+            check_serial(&fs, *oid, *at, want, true, &format!("cut at {cut}"));
         }
     }
 }

@@ -209,6 +209,16 @@ pub trait Storage: Send + Sync {
     /// Loads object `oid` as of `at`: its latest data record with tid ≤ `at`.
     fn load(&self, oid: Oid, at: Tid) -> Result<Loaded, Error>;
 
+    /// The serial [`load`](Storage::load) would return for `oid` at `at`,
+    /// when the storage can tell it without reading the data: a cache of
+    /// decoded objects keyed by serial then skips the load. `None`: no
+    /// cheaper way than a load (a server), or anything a load would report
+    /// or treat specially (no such object, deleted, not yet created,
+    /// damage) — the caller loads, and the load says what is wrong.
+    fn serial_at(&self, _oid: Oid, _at: Tid) -> Option<Tid> {
+        None
+    }
+
     /// The tid of the last committed transaction ([`Tid::ZERO`] for an empty
     /// database). A transaction still being committed is not counted.
     fn last_tid(&self) -> Result<Tid, Error>;

@@ -39,6 +39,14 @@
 //!   boundary.
 //! - A load copies the data once: `pread` into the vector that becomes the
 //!   returned `Bytes`.
+//! - A load reads two or three small things: the data record's header,
+//!   its transaction's header (records reached through the `.index` file
+//!   were never checked by a scan), and the data. Transaction headers that
+//!   passed the check are remembered by position ([`CheckedTxns`]: they
+//!   never change either), so with small objects — a BTree bucket, a 4 KiB
+//!   block — a load is two `pread`s, not three. [`Storage::serial_at`]
+//!   reads only the header: a decoded-object cache keyed by serial then
+//!   needs one `pread`.
 //!
 //! All parsing goes through [`ReadAt`], which a file and an in-memory buffer
 //! both implement: tests and the fuzzer run the same code as production.
@@ -54,7 +62,7 @@ use super::{Error, Loaded, Storage, Watcher};
 use crate::types::{Oid, Tid};
 use bytes::Bytes;
 use format::{Ctx, FileReader, TxnAt, Window, DATA_HDR_LEN};
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -110,6 +118,31 @@ pub struct FileStorage {
     r: Arc<dyn ReadAt>,
     index: RwLock<Index>,
     source: IndexSource,
+    checked: CheckedTxns,
+}
+
+/// Transaction headers a load already checked: position → (tid, length).
+/// Only headers with a valid status get in; the checks that depend on the
+/// record (its tid, its end within the transaction) still run every time.
+/// Bounded: forgotten all at once when full (re-reading a header is cheap;
+/// this only saves the common case of many loads from few transactions).
+#[derive(Default)]
+struct CheckedTxns(Mutex<HashMap<u64, (Tid, u64)>>);
+
+const CHECKED_TXNS_MAX: usize = 16384;
+
+impl CheckedTxns {
+    fn get(&self, tloc: u64) -> Option<(Tid, u64)> {
+        self.0.lock().get(&tloc).copied()
+    }
+
+    fn put(&self, tloc: u64, tid: Tid, tlen: u64) {
+        let mut m = self.0.lock();
+        if m.len() >= CHECKED_TXNS_MAX {
+            m.clear();
+        }
+        m.insert(tloc, (tid, tlen));
+    }
 }
 
 /// One data record, as iteration reports it.
@@ -291,6 +324,7 @@ impl FileStorage {
             r,
             index: RwLock::new(index),
             source,
+            checked: CheckedTxns::default(),
         };
         fs.catch_up(&mut fs.index.write())?;
         Ok(fs)
@@ -480,27 +514,38 @@ impl FileStorage {
     /// through the `.index` file were never seen by a scan.
     fn check_in_txn(&self, h: &DataHeader, pos: u64, limit: u64) -> Result<(), Error> {
         let ctx = self.ctx();
-        let th = format::read_txn_header(&*self.r, &ctx, h.tloc)?;
-        let rend = h.record_len().and_then(|l| pos.checked_add(l));
-        let tend = h.tloc.checked_add(th.tlen);
-        if th.tid != h.tid {
-            return Err(ctx.corrupt(
+        let tid_mismatch = |tid: Tid| {
+            ctx.corrupt(
                 pos,
                 format!(
-                    "data record tid {} != tid {} of its transaction at {}",
-                    h.tid, th.tid, h.tloc
+                    "data record tid {} != tid {tid} of its transaction at {}",
+                    h.tid, h.tloc
                 ),
-            ));
-        }
-        if !matches!(th.status, b' ' | b'p' | b'u') {
-            return Err(ctx.corrupt(
-                h.tloc,
-                format!(
-                    "transaction {}: invalid status {:?}",
-                    th.tid, th.status as char
-                ),
-            ));
-        }
+            )
+        };
+        let tlen = match self.checked.get(h.tloc) {
+            Some((tid, _)) if tid != h.tid => return Err(tid_mismatch(tid)),
+            Some((_, tlen)) => tlen,
+            None => {
+                let th = format::read_txn_header(&*self.r, &ctx, h.tloc)?;
+                if th.tid != h.tid {
+                    return Err(tid_mismatch(th.tid));
+                }
+                if !matches!(th.status, b' ' | b'p' | b'u') {
+                    return Err(ctx.corrupt(
+                        h.tloc,
+                        format!(
+                            "transaction {}: invalid status {:?}",
+                            th.tid, th.status as char
+                        ),
+                    ));
+                }
+                self.checked.put(h.tloc, th.tid, th.tlen);
+                th.tlen
+            }
+        };
+        let rend = h.record_len().and_then(|l| pos.checked_add(l));
+        let tend = h.tloc.checked_add(tlen);
         match (rend, tend) {
             (Some(re), Some(te)) if re <= te && te < limit => Ok(()),
             _ => Err(ctx.corrupt(
@@ -510,6 +555,37 @@ impl FileStorage {
                     h.oid, h.plen, h.tloc
                 ),
             )),
+        }
+    }
+
+    /// [`Storage::serial_at`]: the `prev` walk of [`FileStorage::load_at`]
+    /// over headers alone, with the same checks of the record it stops at;
+    /// anything a load would report (or would follow a back-pointer for)
+    /// gives `None`.
+    fn header_serial_at(&self, oid: Oid, at: Tid) -> Option<Tid> {
+        let (mut pos, limit) = {
+            let idx = self.index.read();
+            if at > idx.last_tid {
+                return None; // a load catches up first
+            }
+            (*idx.oid2pos.get(&oid)?, idx.pos)
+        };
+        let ctx = self.ctx();
+        let mut newer = Tid::MAX;
+        loop {
+            let h = format::read_data_header(&*self.r, &ctx, pos).ok()?;
+            if h.oid != oid || h.tid >= newer {
+                return None;
+            }
+            if h.tid <= at {
+                let has_data = h.plen > 0 || h.back != 0;
+                return (has_data && self.check_in_txn(&h, pos, limit).is_ok()).then_some(h.tid);
+            }
+            if h.prev == 0 {
+                return None;
+            }
+            newer = h.tid;
+            pos = h.prev;
         }
     }
 }
@@ -528,6 +604,10 @@ impl Storage for FileStorage {
             self.refresh()?;
         }
         self.load_at(oid, at)
+    }
+
+    fn serial_at(&self, oid: Oid, at: Tid) -> Option<Tid> {
+        self.header_serial_at(oid, at)
     }
 
     fn last_tid(&self) -> Result<Tid, Error> {
