@@ -445,28 +445,28 @@ impl FileStorage {
         v
     }
 
-    fn load_at(&self, oid: Oid, at: Tid) -> Result<Loaded, Error> {
+    /// The header of `oid`'s latest record with tid ≤ `at`, its position,
+    /// checked against its transaction, and the index end it was found
+    /// under: the `prev` walk shared by a load and [`Storage::serial_at`].
+    fn record_at(&self, oid: Oid, at: Tid) -> Result<(DataHeader, u64, u64), Error> {
         let (mut pos, limit) = {
             let idx = self.index.read();
-            (idx.oid2pos.get(&oid).copied(), idx.pos)
+            let pos = idx.oid2pos.get(&oid).copied();
+            (pos.ok_or(Error::NoObject { oid })?, idx.pos)
         };
         let ctx = self.ctx();
-        let r = &*self.r;
-        if pos.is_none() {
-            return Err(Error::NoObject { oid });
-        }
         let mut newer = Tid::MAX;
-        let (h, hpos) = loop {
-            let p = pos.unwrap_or(0);
-            let h = format::read_data_header(r, &ctx, p)?;
+        let h = loop {
+            let h = format::read_data_header(&*self.r, &ctx, pos)?;
             if h.oid != oid {
-                return Err(
-                    ctx.corrupt(p, format!("record of {} found while loading {oid}", h.oid))
-                );
+                return Err(ctx.corrupt(
+                    pos,
+                    format!("record of {} found while loading {oid}", h.oid),
+                ));
             }
             if h.tid >= newer {
                 return Err(ctx.corrupt(
-                    p,
+                    pos,
                     format!(
                         "record of {oid} with tid {} not older than the record after it ({newer})",
                         h.tid
@@ -474,17 +474,23 @@ impl FileStorage {
                 ));
             }
             if h.tid <= at {
-                break (h, p);
+                break h;
             }
             if h.prev == 0 {
                 return Err(Error::NotYetCreated { oid, at });
             }
             newer = h.tid;
-            pos = Some(h.prev);
+            pos = h.prev;
         };
-        self.check_in_txn(&h, hpos, limit)?;
+        self.check_in_txn(&h, pos, limit)?;
+        Ok((h, pos, limit))
+    }
+
+    fn load_at(&self, oid: Oid, at: Tid) -> Result<Loaded, Error> {
+        let (mut h, mut hpos, limit) = self.record_at(oid, at)?;
+        let ctx = self.ctx();
+        let r = &*self.r;
         let serial = h.tid;
-        let (mut h, mut hpos) = (h, hpos);
         while h.plen == 0 {
             if h.back == 0 {
                 return Err(Error::Deleted { oid, at, serial });
@@ -558,35 +564,16 @@ impl FileStorage {
         }
     }
 
-    /// [`Storage::serial_at`]: the `prev` walk of [`FileStorage::load_at`]
-    /// over headers alone, with the same checks of the record it stops at;
-    /// anything a load would report (or would follow a back-pointer for)
-    /// gives `None`.
+    /// [`Storage::serial_at`]: the walk of a load over headers alone;
+    /// `None` for whatever a load would report (a deleted object's record
+    /// has neither data nor a back-pointer), and past the index (a load
+    /// catches up first).
     fn header_serial_at(&self, oid: Oid, at: Tid) -> Option<Tid> {
-        let (mut pos, limit) = {
-            let idx = self.index.read();
-            if at > idx.last_tid {
-                return None; // a load catches up first
-            }
-            (*idx.oid2pos.get(&oid)?, idx.pos)
-        };
-        let ctx = self.ctx();
-        let mut newer = Tid::MAX;
-        loop {
-            let h = format::read_data_header(&*self.r, &ctx, pos).ok()?;
-            if h.oid != oid || h.tid >= newer {
-                return None;
-            }
-            if h.tid <= at {
-                let has_data = h.plen > 0 || h.back != 0;
-                return (has_data && self.check_in_txn(&h, pos, limit).is_ok()).then_some(h.tid);
-            }
-            if h.prev == 0 {
-                return None;
-            }
-            newer = h.tid;
-            pos = h.prev;
+        if at > self.index.read().last_tid {
+            return None;
         }
+        let (h, _, _) = self.record_at(oid, at).ok()?;
+        (h.plen > 0 || h.back != 0).then_some(h.tid)
     }
 }
 
