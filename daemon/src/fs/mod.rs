@@ -135,6 +135,9 @@ mod retain;
 mod tree;
 mod unmount;
 mod upload;
+// Public only for the fuzz target (fuzz/fuzz_targets/fuse_ring.rs).
+#[doc(hidden)]
+pub mod uring;
 mod zhead;
 mod zwatch;
 
