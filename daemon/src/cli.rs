@@ -50,6 +50,10 @@ options (single or double dash):
                    up to D for the reconnect and its answer, then fails (EIO,
                    or an error reply); default 30s
   -trace.fuse      log every FUSE request
+  -uring           serve over FUSE over io_uring when the kernel offers it
+                   (Linux >= 6.14, /sys/module/fuse/parameters/enable_uring
+                   = Y): requests are then served on their caller's CPU
+                   (experimental; default false: /dev/fuse)
   -h, -help        this help
   -V, -version     the version of wcfsd and the libwcfs ABI it is released with
 
@@ -106,6 +110,9 @@ pub struct Options {
     /// it (SPEC §3 "Storage servers come and go").
     pub storage_wait: Duration,
     pub trace_fuse: bool,
+    /// Serve requests over FUSE over io_uring when the kernel offers it
+    /// (`-uring`, off by default while experimental; see `fs::uring`).
+    pub uring: bool,
 }
 
 impl Default for Options {
@@ -117,6 +124,7 @@ impl Default for Options {
             pintimeout: Duration::from_secs(30),
             storage_wait: Duration::from_secs(30),
             trace_fuse: false,
+            uring: false,
         }
     }
 }
@@ -325,6 +333,7 @@ fn parse_opts(args: &[String]) -> Result<Parsed, String> {
             "debug" => opts.debug = bool_value(name)?,
             "autoexit" => opts.autoexit = bool_value(name)?,
             "trace.fuse" => opts.trace_fuse = bool_value(name)?,
+            "uring" => opts.uring = bool_value(name)?,
             "pintimeout" => {
                 let v = value(name)?;
                 opts.pintimeout = parse_duration(&v)

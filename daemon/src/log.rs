@@ -37,7 +37,8 @@ pub fn init(debug: bool, trace_fuse: bool) {
 
 impl Log for Logger {
     fn enabled(&self, m: &Metadata) -> bool {
-        let fuser = m.target().starts_with("fuser");
+        // fuser's lines, and ours of requests over io_uring (fs::uring).
+        let fuser = m.target().starts_with("fuser") || m.target() == "fuse_trace";
         match m.level() {
             Level::Error | Level::Warn => true,
             // fuser logs mount chatter at info level: keep it for -trace.fuse.

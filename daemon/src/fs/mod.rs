@@ -112,9 +112,19 @@
 //! blocks and before replying — still under the tracker's read side, so a
 //! commit waits for the pins (bounded by the pin timeout) — and is served
 //! off the FUSE workers ([`offload`]) when it would wait for a pin (acks
-//! are FUSE writes: workers blocked on pins must not starve them). The watcher
+//! are FUSE writes: workers blocked on pins must not starve them); over
+//! io_uring it waits on its own entry's thread, the queue growing spare
+//! entries instead ([`uring`]). The watcher
 //! trims history no further than the oldest watched `at`. [`reaper`]
 //! answers parked stream reads (zhead, watch) of dying readers.
+//!
+//! # Transports
+//!
+//! Requests come over /dev/fuse through fuser ([`dev`]) or, where the
+//! kernel offers it, over FUSE over io_uring ([`uring`]); the handlers
+//! ([`ops`]) answer both through [`reply`]. "Until the reply is sent"
+//! above means until the kernel has it: on the ring, a reply made on the
+//! entry's thread is committed before the handler goes on.
 //!
 //! # Locking order
 //!
@@ -128,9 +138,11 @@
 
 mod autoexit;
 mod cache;
+mod dev;
 mod offload;
 mod ops;
 mod prefetch;
+pub(crate) mod reply;
 mod retain;
 mod tree;
 mod unmount;
@@ -145,7 +157,7 @@ use crate::cli::Options;
 use parking_lot::{Condvar, Mutex, RwLock};
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 use zodb::{Storage, Tid};
@@ -213,6 +225,9 @@ pub(crate) struct Wcfs {
     activity: autoexit::Activity,
     /// The watcher thread: its opens of our files get [`retain::OWN_FH`].
     watcher_tid: AtomicI32,
+    /// Entries of FUSE over io_uring that have carried a request
+    /// (`.wcfs/stats` FuseRingEntry; 0: /dev/fuse serves everything).
+    ring_entries: AtomicUsize,
 }
 
 impl Wcfs {
@@ -349,6 +364,7 @@ pub fn serve(zurl: &str, mountpoint: &Path, opts: Options) -> Result<(), Error> 
             .unwrap_or_else(|_| mountpoint.to_path_buf()),
         activity: autoexit::Activity::new(),
         watcher_tid: AtomicI32::new(0),
+        ring_entries: AtomicUsize::new(0),
         opts,
     });
 
@@ -382,13 +398,15 @@ pub fn serve(zurl: &str, mountpoint: &Path, opts: Options) -> Result<(), Error> 
         path: mountpoint.display().to_string(),
         why: e.to_string(),
     })?;
-    let session =
-        fuser::Session::new(ops::Fs(wcfs.clone()), mountpoint, &config).map_err(|source| {
-            Error::Mount {
-                path: mountpoint.display().to_string(),
-                source,
-            }
-        })?;
+    let negotiated = Arc::new(uring::Negotiated::default());
+    let dev = dev::DevFs {
+        fs: ops::Fs(wcfs.clone()),
+        uring: wcfs.opts.uring.then(|| negotiated.clone()),
+    };
+    let session = fuser::Session::new(dev, mountpoint, &config).map_err(|source| Error::Mount {
+        path: mountpoint.display().to_string(),
+        source,
+    })?;
     let _ = wcfs.notifier.set(session.notifier());
     let host: Arc<dyn Host> = wcfs.clone();
     wcfs.iso.set_host(Arc::downgrade(&host));
@@ -397,6 +415,10 @@ pub fn serve(zurl: &str, mountpoint: &Path, opts: Options) -> Result<(), Error> 
         std::os::fd::AsFd::as_fd(&session).try_clone_to_owned()?,
     )?;
     mount_fusectl();
+    if wcfs.opts.uring {
+        let fd = std::os::fd::AsFd::as_fd(&session).try_clone_to_owned()?;
+        uring::start(fd, ops::Fs(wcfs.clone()), negotiated);
+    }
 
     {
         let wcfs = wcfs.clone();

@@ -6,18 +6,19 @@
 //! touch the tracker: they load from storage as of their tid.
 
 use super::cache::Key;
+use super::reply::{
+    ReplyAttr, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyWrite,
+};
 use super::tree::{self, Node};
 use super::{retain, upload};
 use super::{Wcfs, FUTURE_TID_WAIT};
 use crate::zdata;
 use bytes::Bytes;
 use fuser::{
-    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
-    KernelConfig, LockOwner, OpenAccMode, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory,
-    ReplyEmpty, ReplyEntry, ReplyOpen, ReplyWrite, Request, WriteFlags,
+    Errno, FileAttr, FileHandle, FileType, FopenFlags, Generation, INodeNo, OpenAccMode, OpenFlags,
 };
 use std::ffi::OsStr;
-use std::io;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use zodb::bigfile::ZBigFile;
@@ -31,6 +32,22 @@ const TTL_LONG: Duration = Duration::from_secs(3600);
 const TTL_NONE: Duration = Duration::ZERO;
 
 pub(crate) struct Fs(pub(crate) Arc<Wcfs>);
+
+impl Fs {
+    /// Where the filesystem is mounted.
+    pub(crate) fn mountpoint(&self) -> &std::path::Path {
+        &self.0.mnt
+    }
+
+    /// Counts an entry of FUSE over io_uring in or out of service.
+    pub(crate) fn ring_entry(&self, serving: bool) {
+        if serving {
+            self.0.ring_entries.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.0.ring_entries.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
 
 /// Time a tid encodes, to the microsecond.
 fn tid_time(t: Tid) -> SystemTime {
@@ -135,6 +152,7 @@ impl Fs {
                     ("PinnedBlk", w.iso.npinned()),
                     ("pin", w.iso.npin() as usize),
                     ("pinkill", w.iso.npinkill() as usize),
+                    ("FuseRingEntry", w.ring_entries.load(Ordering::Relaxed)),
                 ];
                 // The storage's life with its server (networked ones).
                 let storage = w.storage.counters();
@@ -447,49 +465,10 @@ impl Fs {
     }
 }
 
-impl Filesystem for Fs {
-    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> io::Result<()> {
-        // The page cache of head/ is the clients' shared cache: the kernel
-        // must not drop it on its own when mtime or size change.
-        config
-            .add_capabilities(InitFlags::FUSE_EXPLICIT_INVAL_DATA)
-            .map_err(|_| {
-                io::Error::other(
-                    "the kernel lacks FUSE_EXPLICIT_INVAL_DATA (Linux ≥ 5.2 needed): \
-                     cannot keep the page cache exact",
-                )
-            })?;
-        let _ = config.add_capabilities(InitFlags::FUSE_PARALLEL_DIROPS);
-        // The largest requests the kernel allows (max_pages follows
-        // max(max_write, max_readahead)): a 2 MiB block in few requests.
-        let page = 4096u32;
-        let limit = std::fs::read_to_string("/proc/sys/fs/fuse/max_pages_limit")
-            .ok()
-            .and_then(|s| s.trim().parse::<u32>().ok())
-            .unwrap_or(256);
-        let max = limit.saturating_mul(page);
-        let max_write = match config.set_max_write(max) {
-            Ok(_) => max,
-            Err(nearest) => {
-                let _ = config.set_max_write(nearest);
-                nearest
-            }
-        };
-        // Readahead off (1 byte rounds down to 0 pages; INIT can only
-        // lower the mount's readahead, and needs no privilege to): the
-        // kernel then reads only the pages a reader touches, never pages of
-        // a neighbouring block, and we push the rest of each loaded block
-        // ourselves (see the module doc of `super`, "Blocks").
-        let _ = config.set_max_readahead(1);
-        let _ = config.set_max_background(64);
-        log::info!(
-            "FUSE {:?}: max_write {max_write}, readahead off (max_pages_limit {limit})",
-            config.kernel_abi()
-        );
-        Ok(())
-    }
-
-    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+/// The handlers, one per request kind, whichever transport brought it
+/// ([`super::dev`] or [`super::uring`]).
+impl Fs {
+    pub(crate) fn lookup(&self, parent: u64, name: &OsStr, reply: ReplyEntry) {
         let w = self.w();
         let _busy = w.activity.request();
         if w.failed() {
@@ -498,7 +477,6 @@ impl Filesystem for Fs {
         let Some(name) = name.to_str() else {
             return reply.error(Errno::ENOENT);
         };
-        let parent = parent.0;
         let fixed = {
             let tree = w.tree.lock();
             tree.fixed_children(parent)
@@ -545,18 +523,18 @@ impl Filesystem for Fs {
         }
     }
 
-    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+    pub(crate) fn forget(&self, ino: u64, nlookup: u64) {
         let _busy = self.w().activity.request();
-        self.w().tree.lock().forget(ino.0, nlookup);
+        self.w().tree.lock().forget(ino, nlookup);
     }
 
-    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+    pub(crate) fn getattr(&self, ino: u64, reply: ReplyAttr) {
         let w = self.w();
         let _busy = w.activity.request();
         if w.failed() {
             return reply.error(Errno::EIO);
         }
-        let node = w.tree.lock().get(ino.0).cloned();
+        let node = w.tree.lock().get(ino).cloned();
         if let Some(Node::HeadFile { oid }) = node {
             let t = w.tracker.read();
             if w.failed() {
@@ -566,7 +544,7 @@ impl Filesystem for Fs {
                 return reply.error(Errno::EIO);
             };
             let a = attr(
-                ino.0,
+                ino,
                 FileType::RegularFile,
                 info.size,
                 tid_time(info.rev),
@@ -576,21 +554,21 @@ impl Filesystem for Fs {
             drop(t); // only after the reply: see the module doc
             return;
         }
-        match self.plain_attr(ino.0) {
+        match self.plain_attr(ino) {
             Some((a, ttl)) => reply.attr(&ttl, &a),
             None => reply.error(Errno::ENOENT),
         }
     }
 
-    fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+    pub(crate) fn open(&self, pid: u32, ino: u64, flags: OpenFlags, reply: ReplyOpen) {
         let w = self.w();
         let _busy = w.activity.request();
         if w.failed() {
             return reply.error(Errno::EIO);
         }
-        if ino.0 == tree::HEAD_WATCH {
+        if ino == tree::HEAD_WATCH {
             // One open, one link: a stream, never cached.
-            let fh = w.iso.open(req.pid());
+            let fh = w.iso.open(pid);
             w.activity.opened();
             return reply.opened(
                 FileHandle(fh),
@@ -602,9 +580,9 @@ impl Filesystem for Fs {
         if flags.acc_mode() != OpenAccMode::O_RDONLY {
             return reply.error(Errno::EPERM);
         }
-        let node = w.tree.lock().get(ino.0).cloned();
-        let own = req.pid() as i32 == w.watcher_tid.load(std::sync::atomic::Ordering::Acquire);
-        let (fh, fflags) = match (ino.0, node) {
+        let node = w.tree.lock().get(ino).cloned();
+        let own = pid as i32 == w.watcher_tid.load(std::sync::atomic::Ordering::Acquire);
+        let (fh, fflags) = match (ino, node) {
             // Opening again must not drop what the kernel caches.
             (_, Some(Node::HeadFile { .. } | Node::RevFile { .. })) => (
                 if own { retain::OWN_FH } else { 0 },
@@ -628,7 +606,7 @@ impl Filesystem for Fs {
         reply.opened(FileHandle(fh), fflags);
     }
 
-    fn opendir(&self, _req: &Request, _ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+    pub(crate) fn opendir(&self, reply: ReplyOpen) {
         let w = self.w();
         let _busy = w.activity.request();
         // A directory handle is a client too (-autoexit), as fuser's default.
@@ -636,33 +614,29 @@ impl Filesystem for Fs {
         reply.opened(FileHandle(0), FopenFlags::empty());
     }
 
-    fn releasedir(
-        &self,
-        _req: &Request,
-        _ino: INodeNo,
-        _fh: FileHandle,
-        _flags: OpenFlags,
-        reply: ReplyEmpty,
-    ) {
+    pub(crate) fn releasedir(&self, reply: ReplyEmpty) {
         let w = self.w();
         let _busy = w.activity.request();
         w.activity.released();
         reply.ok();
     }
 
-    fn read(
+    /// `may_block`: the caller's thread may wait for pin acks (a ring
+    /// thread: another entry takes the next request), else such a read
+    /// goes to the offload pool.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn read(
         &self,
-        req: &Request,
-        ino: INodeNo,
-        fh: FileHandle,
+        pid: u32,
+        ino: u64,
+        fh: u64,
         offset: u64,
         size: u32,
-        _flags: OpenFlags,
-        _lock_owner: Option<LockOwner>,
+        may_block: bool,
         reply: ReplyData,
     ) {
         let w = self.w();
-        if fh.0 == retain::OWN_FH {
+        if fh == retain::OWN_FH {
             // The watcher reading old data from the page cache: what is not
             // there is not loaded (it may be waiting for the write side).
             return reply.error(Errno::EIO);
@@ -671,109 +645,77 @@ impl Filesystem for Fs {
         if w.failed() {
             return reply.error(Errno::EIO);
         }
-        if ino.0 == tree::ZHEAD {
-            return w.zhead.read(fh.0, size as usize, req.pid(), reply);
+        if ino == tree::ZHEAD {
+            return w.zhead.read(fh, size as usize, pid, reply);
         }
-        if ino.0 == tree::HEAD_WATCH {
-            return w.iso.read(fh.0, size, req.pid(), reply);
+        if ino == tree::HEAD_WATCH {
+            return w.iso.read(fh, size, pid, reply);
         }
-        if let Some(text) = self.text(ino.0) {
+        if let Some(text) = self.text(ino) {
             let off = (offset as usize).min(text.len());
             let end = (off + size as usize).min(text.len());
             return reply.data(&text[off..end]);
         }
-        let node = w.tree.lock().get(ino.0).cloned();
+        let node = w.tree.lock().get(ino).cloned();
         match node {
-            Some(Node::HeadFile { oid }) if self.read_would_pin(oid, offset, size) => {
+            Some(Node::HeadFile { oid })
+                if !may_block && self.read_would_pin(oid, offset, size) =>
+            {
                 // It waits for pin acks: not on a FUSE worker (see the
                 // module doc of `super`). A commit or a watch right after
                 // this check makes a read pin on the worker: still
                 // correct, bounded by the pin timeout.
                 let fs = Fs(self.0.clone());
                 w.offload
-                    .run(move || fs.read_head(ino.0, oid, offset, size, reply));
+                    .run(move || fs.read_head(ino, oid, offset, size, reply));
             }
-            Some(Node::HeadFile { oid }) => self.read_head(ino.0, oid, offset, size, reply),
-            Some(Node::RevFile { .. }) => self.read_rev(ino.0, offset, size, reply),
+            Some(Node::HeadFile { oid }) => self.read_head(ino, oid, offset, size, reply),
+            Some(Node::RevFile { .. }) => self.read_rev(ino, offset, size, reply),
             Some(_) => reply.error(Errno::EISDIR),
             None => reply.error(Errno::ENOENT),
         }
     }
 
-    fn flush(
-        &self,
-        req: &Request,
-        ino: INodeNo,
-        fh: FileHandle,
-        _lock_owner: LockOwner,
-        reply: ReplyEmpty,
-    ) {
+    pub(crate) fn flush(&self, pid: u32, ino: u64, fh: u64, reply: ReplyEmpty) {
         let _busy = self.w().activity.request();
-        if ino.0 == tree::ZHEAD {
-            self.w().zhead.unpark(Some(fh.0), Errno::EINTR);
+        if ino == tree::ZHEAD {
+            self.w().zhead.unpark(Some(fh), Errno::EINTR);
         }
-        if ino.0 == tree::HEAD_WATCH {
-            self.w().iso.flush(fh.0, req.pid());
+        if ino == tree::HEAD_WATCH {
+            self.w().iso.flush(fh, pid);
         }
         reply.ok();
     }
 
-    fn release(
-        &self,
-        _req: &Request,
-        ino: INodeNo,
-        fh: FileHandle,
-        _flags: OpenFlags,
-        _lock_owner: Option<LockOwner>,
-        _flush: bool,
-        reply: ReplyEmpty,
-    ) {
+    pub(crate) fn release(&self, ino: u64, fh: u64, reply: ReplyEmpty) {
         let w = self.w();
         let _busy = w.activity.request();
-        if ino.0 == tree::ZHEAD {
-            w.zhead.release(fh.0);
+        if ino == tree::ZHEAD {
+            w.zhead.release(fh);
         }
-        if ino.0 == tree::HEAD_WATCH {
-            w.iso.release(fh.0);
+        if ino == tree::HEAD_WATCH {
+            w.iso.release(fh);
         }
         w.activity.released();
         reply.ok();
     }
 
-    fn write(
-        &self,
-        _req: &Request,
-        ino: INodeNo,
-        fh: FileHandle,
-        _offset: u64,
-        data: &[u8],
-        _write_flags: WriteFlags,
-        _flags: OpenFlags,
-        _lock_owner: Option<LockOwner>,
-        reply: ReplyWrite,
-    ) {
+    pub(crate) fn write(&self, ino: u64, fh: u64, data: &[u8], reply: ReplyWrite) {
         let w = self.w();
         let _busy = w.activity.request();
         if w.failed() {
             return reply.error(Errno::EIO);
         }
-        if ino.0 != tree::HEAD_WATCH {
+        if ino != tree::HEAD_WATCH {
             return reply.error(Errno::EBADF);
         }
-        match w.iso.write(fh.0, data) {
+        match w.iso.write(fh, data) {
             Ok(n) => reply.written(n),
             Err(e) => reply.error(e),
         }
     }
 
-    fn readdir(
-        &self,
-        _req: &Request,
-        ino: INodeNo,
-        _fh: FileHandle,
-        offset: u64,
-        mut reply: ReplyDirectory,
-    ) {
+    pub(crate) fn readdir(&self, ino: u64, offset: u64, mut reply: ReplyDirectory) {
         let w = self.w();
         let _busy = w.activity.request();
         if w.failed() {
@@ -781,12 +723,12 @@ impl Filesystem for Fs {
         }
         let tree = w.tree.lock();
         let mut entries: Vec<(u64, FileType, String)> = vec![
-            (ino.0, FileType::Directory, ".".into()),
+            (ino, FileType::Directory, ".".into()),
             (tree::ROOT, FileType::Directory, "..".into()),
         ];
-        match tree.get(ino.0) {
+        match tree.get(ino) {
             Some(Node::Fixed) => {
-                for (name, child) in tree.fixed_children(ino.0) {
+                for (name, child) in tree.fixed_children(ino) {
                     let kind = tree.fixed_kind(child).unwrap_or(FileType::RegularFile);
                     entries.push((child, kind, name.into()));
                 }
@@ -807,317 +749,34 @@ impl Filesystem for Fs {
         }
         drop(tree);
         for (i, (ino, kind, name)) in entries.into_iter().enumerate().skip(offset as usize) {
-            if reply.add(INodeNo(ino), (i + 1) as u64, kind, name) {
+            if reply.add(INodeNo(ino), (i + 1) as u64, kind, &name) {
                 break;
             }
         }
         reply.ok();
     }
 
-    // ---- Everything else: a deliberate, quiet answer (SPEC §5) ----
-    //
-    // fuser's defaults answer ENOSYS with a warning per request. Where the
-    // kernel turns ENOSYS into "not supported" for good (xattrs: EOPNOTSUPP
-    // to the caller, like a filesystem without them; poll, lseek, fsync,
-    // fallocate, copy_file_range, access, locks, bmap: its own fallback),
-    // we answer just that, quietly. Changes to the namespace get EROFS,
-    // changes to files EPERM (as opening one for writing), ioctls ENOTTY
-    // (Python's open() asks TCGETS of every file).
-
-    fn setattr(
+    /// `other`: any change besides mode, owner and size (times…).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn setattr(
         &self,
-        _req: &Request,
-        ino: INodeNo,
+        ino: u64,
         mode: Option<u32>,
         uid: Option<u32>,
         gid: Option<u32>,
         size: Option<u64>,
-        atime: Option<fuser::TimeOrNow>,
-        mtime: Option<fuser::TimeOrNow>,
-        _ctime: Option<SystemTime>,
-        _fh: Option<FileHandle>,
-        _crtime: Option<SystemTime>,
-        _chgtime: Option<SystemTime>,
-        _bkuptime: Option<SystemTime>,
-        _flags: Option<fuser::BsdFileFlags>,
+        other: bool,
         reply: ReplyAttr,
     ) {
         let _busy = self.w().activity.request();
         // O_TRUNC of head/watch (a stream, always empty) changes nothing.
-        let only_trunc = size == Some(0)
-            && [mode, uid, gid].iter().all(Option::is_none)
-            && atime.is_none()
-            && mtime.is_none();
-        if ino.0 == tree::HEAD_WATCH && only_trunc {
-            if let Some((a, ttl)) = self.plain_attr(ino.0) {
+        let only_trunc = size == Some(0) && [mode, uid, gid].iter().all(Option::is_none) && !other;
+        if ino == tree::HEAD_WATCH && only_trunc {
+            if let Some((a, ttl)) = self.plain_attr(ino) {
                 return reply.attr(&ttl, &a);
             }
         }
         reply.error(Errno::EPERM);
-    }
-
-    fn readlink(&self, _req: &Request, _ino: INodeNo, reply: ReplyData) {
-        reply.error(Errno::EINVAL); // no symlinks here
-    }
-
-    fn mknod(
-        &self,
-        _req: &Request,
-        _parent: INodeNo,
-        _name: &OsStr,
-        _mode: u32,
-        _umask: u32,
-        _rdev: u32,
-        reply: ReplyEntry,
-    ) {
-        reply.error(Errno::EROFS);
-    }
-
-    fn mkdir(
-        &self,
-        _req: &Request,
-        _parent: INodeNo,
-        _name: &OsStr,
-        _mode: u32,
-        _umask: u32,
-        reply: ReplyEntry,
-    ) {
-        reply.error(Errno::EROFS);
-    }
-
-    fn unlink(&self, _req: &Request, _parent: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
-        reply.error(Errno::EROFS);
-    }
-
-    fn rmdir(&self, _req: &Request, _parent: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
-        reply.error(Errno::EROFS);
-    }
-
-    fn symlink(
-        &self,
-        _req: &Request,
-        _parent: INodeNo,
-        _link_name: &OsStr,
-        _target: &std::path::Path,
-        reply: ReplyEntry,
-    ) {
-        reply.error(Errno::EROFS);
-    }
-
-    fn rename(
-        &self,
-        _req: &Request,
-        _parent: INodeNo,
-        _name: &OsStr,
-        _newparent: INodeNo,
-        _newname: &OsStr,
-        _flags: fuser::RenameFlags,
-        reply: ReplyEmpty,
-    ) {
-        reply.error(Errno::EROFS);
-    }
-
-    fn link(
-        &self,
-        _req: &Request,
-        _ino: INodeNo,
-        _newparent: INodeNo,
-        _newname: &OsStr,
-        reply: ReplyEntry,
-    ) {
-        reply.error(Errno::EROFS);
-    }
-
-    fn create(
-        &self,
-        _req: &Request,
-        _parent: INodeNo,
-        _name: &OsStr,
-        _mode: u32,
-        _umask: u32,
-        _flags: i32,
-        reply: fuser::ReplyCreate,
-    ) {
-        reply.error(Errno::EROFS);
-    }
-
-    fn fsync(
-        &self,
-        _req: &Request,
-        _ino: INodeNo,
-        _fh: FileHandle,
-        _datasync: bool,
-        reply: ReplyEmpty,
-    ) {
-        reply.ok(); // nothing is ever dirty
-    }
-
-    fn fsyncdir(
-        &self,
-        _req: &Request,
-        _ino: INodeNo,
-        _fh: FileHandle,
-        _datasync: bool,
-        reply: ReplyEmpty,
-    ) {
-        reply.ok();
-    }
-
-    fn readdirplus(
-        &self,
-        _req: &Request,
-        _ino: INodeNo,
-        _fh: FileHandle,
-        _offset: u64,
-        reply: fuser::ReplyDirectoryPlus,
-    ) {
-        reply.error(Errno::ENOSYS); // not negotiated: the kernel uses readdir
-    }
-
-    fn setxattr(
-        &self,
-        _req: &Request,
-        _ino: INodeNo,
-        _name: &OsStr,
-        _value: &[u8],
-        _flags: i32,
-        _position: u32,
-        reply: ReplyEmpty,
-    ) {
-        reply.error(Errno::ENOSYS);
-    }
-
-    fn getxattr(
-        &self,
-        _req: &Request,
-        _ino: INodeNo,
-        _name: &OsStr,
-        _size: u32,
-        reply: fuser::ReplyXattr,
-    ) {
-        reply.error(Errno::ENOSYS);
-    }
-
-    fn listxattr(&self, _req: &Request, _ino: INodeNo, _size: u32, reply: fuser::ReplyXattr) {
-        reply.error(Errno::ENOSYS);
-    }
-
-    fn removexattr(&self, _req: &Request, _ino: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
-        reply.error(Errno::ENOSYS);
-    }
-
-    fn access(&self, _req: &Request, _ino: INodeNo, _mask: fuser::AccessFlags, reply: ReplyEmpty) {
-        reply.error(Errno::ENOSYS); // default_permissions: the kernel checks
-    }
-
-    fn getlk(
-        &self,
-        _req: &Request,
-        _ino: INodeNo,
-        _fh: FileHandle,
-        _lock_owner: LockOwner,
-        _start: u64,
-        _end: u64,
-        _typ: i32,
-        _pid: u32,
-        reply: fuser::ReplyLock,
-    ) {
-        reply.error(Errno::ENOSYS); // locks stay local to the kernel
-    }
-
-    fn setlk(
-        &self,
-        _req: &Request,
-        _ino: INodeNo,
-        _fh: FileHandle,
-        _lock_owner: LockOwner,
-        _start: u64,
-        _end: u64,
-        _typ: i32,
-        _pid: u32,
-        _sleep: bool,
-        reply: ReplyEmpty,
-    ) {
-        reply.error(Errno::ENOSYS);
-    }
-
-    fn bmap(
-        &self,
-        _req: &Request,
-        _ino: INodeNo,
-        _blocksize: u32,
-        _idx: u64,
-        reply: fuser::ReplyBmap,
-    ) {
-        reply.error(Errno::ENOSYS);
-    }
-
-    fn ioctl(
-        &self,
-        _req: &Request,
-        _ino: INodeNo,
-        _fh: FileHandle,
-        _flags: fuser::IoctlFlags,
-        _cmd: u32,
-        _in_data: &[u8],
-        _out_size: u32,
-        reply: fuser::ReplyIoctl,
-    ) {
-        reply.error(Errno::ENOTTY);
-    }
-
-    fn poll(
-        &self,
-        _req: &Request,
-        _ino: INodeNo,
-        _fh: FileHandle,
-        _ph: fuser::PollNotifier,
-        _events: fuser::PollEvents,
-        _flags: fuser::PollFlags,
-        reply: fuser::ReplyPoll,
-    ) {
-        reply.error(Errno::ENOSYS); // the kernel then reports always ready
-    }
-
-    fn fallocate(
-        &self,
-        _req: &Request,
-        _ino: INodeNo,
-        _fh: FileHandle,
-        _offset: u64,
-        _length: u64,
-        _mode: i32,
-        reply: ReplyEmpty,
-    ) {
-        reply.error(Errno::ENOSYS);
-    }
-
-    fn lseek(
-        &self,
-        _req: &Request,
-        _ino: INodeNo,
-        _fh: FileHandle,
-        _offset: i64,
-        _whence: i32,
-        reply: fuser::ReplyLseek,
-    ) {
-        reply.error(Errno::ENOSYS); // the kernel's own SEEK_DATA/SEEK_HOLE
-    }
-
-    fn copy_file_range(
-        &self,
-        _req: &Request,
-        _ino_in: INodeNo,
-        _fh_in: FileHandle,
-        _offset_in: u64,
-        _ino_out: INodeNo,
-        _fh_out: FileHandle,
-        _offset_out: u64,
-        _len: u64,
-        _flags: fuser::CopyFileRangeFlags,
-        reply: ReplyWrite,
-    ) {
-        reply.error(Errno::ENOSYS); // the kernel copies through the page cache
     }
 }
 

@@ -10,8 +10,9 @@
 //! released: direct-I/O replies touch no page cache, but there is no reason
 //! to make other links wait on the kernel.
 
+use crate::fs::reply::ReplyData;
 use crate::isolation::thread_dying;
-use fuser::{Errno, ReplyData};
+use fuser::Errno;
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use zodb::Tid;

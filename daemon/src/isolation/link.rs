@@ -24,7 +24,8 @@
 use super::pin::PinSlot;
 use super::text::{self, quote};
 use super::{watch, Isolation};
-use fuser::{Errno, ReplyData};
+use crate::fs::reply::ReplyData;
+use fuser::Errno;
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};

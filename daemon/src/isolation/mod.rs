@@ -91,8 +91,9 @@ mod watch;
 pub(crate) use link::Link;
 pub(crate) use pin::thread_dying;
 
+use crate::fs::reply::ReplyData;
 use crate::zdata::Tracker;
-use fuser::{Errno, ReplyData};
+use fuser::Errno;
 use parking_lot::{Mutex, RwLock};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -1,3 +1,7 @@
-//! FUSE over io_uring (Linux ≥ 6.14): the byte codec of ring entries.
+//! FUSE over io_uring: the ring transport ([`transport`]) and the codec of
+//! the requests and replies it carries ([`wire`]).
 
+mod transport;
 pub mod wire;
+
+pub(crate) use transport::{start, Negotiated, RingReply};
