@@ -816,6 +816,10 @@ fn ordinary_user_joins_with_autostart() {
         got,
         format!("{} {}", mnt.display(), hex(&env.py.block(f, 0, None)))
     );
+    // Gone, with whatever it had open in the mount: `stop` below must find
+    // it idle, or the unmount falls back to detaching (a warning).
+    let st = child.wait_exit(Duration::from_secs(20));
+    assert!(st.is_some_and(|s| s.success()), "join child: {st:?}");
     let m = sys::mount_at(&mnt)
         .unwrap()
         .expect("the joined daemon is mounted");
